@@ -1,0 +1,395 @@
+"""Client configuration: one folder per client business under ``clients/``.
+
+``clients/<client_id>/config.yaml`` is validated at start-up into the frozen
+models below. The reference example is ``shared/spec/example-client/`` and the
+schema accepts it as it stands. Unknown keys are kept out of the models but do
+not fail a folder, so an agency can annotate files freely.
+
+Secrets are written as ``${ENV_VAR}``. An unset variable leaves that value
+``None``: the feature that needs it is off for that client, and the loader
+reports it as a :class:`ConfigProblem` with ``severity="warning"``; the client
+still serves.
+
+An invalid folder (bad YAML, a wrong type, an unknown timezone...) is reported
+with file, key and reason and skipped; the other clients load as usual.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+__all__ = [
+    "BookingConfig",
+    "ChannelsConfig",
+    "ClientConfig",
+    "ClientRegistry",
+    "ConfigProblem",
+    "Service",
+    "load_client",
+    "load_clients",
+]
+
+Purpose = Literal["lead_capture", "support", "auto"]
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+def _hhmm(value: object) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, int):  # YAML 1.1 reads 09:00 unquoted as sexagesimal minutes
+        return time(value // 60, value % 60)
+    if not isinstance(value, str) or not re.fullmatch(r"\d{1,2}:\d{2}", value.strip()):
+        raise ValueError(f"expected a time as 'HH:MM', got {value!r}")
+    hours, minutes = (int(p) for p in value.strip().split(":"))
+    if hours == 24 and minutes == 0:
+        return time(23, 59, 59)
+    return time(hours, minutes)
+
+
+HHMM = Annotated[time, BeforeValidator(_hhmm)]
+
+
+class OpeningHours(_Frozen):
+    """One day's opening interval, local time. ``close`` is exclusive."""
+
+    open: HHMM
+    close: HHMM
+
+
+def _parse_hours(value: object) -> dict[str, OpeningHours | None]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError("expected a mapping of day -> [open, close] or 'closed'")
+    result: dict[str, OpeningHours | None] = {}
+    for raw_day, spec in value.items():
+        day = str(raw_day).strip().lower()[:3]
+        if day not in DAYS:
+            raise ValueError(f"unknown day {raw_day!r}; use one of {', '.join(DAYS)}")
+        if spec is None or (isinstance(spec, str) and spec.strip().lower() == "closed"):
+            result[day] = None
+            continue
+        if not isinstance(spec, list | tuple) or len(spec) != 2:
+            raise ValueError(f"{raw_day}: expected [\"HH:MM\", \"HH:MM\"] or 'closed'")
+        hours = OpeningHours(open=spec[0], close=spec[1])
+        if hours.close <= hours.open:
+            raise ValueError(f"{raw_day}: closing time must be after opening time")
+        result[day] = hours
+    return result
+
+
+class Service(_Frozen):
+    name: str = Field(min_length=1)
+    duration_minutes: int = Field(default=60, gt=0, le=24 * 60)
+    price: float | None = Field(default=None, ge=0)
+    aliases: tuple[str, ...] = ()
+    description: str | None = None
+
+
+class TwilioCredentials(_Frozen):
+    account_sid: str | None = None
+    auth_token: str | None = None
+    from_: str | None = Field(default=None, alias="from")
+
+
+class MetaCredentials(_Frozen):
+    app_secret: str | None = None
+    verify_token: str | None = None
+    access_token: str | None = None
+    phone_number_id: str | None = None
+
+
+class PhoneChannel(_Frozen):
+    enabled: bool = True
+    purpose: Purpose = "lead_capture"
+    greeting: str | None = None
+    twilio: TwilioCredentials = TwilioCredentials()
+
+
+class WhatsAppChannel(_Frozen):
+    enabled: bool = True
+    purpose: Purpose = "auto"
+    twilio: TwilioCredentials | None = None
+    meta: MetaCredentials | None = None
+
+
+class WebChannel(_Frozen):
+    enabled: bool = True
+    purpose: Purpose = "auto"
+    greeting: str | None = None
+    allowed_origins: tuple[str, ...] = ()
+    """Origins allowed to open the chat websocket. Empty means any origin;
+    ``"*"`` as an entry also means any origin."""
+
+
+class ChannelsConfig(_Frozen):
+    phone: PhoneChannel = PhoneChannel()
+    whatsapp: WhatsAppChannel = WhatsAppChannel()
+    web: WebChannel = WebChannel()
+
+
+class BookingRules(_Frozen):
+    lead_fields: tuple[str, ...] = ("name", "phone", "email", "service", "time")
+    min_notice_hours: float = Field(default=2, ge=0)
+    max_days_ahead: int = Field(default=90, gt=0)
+
+    @field_validator("lead_fields")
+    @classmethod
+    def _known_fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = {"name", "phone", "email", "service", "time", "notes"}
+        unknown = [f for f in value if f not in known]
+        if unknown:
+            raise ValueError(f"unknown lead field(s) {unknown}; known: {sorted(known)}")
+        if len(set(value)) != len(value):
+            raise ValueError("lead_fields lists a field twice")
+        return value
+
+
+class BookingConfig(_Frozen):
+    provider: Literal["local", "google_calendar", "calendly"] = "local"
+    slot_minutes: int = Field(default=30, gt=0, le=240)
+    rules: BookingRules = BookingRules()
+
+
+class CrmConfig(_Frozen):
+    provider: Literal["local", "hubspot", "pipedrive", "airtable", "webhook"] = "local"
+    map: dict[str, str] = Field(default_factory=dict)
+    """Lead field -> CRM property name (e.g. ``name: full_name``)."""
+
+
+class SupportConfig(_Frozen):
+    knowledge_dir: str = "knowledge"
+    min_confidence: float = Field(default=0.55, ge=0, le=1)
+
+
+class EscalationConfig(_Frozen):
+    to_slack_webhook: str | None = None
+    to_email: str | None = None
+    phone_transfer_number: str | None = None
+
+
+class LlmConfig(_Frozen):
+    provider: Literal["offline", "gemini"] = "offline"
+    model: str = "gemini-2.5-flash"
+
+
+class SpeechProviderConfig(_Frozen):
+    provider: str = "auto"
+    model: str | None = None
+    voice: str | None = None
+
+
+class VoiceConfig(_Frozen):
+    stt: SpeechProviderConfig = SpeechProviderConfig()
+    tts: SpeechProviderConfig = SpeechProviderConfig()
+
+
+class ClientConfig(_Frozen):
+    """A client business, as read from ``clients/<client_id>/config.yaml``."""
+
+    client_id: str
+    name: str
+    locale: str = "en-US"
+    timezone: str = "UTC"
+    business_hours: Annotated[dict[str, OpeningHours | None], BeforeValidator(_parse_hours)] = (
+        Field(default_factory=dict)
+    )
+    services: tuple[Service, ...] = ()
+    channels: ChannelsConfig = ChannelsConfig()
+    booking: BookingConfig = BookingConfig()
+    crm: CrmConfig = CrmConfig()
+    support: SupportConfig = SupportConfig()
+    escalation: EscalationConfig = EscalationConfig()
+    llm: LlmConfig = LlmConfig()
+    voice: VoiceConfig = VoiceConfig()
+    folder: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("client_id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not _CLIENT_ID.match(value):
+            raise ValueError("use lowercase letters, digits, '-' or '_' (max 63 chars)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA timezone {value!r}") from exc
+        return value
+
+    @field_validator("locale")
+    @classmethod
+    def _valid_locale(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z]{2,3}([-_][A-Za-z]{2})?", value):
+            raise ValueError(f"expected a locale like 'en-US', got {value!r}")
+        return value.replace("_", "-")
+
+    @field_validator("services")
+    @classmethod
+    def _unique_services(cls, value: tuple[Service, ...]) -> tuple[Service, ...]:
+        names = [s.name.casefold() for s in value]
+        if len(set(names)) != len(names):
+            raise ValueError("two services share a name")
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def region(self) -> str:
+        """ISO 3166 region from the locale (``en-US`` -> ``US``), for phone parsing."""
+        parts = self.locale.split("-")
+        return parts[1].upper() if len(parts) > 1 else "US"
+
+    @property
+    def language(self) -> str:
+        return self.locale.split("-")[0]
+
+    def service(self, name: str) -> Service | None:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        return None
+
+    def purpose_for(self, channel: str) -> str:
+        chan = getattr(self.channels, channel, None)
+        return str(getattr(chan, "purpose", "auto"))
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One problem found in a client folder.
+
+    ``key`` is a dotted path (``booking.rules.lead_fields``) or ``""`` for
+    whole-file problems. ``severity="error"`` means the client was skipped;
+    ``"warning"`` means it serves with a feature off.
+    """
+
+    file: str
+    key: str
+    reason: str
+    severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}: {self.key}" if self.key else self.file
+        return f"{self.severity}: {where}: {self.reason}"
+
+
+@dataclass
+class ClientRegistry:
+    """Every client that loaded, and every problem found while loading."""
+
+    clients: dict[str, ClientConfig] = field(default_factory=dict)
+    problems: list[ConfigProblem] = field(default_factory=list)
+
+    def get(self, client_id: str) -> ClientConfig | None:
+        return self.clients.get(client_id)
+
+    @property
+    def errors(self) -> list[ConfigProblem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+
+def _expand_env(node: Any, path: str, file: str, unset: list[ConfigProblem]) -> Any:
+    if isinstance(node, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), file, unset) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_expand_env(v, f"{path}[{i}]", file, unset) for i, v in enumerate(node)]
+    if isinstance(node, str) and "${" in node:
+        missing = [name for name in _ENV_REF.findall(node) if not os.environ.get(name)]
+        if missing:
+            unset.append(
+                ConfigProblem(file, path, f"${{{missing[0]}}} is not set; this feature is off", "warning")
+            )
+            return None
+        return _ENV_REF.sub(lambda m: os.environ[m.group(1)], node)
+    return node
+
+
+def _key_of(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith("function-") or part in {"list[...]", "tuple[...]"}:
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+def load_client(folder: Path) -> tuple[ClientConfig | None, list[ConfigProblem]]:
+    """Load one client folder. Returns the config (or None) and its problems."""
+    file = folder / "config.yaml"
+    shown = str(file)
+    if not file.is_file():
+        return None, [ConfigProblem(shown, "", "missing config.yaml")]
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        reason = getattr(exc, "problem", None) or str(exc)
+        return None, [ConfigProblem(shown, "", f"invalid YAML{where}: {reason}")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [ConfigProblem(shown, "", f"cannot read file: {exc}")]
+    if not isinstance(raw, dict):
+        return None, [ConfigProblem(shown, "", "expected a mapping at the top level")]
+    problems: list[ConfigProblem] = []
+    data = _expand_env(raw, "", shown, problems)
+    data.setdefault("client_id", folder.name)
+    try:
+        config = ClientConfig.model_validate({**data, "folder": folder})
+    except ValidationError as exc:
+        for err in exc.errors():
+            key = _key_of(err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(ConfigProblem(shown, key, msg))
+        return None, problems
+    if config.client_id != folder.name:
+        problems.append(
+            ConfigProblem(shown, "client_id", f"{config.client_id!r} differs from folder name {folder.name!r}")
+        )
+        return None, problems
+    if not config.services and "service" in config.booking.rules.lead_fields:
+        problems.append(ConfigProblem(shown, "services", "lead_fields asks for a service but none is listed"))
+        return None, problems
+    knowledge = folder / config.support.knowledge_dir
+    if not knowledge.is_dir():
+        problems.append(
+            ConfigProblem(shown, "support.knowledge_dir", f"folder {knowledge} not found; support has no knowledge", "warning")
+        )
+    return config, problems
+
+
+def load_clients(clients_dir: Path) -> ClientRegistry:
+    """Load every ``clients_dir/*/config.yaml``; broken folders are reported and skipped."""
+    registry = ClientRegistry()
+    if not clients_dir.is_dir():
+        registry.problems.append(ConfigProblem(str(clients_dir), "", "clients folder not found"))
+        return registry
+    for folder in sorted(p for p in clients_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+        config, problems = load_client(folder)
+        registry.problems.extend(problems)
+        if config is not None:
+            registry.clients[config.client_id] = config
+    return registry

@@ -1,0 +1,6 @@
+"""The gateway: composition root wiring clients, adapters, purposes and providers."""
+
+from gateway.app import create_app
+from gateway.settings import Settings
+
+__all__ = ["Settings", "create_app"]

@@ -1,0 +1,76 @@
+"""Operational and admin routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/admin/api/*``."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["admin_router", "ops_router"]
+
+
+def ops_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        gw = request.app.state.gateway
+        store_ok = await gw.store.ping()
+        ready = store_ok and bool(gw.registry.clients)
+        body = {
+            "status": "ready" if ready else "not ready",
+            "clients": sorted(gw.registry.clients),
+            "client_errors": [str(p) for p in gw.registry.errors],
+            "store": {"backend": gw.store.backend, "ok": store_ok},
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @router.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def _require_admin(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    token = request.app.state.gateway.settings.admin_token
+    if not token:
+        raise HTTPException(404, "admin API is off: set GATEWAY_ADMIN_TOKEN to enable it")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
+        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+
+def admin_router() -> APIRouter:
+    router = APIRouter(prefix="/admin/api", dependencies=[Depends(_require_admin)])
+
+    def _client(request: Request, client_id: str) -> None:
+        if request.app.state.gateway.registry.get(client_id) is None:
+            raise HTTPException(404, f"unknown client {client_id!r}")
+
+    @router.get("/leads")
+    async def leads(request: Request, client_id: Annotated[str, Query()]) -> list[dict[str, object]]:
+        _client(request, client_id)
+        records = await request.app.state.gateway.crm.list_leads(client_id)
+        return [r.as_json() for r in records]
+
+    @router.get("/conversations")
+    async def conversations(
+        request: Request,
+        client_id: Annotated[str, Query()],
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> list[dict[str, object]]:
+        _client(request, client_id)
+        records = await request.app.state.gateway.conversations.list(client_id, limit)
+        return [r.as_json() for r in records]
+
+    return router
