@@ -317,9 +317,13 @@ def _expand_env(node: Any, path: str, file: str, unset: list[ConfigProblem]) -> 
     if isinstance(node, str) and "${" in node:
         missing = [name for name in _ENV_REF.findall(node) if not os.environ.get(name)]
         if missing:
-            unset.append(
-                ConfigProblem(file, path, f"${{{missing[0]}}} is not set; this feature is off", "warning")
-            )
+            reason = f"${{{missing[0]}}} is not set; this feature is off"
+            for i, seen in enumerate(unset):
+                if seen.reason == reason:  # one line per variable, naming every key
+                    unset[i] = ConfigProblem(file, f"{seen.key}, {path}", reason, "warning")
+                    break
+            else:
+                unset.append(ConfigProblem(file, path, reason, "warning"))
             return None
         return _ENV_REF.sub(lambda m: os.environ[m.group(1)], node)
     return node

@@ -228,6 +228,8 @@ class Engine:
         explicit = purpose if purpose not in (None, "auto") else None
         configured = client.purpose_for(session.channel)
         target = explicit or session.purpose or (configured if configured != "auto" else None)
+        if session.purpose is None and explicit is None and configured == "auto":
+            target = None
         tried: set[str] = set()
         for _hop in range(2):
             if target is None:
@@ -267,7 +269,7 @@ class Engine:
                 yield reply
                 return
             session.purpose = None
-            if handback.reason == "out_of_scope" and not reply.text and explicit is None:
+            if handback.reason == "out_of_scope" and not reply.text:
                 tried.add(target)
                 target = None
                 continue

@@ -29,6 +29,10 @@ _QUESTION = re.compile(
     r"|\b(policy|parking|located|location|address|price|prices|cost|gift card|accessible|refund|cancel)\b)",
     re.IGNORECASE,
 )
+_THANKS = re.compile(
+    r"^\s*(thanks|thank you|thx|ty|cheers|great|perfect|awesome|bye|goodbye|see you|that's all|ok|okay)\b",
+    re.IGNORECASE,
+)
 _HUMAN = re.compile(
     r"\b(human|person|someone|somebody|agent|staff|manager|receptionist|representative|operator)\b",
     re.IGNORECASE,
@@ -57,6 +61,12 @@ class Router:
     def route(self, text: str, client: ClientConfig, available: tuple[str, ...]) -> RouteDecision:
         booking = bool(_BOOKING.search(text)) or self.mentions_service(text, client)
         question = bool(_QUESTION.search(text))
+        if _THANKS.match(text) and not booking and not question:
+            return RouteDecision(
+                None,
+                text="You're welcome! Is there anything else I can help you with?",
+                quick_replies=self._menu(available, human=False),
+            )
         if _HUMAN.search(text) and not booking:
             return RouteDecision(None, wants_human=True)
         # "Can I book a massage?" is a booking, not a support question.

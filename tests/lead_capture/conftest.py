@@ -1,0 +1,25 @@
+"""An engine on the repo's spa-del-sol client with a pinned clock: Saturday
+2026-11-21 11:00 in Los Angeles (open 10-17 Saturdays, closed Sundays)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gateway.app import Gateway, open_gateway
+from gateway.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+TZ = ZoneInfo("America/Los_Angeles")
+NOW = datetime(2026, 11, 21, 11, 0, tzinfo=TZ)
+
+
+@pytest.fixture
+async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+    settings = Settings(GATEWAY_CLIENTS_DIR=REPO / "clients", GATEWAY_DATA_DIR=tmp_path)  # type: ignore[call-arg]
+    async with open_gateway(settings, clock=lambda: NOW) as gateway:
+        yield gateway
