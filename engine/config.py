@@ -85,7 +85,7 @@ def _parse_hours(value: object) -> dict[str, OpeningHours | None]:
             result[day] = None
             continue
         if not isinstance(spec, list | tuple) or len(spec) != 2:
-            raise ValueError(f"{raw_day}: expected [\"HH:MM\", \"HH:MM\"] or 'closed'")
+            raise ValueError(f'{raw_day}: expected ["HH:MM", "HH:MM"] or \'closed\'')
         hours = OpeningHours(open=spec[0], close=spec[1])
         if hours.close <= hours.open:
             raise ValueError(f"{raw_day}: closing time must be after opening time")
@@ -311,7 +311,10 @@ class ClientRegistry:
 
 def _expand_env(node: Any, path: str, file: str, unset: list[ConfigProblem]) -> Any:
     if isinstance(node, dict):
-        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), file, unset) for k, v in node.items()}
+        return {
+            k: _expand_env(v, f"{path}.{k}" if path else str(k), file, unset)
+            for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_expand_env(v, f"{path}[{i}]", file, unset) for i, v in enumerate(node)]
     if isinstance(node, str) and "${" in node:
@@ -371,16 +374,25 @@ def load_client(folder: Path) -> tuple[ClientConfig | None, list[ConfigProblem]]
         return None, problems
     if config.client_id != folder.name:
         problems.append(
-            ConfigProblem(shown, "client_id", f"{config.client_id!r} differs from folder name {folder.name!r}")
+            ConfigProblem(
+                shown, "client_id", f"{config.client_id!r} differs from folder name {folder.name!r}"
+            )
         )
         return None, problems
     if not config.services and "service" in config.booking.rules.lead_fields:
-        problems.append(ConfigProblem(shown, "services", "lead_fields asks for a service but none is listed"))
+        problems.append(
+            ConfigProblem(shown, "services", "lead_fields asks for a service but none is listed")
+        )
         return None, problems
     knowledge = folder / config.support.knowledge_dir
     if not knowledge.is_dir():
         problems.append(
-            ConfigProblem(shown, "support.knowledge_dir", f"folder {knowledge} not found; support has no knowledge", "warning")
+            ConfigProblem(
+                shown,
+                "support.knowledge_dir",
+                f"folder {knowledge} not found; support has no knowledge",
+                "warning",
+            )
         )
     return config, problems
 
@@ -391,7 +403,9 @@ def load_clients(clients_dir: Path) -> ClientRegistry:
     if not clients_dir.is_dir():
         registry.problems.append(ConfigProblem(str(clients_dir), "", "clients folder not found"))
         return registry
-    for folder in sorted(p for p in clients_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+    for folder in sorted(
+        p for p in clients_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))
+    ):
         config, problems = load_client(folder)
         registry.problems.extend(problems)
         if config is not None:

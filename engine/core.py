@@ -61,6 +61,8 @@ class Engine:
     lock before ``SessionBusyError``.
     """
 
+    default_clock = staticmethod(_utcnow)
+
     def __init__(
         self,
         clients: ClientRegistry,
@@ -103,7 +105,9 @@ class Engine:
         unknown channel, SessionBusyError, StoreError.
         """
         final: ConversationResponse | None = None
-        async for event in self.stream_turn(client_id, channel, purpose, session_id, message, context):
+        async for event in self.stream_turn(
+            client_id, channel, purpose, session_id, message, context
+        ):
             if isinstance(event, ConversationResponse):
                 final = event
         assert final is not None  # stream_turn always ends with a response
@@ -134,7 +138,7 @@ class Engine:
             before = session.model_copy(deep=True)
             msg = NormalizedMessage(
                 client_id=client_id,
-                channel=channel,  # type: ignore[arg-type]  # checked against CHANNELS above
+                channel=channel,
                 session_id=session_id,
                 text=message,
                 purpose=purpose,
@@ -214,7 +218,9 @@ class Engine:
         session.transcript.append(Turn(role="user", text=message, purpose=before.purpose))
         reply = AgentReply(
             text=FALLBACK_TEXT,
-            quick_replies=(QuickReply(title="Talk to a person", value="I'd like to talk to a person"),),
+            quick_replies=(
+                QuickReply(title="Talk to a person", value="I'd like to talk to a person"),
+            ),
             state="fallback",
         )
         return reply, session
@@ -241,7 +247,9 @@ class Engine:
                     yield ("router",)
                     for piece in chunk_text(decision.text):
                         yield piece
-                    yield AgentReply(text=decision.text, quick_replies=decision.quick_replies, state="routing")
+                    yield AgentReply(
+                        text=decision.text, quick_replies=decision.quick_replies, state="routing"
+                    )
                     return
                 else:
                     target = decision.purpose
@@ -252,15 +260,17 @@ class Engine:
                 yield ("router",)
                 for piece in chunk_text(decision.text):
                     yield piece
-                yield AgentReply(text=decision.text, quick_replies=decision.quick_replies, state="unavailable")
+                yield AgentReply(
+                    text=decision.text, quick_replies=decision.quick_replies, state="unavailable"
+                )
                 return
             yield (target,)
             reply: AgentReply | None = None
-            async for piece in agent.stream(ctx):
-                if isinstance(piece, AgentReply):
-                    reply = piece
+            async for part in agent.stream(ctx):
+                if isinstance(part, AgentReply):
+                    reply = part
                 else:
-                    yield piece
+                    yield part
             if reply is None:
                 raise RuntimeError(f"agent {target} ended without a reply")
             handback: Handback | None = reply.handback

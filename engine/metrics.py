@@ -19,11 +19,13 @@ TURN_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 TURN_ERRORS = Counter(
-    "gateway_turn_errors_total", "Turns answered by the fallback path", ["client_id", "channel", "kind"]
+    "gateway_turn_errors_total",
+    "Turns answered by the fallback path",
+    ["client_id", "channel", "kind"],
 )
 OUTCOMES = Counter(
-    "gateway_outcomes_total", "Conversation outcomes (booked, escalated...)", ["client_id", "channel", "outcome"]
+    "gateway_outcomes_total",
+    "Conversation outcomes (booked, escalated...)",
+    ["client_id", "channel", "outcome"],
 )
-ACTIVE_CONNECTIONS = Gauge(
-    "gateway_active_connections", "Open realtime connections", ["channel"]
-)
+ACTIVE_CONNECTIONS = Gauge("gateway_active_connections", "Open realtime connections", ["channel"])

@@ -95,7 +95,9 @@ class Router:
     def _menu(available: tuple[str, ...], *, human: bool) -> tuple[QuickReply, ...]:
         items: list[QuickReply] = []
         if "lead_capture" in available:
-            items.append(QuickReply(title="Book an appointment", value="I'd like to book an appointment"))
+            items.append(
+                QuickReply(title="Book an appointment", value="I'd like to book an appointment")
+            )
         if "support" in available:
             items.append(QuickReply(title="Ask a question", value="I have a question"))
         if human or "support" not in available:

@@ -21,7 +21,7 @@ import asyncio
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -308,10 +308,8 @@ class RedisSessionStore(SessionStore):
         try:
             yield
         finally:
-            try:
+            with suppress(LockError):  # lease expired meanwhile; another owner may hold it now
                 await lock.release()
-            except LockError:
-                pass  # lease expired meanwhile; another owner may hold it now
 
     def lock(self, name: str, timeout_s: float = 10.0) -> AbstractAsyncContextManager[None]:
         return self._locked(name, timeout_s)
@@ -330,7 +328,7 @@ class RedisSessionStore(SessionStore):
         rows = await self._redis.zrangebyscore(
             self._k("events", key), f"({after_id}", "+inf", withscores=True
         )
-        return [(int(score), data) for data, score in rows]
+        return [(int(row[1]), str(row[0])) for row in rows]
 
     async def last_event_id(self, key: SessionKey) -> int:
         rows = await self._redis.zrange(self._k("events", key), -1, -1, withscores=True)

@@ -17,7 +17,14 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
-from engine import ClientRegistry, Engine, MemorySessionStore, RedisSessionStore, SessionStore, load_clients
+from engine import (
+    ClientRegistry,
+    Engine,
+    MemorySessionStore,
+    RedisSessionStore,
+    SessionStore,
+    load_clients,
+)
 from engine.tools import ConversationLog, LocalCalendar, LocalCrm, Tools
 from gateway.settings import Settings
 from purposes.lead_capture import LeadCaptureAgent
@@ -60,7 +67,6 @@ async def open_gateway(
     calendar = LocalCalendar(data / "calendar.sqlite")
     crm = LocalCrm(data / "crm.sqlite")
     conversations = ConversationLog(data / "conversations.sqlite")
-    kwargs = {"clock": clock} if clock else {}
     engine = Engine(
         registry,
         store,
@@ -68,7 +74,7 @@ async def open_gateway(
         Tools(calendar=calendar, crm=crm),
         conversation_log=conversations,
         lock_timeout_s=settings.lock_timeout_s,
-        **kwargs,
+        clock=clock or Engine.default_clock,
     )
     try:
         yield Gateway(settings, registry, store, engine, crm, calendar, conversations)

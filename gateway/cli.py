@@ -44,13 +44,15 @@ def serve(
 def chat(
     client_id: Annotated[str, typer.Argument(help="Client folder name, e.g. spa-del-sol.")],
     clients_dir: Annotated[Path, typer.Option(help="Folder of client folders.")] = Path("clients"),
-    channel: Annotated[str, typer.Option(help="Channel to act as: web | whatsapp | phone.")] = "web",
+    channel: Annotated[
+        str, typer.Option(help="Channel to act as: web | whatsapp | phone.")
+    ] = "web",
 ) -> None:
     """Chat with a client's receptionist in the terminal, through the same engine."""
     from gateway.app import open_gateway
     from gateway.settings import Settings
 
-    settings = Settings(GATEWAY_CLIENTS_DIR=clients_dir)  # type: ignore[call-arg]
+    settings = Settings(GATEWAY_CLIENTS_DIR=clients_dir)
 
     async def run() -> None:
         async with open_gateway(settings) as gw:
@@ -68,7 +70,9 @@ def chat(
                 if not text.strip():
                     continue
                 typer.echo("bot> ", nl=False)
-                async for event in gw.engine.stream_turn(client_id, channel, None, session_id, text):
+                async for event in gw.engine.stream_turn(
+                    client_id, channel, None, session_id, text
+                ):
                     if hasattr(event, "content"):
                         typer.echo(event.content, nl=False)
                     else:
@@ -76,14 +80,18 @@ def chat(
                         for i, qr in enumerate(event.quick_replies, 1):
                             typer.secho(f"     [{i}] {qr.title}", fg="cyan")
                         meta = event.metadata
-                        typer.secho(f"     (purpose={meta.purpose} expecting={meta.expecting})", dim=True)
+                        typer.secho(
+                            f"     (purpose={meta.purpose} expecting={meta.expecting})", dim=True
+                        )
 
     asyncio.run(run())
 
 
 @clients_app.command("validate")
 def validate(
-    clients_dir: Annotated[Path, typer.Argument(help="Folder of client folders.")] = Path("clients"),
+    clients_dir: Annotated[Path, typer.Argument(help="Folder of client folders.")] = Path(
+        "clients"
+    ),
 ) -> None:
     """Report every problem in every client folder (file, key, reason).
 
@@ -101,5 +109,3 @@ def validate(
 
 def main() -> None:
     app()
-
-

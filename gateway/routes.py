@@ -39,15 +39,15 @@ def ops_router() -> APIRouter:
     return router
 
 
-def _require_admin(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> None:
+def _require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
     token = request.app.state.gateway.settings.admin_token
     if not token:
         raise HTTPException(404, "admin API is off: set GATEWAY_ADMIN_TOKEN to enable it")
     scheme, _, given = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip(), token):
-        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(
+            401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
+        )
 
 
 def admin_router() -> APIRouter:
@@ -58,7 +58,9 @@ def admin_router() -> APIRouter:
             raise HTTPException(404, f"unknown client {client_id!r}")
 
     @router.get("/leads")
-    async def leads(request: Request, client_id: Annotated[str, Query()]) -> list[dict[str, object]]:
+    async def leads(
+        request: Request, client_id: Annotated[str, Query()]
+    ) -> list[dict[str, object]]:
         _client(request, client_id)
         records = await request.app.state.gateway.crm.list_leads(client_id)
         return [r.as_json() for r in records]

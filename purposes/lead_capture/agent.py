@@ -88,8 +88,12 @@ _CANCEL = re.compile(
     r"^\s*(cancel( that| it| this)?|never ?mind|forget it|stop|quit|i changed my mind|not interested)\b",
     re.IGNORECASE,
 )
-_BOOKING_AGAIN = re.compile(r"\b(book|booking|appointment|another|schedule|reserve)\b", re.IGNORECASE)
-_THANKS = re.compile(r"\b(thanks|thank you|thx|bye|goodbye|great|perfect|awesome|cool|ok|okay)\b", re.IGNORECASE)
+_BOOKING_AGAIN = re.compile(
+    r"\b(book|booking|appointment|another|schedule|reserve)\b", re.IGNORECASE
+)
+_THANKS = re.compile(
+    r"\b(thanks|thank you|thx|bye|goodbye|great|perfect|awesome|cool|ok|okay)\b", re.IGNORECASE
+)
 _ASKS_OPTIONS = re.compile(
     r"\b(available|availability|free|open|options|what times?|which times?|when can|earliest|soonest|"
     r"first available|next available|any time|anytime|whenever)\b",
@@ -102,8 +106,14 @@ _CHANGE = {
     "service": re.compile(r"\b(service|treatment)\b", re.IGNORECASE),
     "time": re.compile(r"\b(time|date|day|when)\b", re.IGNORECASE),
 }
-_FIELD_TITLES = {"name": "Name", "phone": "Phone", "email": "Email", "service": "Service", "time": "Time",
-                 "notes": "Notes"}
+_FIELD_TITLES = {
+    "name": "Name",
+    "phone": "Phone",
+    "email": "Email",
+    "service": "Service",
+    "time": "Time",
+    "notes": "Notes",
+}
 
 
 def _first_name(name: str) -> str:
@@ -165,7 +175,10 @@ class _Turn:
 
     def slot_replies(self, starts: list[datetime]) -> list[QuickReply]:
         return [
-            QuickReply(title=format_short(s), value=f"{s.strftime('%b')} {s.day} at {s.strftime('%I:%M %p').lstrip('0')}")
+            QuickReply(
+                title=format_short(s),
+                value=f"{s.strftime('%b')} {s.day} at {s.strftime('%I:%M %p').lstrip('0')}",
+            )
             for s in starts
         ]
 
@@ -176,8 +189,10 @@ class _Turn:
             name = _first_name(self.st.slots.get("name", ""))
             return f"Thanks{', ' + name if name else ''} — got all that."
         order = {slot: i for i, slot in enumerate(self.fields)}
-        paired = sorted(zip(self.ack_slots, self.acks, strict=False), key=lambda p: order.get(p[0], 99))
-        extra = self.acks[len(self.ack_slots):]
+        paired = sorted(
+            zip(self.ack_slots, self.acks, strict=False), key=lambda p: order.get(p[0], 99)
+        )
+        extra = self.acks[len(self.ack_slots) :]
         return " ".join([a for _, a in paired] + extra)
 
     def fail(self, error: SlotError) -> None:
@@ -211,28 +226,48 @@ class _Turn:
         elif expecting == "service" and when is None and not self.found:
             choices = [QuickReply(title=s.name, value=s.name) for s in self.client.services]
             if near is not None:
-                self.fail(SlotError("service", f"Did you mean {near.name}? We offer {_service_list(self.client.services)}."))
+                self.fail(
+                    SlotError(
+                        "service",
+                        f"Did you mean {near.name}? We offer {_service_list(self.client.services)}.",
+                    )
+                )
                 choices.sort(key=lambda q: q.value != near.name)
             else:
-                self.fail(SlotError("service", f"Sorry, we don't offer that. We offer {_service_list(self.client.services)} — which would you like?"))
+                self.fail(
+                    SlotError(
+                        "service",
+                        f"Sorry, we don't offer that. We offer {_service_list(self.client.services)} — which would you like?",
+                    )
+                )
             self.quick = choices
         if when is not None and "time" in wanted:
             await self.interpret_when(when)
         if "name" in wanted:
             explicit = find_name(text, expecting=False)
-            bare_ok = expecting == "name" and not ({"service", "time"} & self.found) and when is None
+            bare_ok = (
+                expecting == "name" and not ({"service", "time"} & self.found) and when is None
+            )
             volunteered = (
                 "name" not in st.slots
                 and not self.found
                 and when is None
                 and svc is None
-                and re.fullmatch(r"\s*[A-ZÀ-Þ][\w'’.-]*(\s+[A-ZÀ-Þ][\w'’.-]*){0,2}\s*[.!]?\s*", text) is not None
+                and re.fullmatch(
+                    r"\s*[A-ZÀ-Þ][\w'’.-]*(\s+[A-ZÀ-Þ][\w'’.-]*){0,2}\s*[.!]?\s*", text
+                )
+                is not None
             )
             name = explicit or (find_name(rest, expecting=True) if bare_ok or volunteered else None)
             if name:
                 self.set("name", name)
             elif expecting == "name" and not self.found and not self.errors:
-                self.fail(SlotError("name", "Sorry, I didn't catch your name — could you type just your first and last name?"))
+                self.fail(
+                    SlotError(
+                        "name",
+                        "Sorry, I didn't catch your name — could you type just your first and last name?",
+                    )
+                )
         if expecting == "time" and not self.found and not self.errors and not self.quick:
             await self.offer_times(asked=bool(_ASKS_OPTIONS.search(text)))
 
@@ -247,15 +282,34 @@ class _Turn:
             return
         self.ack_slots.append(slot)
         if slot == "name":
-            self.acks.append(f"Thanks, {_first_name(value)}." if old is None else f"I've changed your name to {value}.")
+            self.acks.append(
+                f"Thanks, {_first_name(value)}."
+                if old is None
+                else f"I've changed your name to {value}."
+            )
         elif slot == "phone":
-            self.acks.append("Got your number." if old is None else f"I've updated your number to {_display_phone(value)}.")
+            self.acks.append(
+                "Got your number."
+                if old is None
+                else f"I've updated your number to {_display_phone(value)}."
+            )
         elif slot == "email":
-            self.acks.append("Got your email." if old is None else f"I've updated your email to {value}.")
+            self.acks.append(
+                "Got your email." if old is None else f"I've updated your email to {value}."
+            )
         elif slot == "service":
             svc = self.client.service(value)
-            detail = f" ({svc.duration_minutes} min" + (f", ${svc.price:g})" if svc and svc.price is not None else ")") if svc else ""
-            self.acks.append(f"{value}{detail} it is." if old is None else f"I've changed the service to {value}{detail}.")
+            detail = (
+                f" ({svc.duration_minutes} min"
+                + (f", ${svc.price:g})" if svc and svc.price is not None else ")")
+                if svc
+                else ""
+            )
+            self.acks.append(
+                f"{value}{detail} it is."
+                if old is None
+                else f"I've changed the service to {value}{detail}."
+            )
         elif slot == "time":
             when = format_when(datetime.fromisoformat(value))
             self.acks.append(f"{when} is free." if old is None else f"I've moved it to {when}.")
@@ -266,7 +320,9 @@ class _Turn:
         if problem is not None:
             del self.st.slots["time"]
             alternatives = await self.avail.free_slots(self.minutes(), near=start)
-            self.fail(SlotError("time", f"{problem.message} {self._alternatives_text(alternatives)}"))
+            self.fail(
+                SlotError("time", f"{problem.message} {self._alternatives_text(alternatives)}")
+            )
             self.st.failures["time"] -= 1  # not the user's mistake
             self.quick = self.slot_replies(alternatives)
 
@@ -288,7 +344,11 @@ class _Turn:
 
     async def interpret_when(self, when: When) -> None:
         st = self.st
-        existing = datetime.fromisoformat(st.slots["time"]).astimezone(self.client.tz) if "time" in st.slots else None
+        existing = (
+            datetime.fromisoformat(st.slots["time"]).astimezone(self.client.tz)
+            if "time" in st.slots
+            else None
+        )
         pending = date.fromisoformat(st.pending_day) if st.pending_day else None
         minutes, service_name = self.minutes(), st.slots.get("service", "")
         if when.has_clock:
@@ -297,12 +357,19 @@ class _Turn:
             day = day or self._default_day(when.hour, when.minute, when.ambiguous)
             start = self.avail.resolve_hour(day, when.hour, when.minute, when.ambiguous)
         elif when.part is not None:
-            day = when.day or pending or (existing.date() if existing else None) or self.now_local.date()
+            day = (
+                when.day
+                or pending
+                or (existing.date() if existing else None)
+                or self.now_local.date()
+            )
             window = when.window()
             starts = await self.avail.free_slots(minutes, day=day, window=window)
             if starts:
                 self.set("time", starts[0].isoformat())
-                self.acks[-1] = f"The first free time {format_day(day)} {when.part} is {format_short(starts[0]).split(', ')[1]}."
+                self.acks[-1] = (
+                    f"The first free time {format_day(day)} {when.part} is {format_short(starts[0]).split(', ')[1]}."
+                )
                 return
             opening = self.avail.hours(day)
             reason = (
@@ -310,7 +377,12 @@ class _Turn:
                 if opening is None
                 else f"There's nothing free {format_day(day)} {when.part}."
             )
-            alternatives = await self.avail.free_slots(minutes, near=datetime.combine(day, window[0] if window else datetime.min.time(), self.client.tz))
+            alternatives = await self.avail.free_slots(
+                minutes,
+                near=datetime.combine(
+                    day, window[0] if window else datetime.min.time(), self.client.tz
+                ),
+            )
             self.fail(SlotError("time", f"{reason} {self._alternatives_text(alternatives)}"))
             self.quick = self.slot_replies(alternatives)
             return
@@ -346,9 +418,12 @@ class _Turn:
             else f"{format_day(day)} is fully booked or too soon."
         )
         alternatives = await self.avail.free_slots(
-            minutes, near=datetime.combine(day, opening[0].time() if opening else datetime.min.time(), self.client.tz)
+            minutes,
+            near=datetime.combine(
+                day, opening[0].time() if opening else datetime.min.time(), self.client.tz
+            )
             if opening
-            else datetime.combine(day, datetime.min.time().replace(hour=10), self.client.tz)
+            else datetime.combine(day, datetime.min.time().replace(hour=10), self.client.tz),
         )
         self.fail(SlotError("time", f"{reason} {self._alternatives_text(alternatives)}"))
         self.quick = self.slot_replies(alternatives)
@@ -358,15 +433,21 @@ class _Turn:
         listed = ", ".join(format_short(s) for s in starts)
         if asked:
             self.found.add("day")
-            self.acks.append(f"The next free times are {listed}. Which would you like?" if starts else
-                             "I couldn't find a free time in the next two weeks — could you suggest a day?")
+            self.acks.append(
+                f"The next free times are {listed}. Which would you like?"
+                if starts
+                else "I couldn't find a free time in the next two weeks — could you suggest a day?"
+            )
         else:
-            self.fail(SlotError(
-                "time",
-                "I didn't catch a day and time — you can say something like “tomorrow at 3pm” or "
-                f"“Friday 10:30”, or pick one of these: {listed}." if starts else
-                "I didn't catch a day and time — could you say something like “Friday at 10:30”?",
-            ))
+            self.fail(
+                SlotError(
+                    "time",
+                    "I didn't catch a day and time — you can say something like “tomorrow at 3pm” or "
+                    f"“Friday 10:30”, or pick one of these: {listed}."
+                    if starts
+                    else "I didn't catch a day and time — could you say something like “Friday at 10:30”?",
+                )
+            )
         self.quick = self.slot_replies(starts)
 
     # -- prompts ---------------------------------------------------------------
@@ -397,7 +478,12 @@ class _Turn:
         parts: list[str] = []
         svc = self.service()
         if "service" in s:
-            detail = f" ({svc.duration_minutes} min" + (f", ${svc.price:g})" if svc and svc.price is not None else ")") if svc else ""
+            detail = (
+                f" ({svc.duration_minutes} min"
+                + (f", ${svc.price:g})" if svc and svc.price is not None else ")")
+                if svc
+                else ""
+            )
             parts.append(f"a {s['service']}{detail}")
         if "time" in s:
             parts.append(f"on {format_when(datetime.fromisoformat(s['time']))}")
@@ -436,7 +522,10 @@ class LeadCaptureAgent(Agent):
     @staticmethod
     def _wants_new_booking(ctx: TurnContext) -> bool:
         text = ctx.message.text
-        return bool(_BOOKING_AGAIN.search(text)) or find_service(text, ctx.client.services)[0] is not None
+        return (
+            bool(_BOOKING_AGAIN.search(text))
+            or find_service(text, ctx.client.services)[0] is not None
+        )
 
     def _reply(self, turn: _Turn, text: str, **kw: object) -> AgentReply:
         st = turn.st
@@ -464,7 +553,11 @@ class LeadCaptureAgent(Agent):
 
         if st.stage in (Stage.BOOKED, Stage.CLOSED):
             if st.stage == Stage.BOOKED and _THANKS.search(text):
-                when = format_when(datetime.fromisoformat(st.slots["time"])) if "time" in st.slots else ""
+                when = (
+                    format_when(datetime.fromisoformat(st.slots["time"]))
+                    if "time" in st.slots
+                    else ""
+                )
                 return self._reply(
                     turn,
                     f"You're welcome! See you {('on ' + when) if when else 'soon'}.",
@@ -486,16 +579,29 @@ class LeadCaptureAgent(Agent):
         if st.stage == Stage.HANDOFF or _WANTS_HUMAN.search(text):
             return await self._handoff(turn, text)
 
-        if "?" in text and not re.search(r"\d|@", text) and "support" in ctx.available_purposes:
-            if st.stage != Stage.CONFIRMING and not _ASKS_OPTIONS.search(text):
-                return self._reply(turn, "", handback=Handback("out_of_scope"))
+        if (
+            "?" in text
+            and not re.search(r"\d|@", text)
+            and "support" in ctx.available_purposes
+            and st.stage != Stage.CONFIRMING
+            and not _ASKS_OPTIONS.search(text)
+        ):
+            # A question mid-booking goes to support; this flow's state stays for later.
+            return self._reply(turn, "", handback=Handback("out_of_scope"))
 
         if st.stage == Stage.CONFIRMING:
             await turn.extract(text)
             if not turn.found and not turn.errors:
                 if is_yes(text):
                     return await self._book(turn)
-                target = next((slot for slot, rx in _CHANGE.items() if rx.search(text) and slot in turn.fields), None)
+                target = next(
+                    (
+                        slot
+                        for slot, rx in _CHANGE.items()
+                        if rx.search(text) and slot in turn.fields
+                    ),
+                    None,
+                )
                 if target is not None:
                     st.slots.pop(target, None)
                     st.stage = Stage.COLLECTING
@@ -503,12 +609,21 @@ class LeadCaptureAgent(Agent):
                     return self._reply(turn, await turn.prompt(target), expecting=target)
                 if is_no(text) or not text:
                     turn.quick = [
-                        QuickReply(title=f"Change {_FIELD_TITLES[f].lower()}", value=f"change the {f}")
+                        QuickReply(
+                            title=f"Change {_FIELD_TITLES[f].lower()}", value=f"change the {f}"
+                        )
                         for f in turn.fields
                     ]
-                    return self._reply(turn, "No problem — what would you like to change?", expecting=CONFIRMATION)
-                turn.quick = [QuickReply(title="Yes, book it", value="yes"), QuickReply(title="Change something", value="no")]
-                return self._reply(turn, "Sorry, I didn't follow. " + turn.summary(), expecting=CONFIRMATION)
+                    return self._reply(
+                        turn, "No problem — what would you like to change?", expecting=CONFIRMATION
+                    )
+                turn.quick = [
+                    QuickReply(title="Yes, book it", value="yes"),
+                    QuickReply(title="Change something", value="no"),
+                ]
+                return self._reply(
+                    turn, "Sorry, I didn't follow. " + turn.summary(), expecting=CONFIRMATION
+                )
             st.stage = Stage.COLLECTING
 
         opening = "" if st.started else "I'd be happy to help you book. "
@@ -519,8 +634,14 @@ class LeadCaptureAgent(Agent):
             error = turn.errors[0]
             message = error.message
             if st.failures.get(error.slot, 0) >= MAX_FAILURES:
-                message += " If you'd rather, someone from the team can call you back to finish this."
-                turn.quick.append(QuickReply(title="Have someone call me", value="Please have someone call me back"))
+                message += (
+                    " If you'd rather, someone from the team can call you back to finish this."
+                )
+                turn.quick.append(
+                    QuickReply(
+                        title="Have someone call me", value="Please have someone call me back"
+                    )
+                )
                 st.human_offered = True
             body = f"{ack} {message}".strip()
             return self._reply(turn, opening + body, expecting=error.slot)
@@ -529,13 +650,18 @@ class LeadCaptureAgent(Agent):
             if "day" in turn.found and missing == "time":
                 return self._reply(turn, opening + ack, expecting="time")
             question = await turn.prompt(missing)
-            return self._reply(turn, f"{opening}{ack} {question}".replace("  ", " ").strip(), expecting=missing)
+            return self._reply(
+                turn, f"{opening}{ack} {question}".replace("  ", " ").strip(), expecting=missing
+            )
         problem_free = await self._recheck(turn)
         if not problem_free:
             error = turn.errors[0]
             return self._reply(turn, f"{opening}{ack} {error.message}".strip(), expecting="time")
         st.stage = Stage.CONFIRMING
-        turn.quick = [QuickReply(title="Yes, book it", value="yes"), QuickReply(title="Change something", value="no")]
+        turn.quick = [
+            QuickReply(title="Yes, book it", value="yes"),
+            QuickReply(title="Change something", value="no"),
+        ]
         return self._reply(turn, f"{opening}{ack} {turn.summary()}".strip(), expecting=CONFIRMATION)
 
     async def _recheck(self, turn: _Turn) -> bool:
@@ -556,7 +682,11 @@ class LeadCaptureAgent(Agent):
             end = start + timedelta(minutes=turn.minutes())
             try:
                 booking = await tools.calendar.book(
-                    client.client_id, start, end, st.slots.get("service", ""), st.slots.get("name", ""),
+                    client.client_id,
+                    start,
+                    end,
+                    st.slots.get("service", ""),
+                    st.slots.get("name", ""),
                 )
             except SlotTakenError:
                 del st.slots["time"]
@@ -656,5 +786,10 @@ class LeadCaptureAgent(Agent):
                 f"{_display_phone(callback)} as soon as they can."
             )
         return self._reply(
-            turn, text_out, expecting=None, actions=actions, handback=Handback("escalated"), outcome="escalated"
+            turn,
+            text_out,
+            expecting=None,
+            actions=actions,
+            handback=Handback("escalated"),
+            outcome="escalated",
         )

@@ -65,8 +65,15 @@ class Availability:
         )
 
     def open_days(self) -> str:
-        names = {"mon": "Monday", "tue": "Tuesday", "wed": "Wednesday", "thu": "Thursday",
-                 "fri": "Friday", "sat": "Saturday", "sun": "Sunday"}
+        names = {
+            "mon": "Monday",
+            "tue": "Tuesday",
+            "wed": "Wednesday",
+            "thu": "Thursday",
+            "fri": "Friday",
+            "sat": "Saturday",
+            "sun": "Sunday",
+        }
         days = [names[d] for d in DAYS if self.client.business_hours.get(d) is not None]
         return ", ".join(days)
 
@@ -95,13 +102,21 @@ class Availability:
         if start < self.earliest:
             notice = self.client.booking.rules.min_notice_hours
             hours = f"{notice:g} hour{'s' if notice != 1 else ''}"
-            return Problem("too_soon", f"We need at least {hours}' notice, so {format_when(start)} is too soon.")
+            return Problem(
+                "too_soon",
+                f"We need at least {hours}' notice, so {format_when(start)} is too soon.",
+            )
         if start > self.latest:
-            return Problem("too_far", f"We only take bookings up to {self.client.booking.rules.max_days_ahead} days ahead.")
+            return Problem(
+                "too_far",
+                f"We only take bookings up to {self.client.booking.rules.max_days_ahead} days ahead.",
+            )
         opening = self.hours(start.date())
         day_name = start.strftime("%A")
         if opening is None:
-            return Problem("closed", f"We're closed on {day_name}s (we're open {self.open_days()}).")
+            return Problem(
+                "closed", f"We're closed on {day_name}s (we're open {self.open_days()})."
+            )
         open_at, close_at = opening
         if start < open_at or end > close_at:
             what = f"a {minutes}-minute {service}" if service else f"a {minutes}-minute appointment"
@@ -130,7 +145,9 @@ class Availability:
         ``day`` (+ optional ``window`` of local times): only that day. ``near``:
         the ``limit`` free starts closest to it. Neither: the earliest ones.
         """
-        first_day = day or max(self.earliest.date(), (near or self.earliest).date() - timedelta(days=3))
+        first_day = day or max(
+            self.earliest.date(), (near or self.earliest).date() - timedelta(days=3)
+        )
         last_day = day or min(first_day + timedelta(days=horizon_days), self.latest.date())
         if near is not None and near.date() < self.earliest.date():
             first_day = self.earliest.date()

@@ -23,7 +23,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from rapidfuzz import fuzz
 
-from engine.config import ClientConfig, Service
+from engine.config import Service
 
 __all__ = [
     "SlotError",
@@ -118,7 +118,9 @@ def find_phone(text: str, region: str, expecting: bool) -> tuple[str | None, Slo
     A digit run that looks like a phone number but is not valid for the region
     gives an error asking for the full number with area code.
     """
-    for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID):
+    for match in phonenumbers.PhoneNumberMatcher(
+        text, region, leniency=phonenumbers.Leniency.VALID
+    ):
         e164 = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
         rest = text[: match.start] + " " + text[match.end :]
         return e164, None, rest
@@ -144,8 +146,14 @@ def find_phone(text: str, region: str, expecting: bool) -> tuple[str | None, Slo
                 text.replace(cand.group(0), " "),
             )
     if expecting and re.search(r"\d", text) and not re.search(r"[a-z]{3,}", text, re.IGNORECASE):
-        return None, SlotError("phone", "Please send a phone number with the area code, like "
-                               f"{_example_number(region)}."), text
+        return (
+            None,
+            SlotError(
+                "phone",
+                f"Please send a phone number with the area code, like {_example_number(region)}.",
+            ),
+            text,
+        )
     return None, None, text
 
 
@@ -167,7 +175,9 @@ def _ngrams(words: list[str], n: int) -> list[str]:
     return [" ".join(words[i : i + n]) for i in range(max(0, len(words) - n + 1))]
 
 
-def find_service(text: str, services: tuple[Service, ...]) -> tuple[Service | None, float, Service | None]:
+def find_service(
+    text: str, services: tuple[Service, ...]
+) -> tuple[Service | None, float, Service | None]:
     """Match ``text`` to a service by name or alias, tolerating typos.
 
     Compares each name/alias with same-length word windows of the text
@@ -205,17 +215,124 @@ _NAME_INTRO = re.compile(
     re.IGNORECASE,
 )
 _NOT_NAME_WORDS = {
-    "a", "an", "the", "looking", "interested", "wondering", "trying", "calling", "here", "hoping",
-    "not", "just", "available", "free", "good", "fine", "great", "ok", "okay", "sorry", "back",
-    "thinking", "after", "going", "planning", "wanting", "and", "so", "also", "still", "ready",
-    "booking", "book", "new", "on", "at", "in", "for", "from", "with", "hi", "hello", "hey",
-    "yes", "no", "yeah", "sure", "thanks", "thank", "please", "want", "would", "like", "need",
-    "can", "could", "i", "i'd", "my", "me", "is", "it", "to", "of", "phone", "number", "email",
-    "mail", "appointment", "massage", "facial", "tomorrow", "today", "actually", "correct",
-    "wrong", "instead", "um", "uh", "well", "oh", "name", "time", "service", "cancel", "change",
-    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "morning",
-    "afternoon", "evening", "next", "this", "that", "what", "when", "where", "how", "who", "why",
-    "do", "does", "you", "your", "we", "us", "our", "they", "am", "pm", "are", "was", "be",
+    "a",
+    "an",
+    "the",
+    "looking",
+    "interested",
+    "wondering",
+    "trying",
+    "calling",
+    "here",
+    "hoping",
+    "not",
+    "just",
+    "available",
+    "free",
+    "good",
+    "fine",
+    "great",
+    "ok",
+    "okay",
+    "sorry",
+    "back",
+    "thinking",
+    "after",
+    "going",
+    "planning",
+    "wanting",
+    "and",
+    "so",
+    "also",
+    "still",
+    "ready",
+    "booking",
+    "book",
+    "new",
+    "on",
+    "at",
+    "in",
+    "for",
+    "from",
+    "with",
+    "hi",
+    "hello",
+    "hey",
+    "yes",
+    "no",
+    "yeah",
+    "sure",
+    "thanks",
+    "thank",
+    "please",
+    "want",
+    "would",
+    "like",
+    "need",
+    "can",
+    "could",
+    "i",
+    "i'd",
+    "my",
+    "me",
+    "is",
+    "it",
+    "to",
+    "of",
+    "phone",
+    "number",
+    "email",
+    "mail",
+    "appointment",
+    "massage",
+    "facial",
+    "tomorrow",
+    "today",
+    "actually",
+    "correct",
+    "wrong",
+    "instead",
+    "um",
+    "uh",
+    "well",
+    "oh",
+    "name",
+    "time",
+    "service",
+    "cancel",
+    "change",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+    "morning",
+    "afternoon",
+    "evening",
+    "next",
+    "this",
+    "that",
+    "what",
+    "when",
+    "where",
+    "how",
+    "who",
+    "why",
+    "do",
+    "does",
+    "you",
+    "your",
+    "we",
+    "us",
+    "our",
+    "they",
+    "am",
+    "pm",
+    "are",
+    "was",
+    "be",
 }
 _NAME_STOP = re.compile(
     r"\b(and|but|my|phone|number|email|mail|i'd|i'm|i want|i would|i need|looking|calling|"
@@ -273,12 +390,16 @@ _TIME_PATTERNS = [
     re.compile(rf"\b(?P<h>\d{{1,2}})(?:[:.](?P<m>[0-5]\d))?\s*{_AMPM}(?![a-z])", re.IGNORECASE),
     re.compile(r"\b(?P<h>[01]?\d|2[0-3])[:h](?P<m>[0-5]\d)\b", re.IGNORECASE),
     re.compile(r"\b(?P<h>\d{1,2})\s*o'?\s?clock\b", re.IGNORECASE),
-    re.compile(r"\b(?:at|@|around|by|for)\s+(?P<h>\d{1,2})(?:[.:](?P<m>[0-5]\d))?\b(?!\s*(?:/|st|nd|rd|th|-))",
-               re.IGNORECASE),
+    re.compile(
+        r"\b(?:at|@|around|by|for)\s+(?P<h>\d{1,2})(?:[.:](?P<m>[0-5]\d))?\b(?!\s*(?:/|st|nd|rd|th|-))",
+        re.IGNORECASE,
+    ),
     re.compile(r"\b(?:half past|half-past)\s+(?P<h>\d{1,2})\b(?P<half>)", re.IGNORECASE),
 ]
 _NOON = re.compile(r"\b(noon|midday|lunch ?time|12 noon)\b", re.IGNORECASE)
-_PART = re.compile(r"\b(?P<part>morning|afternoon|evening|tonight|after work|this am|this pm)\b", re.IGNORECASE)
+_PART = re.compile(
+    r"\b(?P<part>morning|afternoon|evening|tonight|after work|this am|this pm)\b", re.IGNORECASE
+)
 _MONTHS = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
 _WEEKDAYS = r"(?:mon|tue|tues|wed|weds|thu|thur|thurs|fri|sat|sun)(?:day|nesday|sday|urday)?"
 _DAY = re.compile(
@@ -340,17 +461,19 @@ def _resolve_day(phrase: str, now_local: datetime) -> date | None:
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        parsed = dateparser.parse(low, languages=["en"], settings=settings)  # type: ignore[arg-type]
+        parsed = dateparser.parse(low, languages=["en"], settings=settings)
     if parsed is None:
         return None
-    day = parsed.date()
+    day: date = parsed.date()
     is_weekday = re.search(_WEEKDAYS, low) is not None and re.search(r"\d", low) is None
     if is_weekday:
         while day < now_local.date():
             day += timedelta(days=7)
         if next_week and (day - now_local.date()).days < 7:
             day += timedelta(days=7)
-    elif day < now_local.date() and re.search(rf"{_MONTHS}|/", low) and not re.search(r"\d{4}", low):
+    elif (
+        day < now_local.date() and re.search(rf"{_MONTHS}|/", low) and not re.search(r"\d{4}", low)
+    ):
         day = day.replace(year=day.year + 1)
     return day
 
@@ -389,9 +512,12 @@ def find_when(text: str, now_local: datetime) -> tuple[When | None, str]:
     pm = _PART.search(rest)
     if pm:
         word = pm.group("part").lower()
-        part = {"tonight": "evening", "after work": "evening", "this am": "morning", "this pm": "afternoon"}.get(
-            word, word
-        )
+        part = {
+            "tonight": "evening",
+            "after work": "evening",
+            "this am": "morning",
+            "this pm": "afternoon",
+        }.get(word, word)
         if hour is not None and ambiguous:
             if part in ("afternoon", "evening") and hour < 12:
                 hour += 12
@@ -407,4 +533,6 @@ def find_when(text: str, now_local: datetime) -> tuple[When | None, str]:
             rest = rest[: dm.start()] + " " + rest[dm.end() :]
     if day is None and hour is None and part is None:
         return None, text
-    return When(day=day, hour=hour, minute=minute, ambiguous=ambiguous, part=part if hour is None else None), rest
+    return When(
+        day=day, hour=hour, minute=minute, ambiguous=ambiguous, part=part if hour is None else None
+    ), rest

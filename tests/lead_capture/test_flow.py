@@ -19,7 +19,10 @@ async def say(gw: Gateway, text: str, session: str = "s1") -> ConversationRespon
 
 
 async def test_volunteered_details_in_any_order_then_booking(gw: Gateway) -> None:
-    r = await say(gw, "Hi, I'm Maria Lopez. Can I book a deep tissue massage Friday at 2? Email maria@example.com")
+    r = await say(
+        gw,
+        "Hi, I'm Maria Lopez. Can I book a deep tissue massage Friday at 2? Email maria@example.com",
+    )
     assert r.metadata.purpose == "lead_capture"
     assert r.metadata.expecting == "phone"
     assert r.metadata.slots["name"] == "Maria Lopez"
@@ -47,7 +50,13 @@ async def test_volunteered_details_in_any_order_then_booking(gw: Gateway) -> Non
 
 async def test_asks_in_lead_field_order_and_reports_slots(gw: Gateway) -> None:
     expected = []
-    for text in ["I want to book an appointment", "Ana Ruiz", "415 555 0188", "ana@ruiz.dev", "manicure"]:
+    for text in [
+        "I want to book an appointment",
+        "Ana Ruiz",
+        "415 555 0188",
+        "ana@ruiz.dev",
+        "manicure",
+    ]:
         r = await say(gw, text)
         expected.append(r.metadata.expecting)
     assert expected == ["name", "phone", "email", "service", "time"]
@@ -88,7 +97,9 @@ async def test_corrections_during_confirmation(gw: Gateway) -> None:
     r = await say(gw, "change the service")
     assert r.metadata.expecting == "service" and "service" not in r.metadata.slots
     r = await say(gw, "facial")
-    assert r.metadata.slots["service"] == "Signature Facial" and r.metadata.expecting == "confirmation"
+    assert (
+        r.metadata.slots["service"] == "Signature Facial" and r.metadata.expecting == "confirmation"
+    )
 
 
 async def test_closed_day_offers_open_slots(gw: Gateway) -> None:
@@ -167,7 +178,9 @@ class _Exploding(Agent):
         raise RuntimeError("boom")
 
 
-async def test_agent_failure_answers_with_fallback_and_keeps_state(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_agent_failure_answers_with_fallback_and_keeps_state(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await say(gw, "book a massage")
     r = await say(gw, "Maria Lopez")
     assert r.metadata.slots["name"] == "Maria Lopez"
@@ -182,7 +195,13 @@ async def test_agent_failure_answers_with_fallback_and_keeps_state(gw: Gateway, 
     other = await say(gw, "book a facial", "other-session")
     assert other.metadata.purpose == "lead_capture"
     convs = await gw.conversations.list(CLIENT)
-    texts = [t["text"] for c in convs if c.session_id == "s1" for t in c.transcript if t["role"] == "user"]
+    texts = [
+        t["text"]
+        for c in convs
+        if c.session_id == "s1"
+        for t in c.transcript
+        if t["role"] == "user"
+    ]
     assert texts.count("415 555 0134") == 2
 
 

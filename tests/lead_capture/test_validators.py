@@ -1,20 +1,28 @@
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from engine.config import Service
-from purposes.lead_capture.validators import find_email, find_name, find_phone, find_service, find_when, is_no, is_yes
-
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from purposes.lead_capture.validators import (
+    find_email,
+    find_name,
+    find_phone,
+    find_service,
+    find_when,
+    is_no,
+    is_yes,
+)
 
 NOW = datetime(2026, 11, 21, 11, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
 
 SERVICES = (
     Service(name="Swedish Massage", duration_minutes=60, aliases=("massage", "relaxing massage")),
-    Service(name="Deep Tissue Massage", duration_minutes=90, aliases=("deep tissue", "sports massage")),
+    Service(
+        name="Deep Tissue Massage", duration_minutes=90, aliases=("deep tissue", "sports massage")
+    ),
     Service(name="Signature Facial", duration_minutes=50, aliases=("facial",)),
     Service(name="Manicure", duration_minutes=30, aliases=("nails",)),
 )
@@ -52,7 +60,9 @@ def test_time_is_not_taken_for_a_phone_number() -> None:
 
 
 def test_email_valid_invalid_and_spoken() -> None:
-    assert find_email("it's Maria.Lopez@Example.com", expecting=True)[0] == "Maria.Lopez@example.com"
+    assert (
+        find_email("it's Maria.Lopez@Example.com", expecting=True)[0] == "Maria.Lopez@example.com"
+    )
     email, error, _ = find_email("maria@example", expecting=True)
     assert email is None and error is not None and "name@example.com" in error.message
     assert find_email("maria at example dot com", expecting=True)[0] == "maria@example.com"
