@@ -89,16 +89,25 @@ def create_app(
     settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None
 ) -> FastAPI:
     """Build the ASGI app. ``clock`` pins the engine's notion of now (tests)."""
+    import httpx
+
+    from adapters.phone.webhook import PhoneSettings, voice_router
     from adapters.web import WebLimits, web_router
     from gateway.logging import configure_logging
     from gateway.routes import admin_router, ops_router
 
     settings = settings or Settings()
     configure_logging(settings.log_level)
+    # Built before serving so a malformed GATEWAY_PUBLIC_URL fails at start-up.
+    phone_settings = PhoneSettings(
+        public_url=settings.public_url, twilio_base_url=settings.twilio_base_url
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_gateway(settings, clock) as gw:
+        async with open_gateway(settings, clock) as gw, httpx.AsyncClient() as http:
+            app.state.http = http
+            app.state.phone_settings = phone_settings
             app.state.gateway = gw
             app.state.engine = gw.engine
             app.state.store = gw.store
@@ -115,4 +124,5 @@ def create_app(
     app.include_router(ops_router())
     app.include_router(admin_router())
     app.include_router(web_router())
+    app.include_router(voice_router())
     return app
