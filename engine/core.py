@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from engine.agents import Agent, AgentReply, Handback, TurnContext, chunk_text
@@ -121,7 +121,7 @@ class Engine:
         session_id: str,
         message: str,
         context: Mapping[str, object] | None = None,
-    ) -> AsyncIterator[TurnEvent]:
+    ) -> AsyncGenerator[TurnEvent, None]:
         """Like :meth:`handle_turn`, but yields :class:`TextDelta` pieces of the
         reply as they are produced, then the final :class:`ConversationResponse`."""
         client = self.clients.get(client_id)

@@ -273,24 +273,26 @@ class RedisSessionStore(SessionStore):
     def _k(self, kind: str, key: SessionKey | str) -> str:
         return f"{self._prefix}{kind}:{key}"
 
-    async def load(self, key: SessionKey) -> ConversationSession | None:
+    @asynccontextmanager
+    async def _mapped(self, what: str) -> AsyncIterator[None]:
+        """Map redis-py errors into the gateway's StoreError."""
         from redis.exceptions import RedisError
 
         try:
+            yield
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis {what} failed: {exc}") from exc
+
+    async def load(self, key: SessionKey) -> ConversationSession | None:
+        async with self._mapped("load"):
             data = await self._redis.get(self._k("session", key))
-        except RedisError as exc:
-            raise StoreError(f"redis load failed: {exc}") from exc
         return None if data is None else ConversationSession.model_validate_json(data)
 
     async def save(self, session: ConversationSession) -> None:
-        from redis.exceptions import RedisError
-
-        try:
+        async with self._mapped("save"):
             await self._redis.set(
                 self._k("session", session.key), session.model_dump_json(), ex=int(self.ttl_s)
             )
-        except RedisError as exc:
-            raise StoreError(f"redis save failed: {exc}") from exc
 
     @asynccontextmanager
     async def _locked(self, name: str, timeout_s: float) -> AsyncIterator[None]:
@@ -318,24 +320,27 @@ class RedisSessionStore(SessionStore):
         if not events:
             return
         zkey = self._k("events", key)
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with self._mapped("append_events"), self._redis.pipeline(transaction=True) as pipe:
             pipe.zadd(zkey, {data: event_id for event_id, data in events})
             pipe.zremrangebyrank(zkey, 0, -(self.max_events + 1))
             pipe.expire(zkey, int(self.ttl_s))
             await pipe.execute()
 
     async def events_after(self, key: SessionKey, after_id: int) -> list[tuple[int, str]]:
-        rows = await self._redis.zrangebyscore(
-            self._k("events", key), f"({after_id}", "+inf", withscores=True
-        )
+        async with self._mapped("events_after"):
+            rows = await self._redis.zrangebyscore(
+                self._k("events", key), f"({after_id}", "+inf", withscores=True
+            )
         return [(int(row[1]), str(row[0])) for row in rows]
 
     async def last_event_id(self, key: SessionKey) -> int:
-        rows = await self._redis.zrange(self._k("events", key), -1, -1, withscores=True)
+        async with self._mapped("last_event_id"):
+            rows = await self._redis.zrange(self._k("events", key), -1, -1, withscores=True)
         return int(rows[0][1]) if rows else 0
 
     async def remember(self, mark: str, ttl_s: float) -> bool:
-        ok = await self._redis.set(self._k("mark", mark), "1", nx=True, ex=max(1, int(ttl_s)))
+        async with self._mapped("remember"):
+            ok = await self._redis.set(self._k("mark", mark), "1", nx=True, ex=max(1, int(ttl_s)))
         return bool(ok)
 
     async def ping(self) -> bool:

@@ -1,5 +1,11 @@
-"""Web chat channel: websocket endpoint, event replay, embeddable widget."""
+"""Web chat channel: websocket endpoint, event replay, embeddable widget.
 
-from adapters.web.endpoint import WebLimits, web_router
+``web_router()`` serves ``WS /web/chat/{client_id}`` and ``GET /widget.js``;
+``WebLimits`` holds the per-connection limits the gateway reads from settings.
+The wire format is in :mod:`adapters.web.codec`.
+"""
+
+from adapters.web.endpoint import web_router
+from adapters.web.limits import WebLimits
 
 __all__ = ["WebLimits", "web_router"]

@@ -1,19 +1,404 @@
-"""PLACEHOLDER, being replaced by the real endpoint."""
+"""Web chat transport: ``WS /web/chat/{client_id}`` and ``GET /widget.js``.
+
+Contract: DESIGN.md, "Web chat protocol". Wire shapes live in
+:mod:`adapters.web.codec`; this module moves frames and keeps the event log.
+Dependencies come from ``websocket.app.state``: ``engine``, ``store``,
+``registry`` and ``web_limits``.
+
+Connecting
+    The upgrade is always accepted and then checked, so that a browser sees a
+    close code (it cannot read the HTTP status of a refused upgrade):
+
+    - unknown ``client_id``: close ``4404``, reason ``unknown client '<id>'``;
+    - web chat disabled for the client: close ``4403``;
+    - an ``Origin`` header not in the client's ``channels.web.allowed_origins``
+      (an empty list or ``"*"`` allows any): close ``4403``. A request
+      *without* ``Origin`` is a non-browser client (a server, a test tool) and
+      is allowed: the check exists to stop other websites from embedding the
+      chat in their visitors' browsers, and a non-browser client could send
+      any ``Origin`` it likes anyway.
+
+Session handshake
+    Every connection gets one ``session`` event first. The server waits up to
+    ``WebLimits.resume_wait_s`` for the client's first frame, then:
+
+    - a ``resume`` naming a session the store knows: ``session`` with
+      ``resumed: true`` and ``event_id`` = the client's ``last_event_id``,
+      followed by every logged event with a larger id, oldest first. The
+      replay holds the session's web lock, so a turn still running for that
+      session (say, on the socket that just dropped) finishes and logs all its
+      events first: nothing is lost and nothing is sent twice;
+    - a ``resume`` naming an unknown or expired session: ``session`` for a new
+      session (``resumed: false``), then an ``unknown_session`` error; the
+      client should drop what it kept of the old conversation;
+    - anything else, or nothing in time: ``session`` for a new session
+      (``uuid4().hex``, ``event_id`` 0); a first ``message`` is then run.
+
+    A ``resume`` arriving late (after the new session was announced but before
+    any message on this connection) still moves the connection to the resumed
+    session with a second ``session`` event; the last one wins. After a
+    message, ``resume`` is refused with ``bad_frame``.
+
+Event ids
+    Per session, increasing on every connection. ``token`` and ``complete``
+    events are logged (``store.append_events``) *before* they are sent, so a
+    client never holds an id the log lacks. ``session`` and ``error`` events
+    are connection-scoped and never logged or replayed: a ``session`` event
+    repeats the connection's starting id, an ``error`` takes the next id, which
+    the log then skips (replays may show gaps exactly where errors were).
+
+Turns
+    Messages on a connection run one at a time, in order. A turn holds the
+    lock ``web:<session key>`` while it allocates ids, streams, logs and sends;
+    if the socket dies mid-turn the turn still runs to the end and logs its
+    events, for the client's ``resume``. A message ``id`` already processed in
+    the session (a retry after reconnecting) is not run again and gets no
+    answer: its events are in the log for ``resume``. Only ``message`` frames
+    count against the per-connection token bucket (they are what costs engine
+    time); a refused (``rate_limited``/``busy``) message is not marked as
+    processed, so it can be sent again with the same id.
+
+Logs carry client ids, session-id prefixes and error codes, never message text.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncGenerator, Mapping
+from pathlib import Path
 
-from fastapi import APIRouter
+from fastapi import APIRouter, WebSocket
+from fastapi.responses import FileResponse
+from prometheus_client import Counter
+from starlette.websockets import WebSocketDisconnect
 
+from adapters.web.codec import (
+    ErrorCode,
+    MessageFrame,
+    ProtocolError,
+    ResumeFrame,
+    complete_event,
+    error_event,
+    parse_frame,
+    session_event,
+    token_event,
+)
+from adapters.web.limits import TokenBucket, WebLimits
+from engine.config import ClientConfig, ClientRegistry
+from engine.core import Engine
+from engine.errors import GatewayError, SessionBusyError
+from engine.messages import TextDelta
+from engine.metrics import ACTIVE_CONNECTIONS
+from engine.session import SessionKey, SessionStore
 
-@dataclass(frozen=True)
-class WebLimits:
-    max_frame_bytes: int = 8192
-    max_text_chars: int = 2000
-    rate_per_s: float = 2.0
-    rate_burst: int = 10
+__all__ = ["CLOSE_FORBIDDEN", "CLOSE_UNKNOWN_CLIENT", "WebLimits", "web_router"]
+
+log = logging.getLogger("adapters.web")
+
+CLOSE_UNKNOWN_CLIENT = 4404
+CLOSE_FORBIDDEN = 4403
+STATIC_DIR = Path(__file__).with_name("static")
+WIDGET_CACHE_CONTROL = "public, max-age=300"
+
+WEB_ERRORS = Counter(
+    "gateway_web_errors_total", "Error events sent on web chat connections", ["code"]
+)
 
 
 def web_router() -> APIRouter:
-    return APIRouter()
+    """Routes of the web channel: the chat websocket and the widget script."""
+    router = APIRouter()
+
+    @router.websocket("/web/chat/{client_id}")
+    async def web_chat(websocket: WebSocket, client_id: str) -> None:
+        state = websocket.app.state
+        registry: ClientRegistry = state.registry
+        client = registry.get(client_id)
+        await websocket.accept()
+        if client is None:
+            await websocket.close(CLOSE_UNKNOWN_CLIENT, _reason(f"unknown client {client_id!r}"))
+            return
+        if not client.channels.web.enabled:
+            await websocket.close(
+                CLOSE_FORBIDDEN, _reason(f"web chat is disabled for client {client_id!r}")
+            )
+            return
+        origin = websocket.headers.get("origin")
+        if origin is not None and not origin_allowed(origin, client.channels.web.allowed_origins):
+            log.info("web chat refused: origin not allowed for client=%s", client_id)
+            await websocket.close(
+                CLOSE_FORBIDDEN, _reason(f"origin not allowed for client {client_id!r}")
+            )
+            return
+        connection = _Connection(websocket, client, state.engine, state.store, state.web_limits)
+        gauge = ACTIVE_CONNECTIONS.labels(channel="web")
+        gauge.inc()
+        try:
+            await connection.serve()
+        finally:
+            gauge.dec()
+            log.info("web chat closed: client=%s session=%s", client_id, connection.session_tag)
+
+    @router.api_route("/widget.js", methods=["GET", "HEAD"], include_in_schema=False)
+    async def widget_js() -> FileResponse:
+        return FileResponse(
+            STATIC_DIR / "widget.js",
+            media_type="application/javascript; charset=utf-8",
+            headers={"Cache-Control": WIDGET_CACHE_CONTROL},
+        )
+
+    return router
+
+
+def origin_allowed(origin: str, allowed: tuple[str, ...]) -> bool:
+    """True if a browser ``Origin`` may open the chat: ``allowed`` is empty,
+    holds ``"*"``, or holds the origin (compared without case or trailing ``/``)."""
+    if not allowed or "*" in allowed:
+        return True
+    wanted = origin.strip().rstrip("/").lower()
+    return any(wanted == entry.strip().rstrip("/").lower() for entry in allowed)
+
+
+def _reason(text: str) -> str:
+    # A close reason may hold at most 123 bytes of UTF-8.
+    return text.encode("utf-8")[:123].decode("utf-8", "ignore")
+
+
+class _Connection:
+    """One chat websocket: the session handshake, then frames in order."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        client: ClientConfig,
+        engine: Engine,
+        store: SessionStore,
+        limits: WebLimits,
+    ) -> None:
+        self.ws = websocket
+        self.client = client
+        self.engine = engine
+        self.store = store
+        self.limits = limits
+        self.bucket = TokenBucket(limits.rate_per_s, limits.rate_burst)
+        self.key: SessionKey | None = None
+        self.cursor = 0
+        """Highest event id sent (or due) on this connection."""
+        self.can_resume = True
+        self.open = True
+        origin = websocket.headers.get("origin")
+        self.context: Mapping[str, object] | None = {"web_origin": origin} if origin else None
+
+    @property
+    def session_tag(self) -> str:
+        """A prefix of the session id, for logs (the whole id lets anyone resume)."""
+        return self.key.session_id[:8] if self.key else "-"
+
+    @property
+    def greeting(self) -> str:
+        return (
+            self.client.channels.web.greeting
+            or f"Hi! Welcome to {self.client.name}. How can I help you today?"
+        )
+
+    async def serve(self) -> None:
+        first = asyncio.ensure_future(self._receive())
+        try:
+            done, _ = await asyncio.wait({first}, timeout=self.limits.resume_wait_s)
+            if not done:
+                await self._ensure_session()
+            data = await first
+            while data is not None and self.open:
+                await self._on_frame(data)
+                if not self.open:
+                    break
+                data = await self._receive()
+        finally:
+            if not first.done():
+                first.cancel()
+                await asyncio.gather(first, return_exceptions=True)
+
+    async def _receive(self) -> str | bytes | None:
+        """The next frame (``str`` text, ``bytes`` binary), or None once the client left."""
+        try:
+            message = await self.ws.receive()
+        except (WebSocketDisconnect, RuntimeError):
+            self.open = False
+            return None
+        if message["type"] == "websocket.disconnect":
+            self.open = False
+            return None
+        text = message.get("text")
+        if isinstance(text, str):
+            return text
+        data = message.get("bytes")
+        return data if isinstance(data, bytes) else b""
+
+    async def _send(self, text: str) -> None:
+        """Send one event; a dead socket is noted, never raised (turns run on)."""
+        if not self.open:
+            return
+        try:
+            await self.ws.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.open = False
+
+    async def _on_frame(self, data: str | bytes) -> None:
+        try:
+            frame = parse_frame(
+                data,
+                max_frame_bytes=self.limits.max_frame_bytes,
+                max_text_chars=self.limits.max_text_chars,
+            )
+        except ProtocolError as exc:
+            await self._ensure_session()
+            await self._error(exc.code, exc.message)
+            return
+        if isinstance(frame, ResumeFrame):
+            if self.can_resume:
+                await self._resume(frame)
+            else:
+                await self._error(
+                    "bad_frame", "resume is accepted only as the first frame of a connection"
+                )
+            return
+        await self._ensure_session()
+        self.can_resume = False
+        if not self.bucket.take():
+            wait_s = self.bucket.retry_after_s()
+            await self._error(
+                "rate_limited",
+                f"too many messages; wait {wait_s:.1f} s and send it again",
+                reply_to=frame.id,
+            )
+            return
+        await self._turn(frame)
+
+    async def _ensure_session(self) -> SessionKey:
+        if self.key is None:
+            self.key = SessionKey(self.client.client_id, "web", uuid.uuid4().hex)
+            self.cursor = 0
+            log.info("web chat session: client=%s new=%s", self.client.client_id, self.session_tag)
+            await self._send(
+                session_event(
+                    0,
+                    self.key.session_id,
+                    resumed=False,
+                    greeting=self.greeting,
+                    client_name=self.client.name,
+                )
+            )
+        return self.key
+
+    async def _resume(self, frame: ResumeFrame) -> None:
+        self.can_resume = False
+        key = SessionKey(self.client.client_id, "web", frame.session_id)
+        try:
+            async with self.store.lock(f"web:{key}", self.engine.lock_timeout_s):
+                known = await self.store.last_event_id(key) > 0
+                if not known:
+                    known = await self.store.load(key) is not None
+                if known:
+                    await self._replay(key, frame.last_event_id)
+        except SessionBusyError:
+            await self._ensure_session()
+            await self._error("busy", "the conversation is busy with another reply; reconnect")
+            return
+        except Exception as exc:  # StoreError, or a backend error the store let through
+            log.error("web chat resume failed: error=%s", type(exc).__name__)
+            await self._ensure_session()
+            await self._error("unavailable", "the session store is unavailable; reconnect later")
+            return
+        if not known:
+            await self._ensure_session()
+            await self._error(
+                "unknown_session",
+                "that session is unknown or expired; this connection continues in a new session",
+            )
+
+    async def _replay(self, key: SessionKey, after_id: int) -> None:
+        """Announce ``key`` and send its logged events after ``after_id`` (lock held)."""
+        self.key = key
+        self.cursor = after_id
+        events = await self.store.events_after(key, after_id)
+        log.info(
+            "web chat session: client=%s resumed=%s replay=%d",
+            self.client.client_id,
+            self.session_tag,
+            len(events),
+        )
+        await self._send(
+            session_event(
+                after_id,
+                key.session_id,
+                resumed=True,
+                greeting=self.greeting,
+                client_name=self.client.name,
+            )
+        )
+        for event_id, text in events:
+            await self._send(text)
+            self.cursor = max(self.cursor, event_id)
+
+    async def _turn(self, frame: MessageFrame) -> None:
+        key = await self._ensure_session()
+        try:
+            async with self.store.lock(f"web:{key}", self.engine.lock_timeout_s):
+                if frame.id is not None and not await self.store.remember(
+                    f"web:{key}:{frame.id}", self.store.ttl_s
+                ):
+                    log.info("web chat: duplicate message id ignored, session=%s", self.session_tag)
+                    return
+                await self._stream(key, frame)
+        except SessionBusyError:
+            await self._error(
+                "busy", "another reply is still running; send it again shortly", frame.id
+            )
+        except Exception as exc:  # keep the socket usable whatever failed underneath
+            # The type name only: exception text may quote the user's message.
+            log.error(
+                "web chat turn failed: session=%s error=%s",
+                self.session_tag,
+                type(exc).__name__,
+                exc_info=not isinstance(exc, GatewayError),
+            )
+            await self._error(
+                "unavailable", "the message could not be processed; try again", frame.id
+            )
+
+    async def _stream(self, key: SessionKey, frame: MessageFrame) -> None:
+        """Run the engine turn; log, then send, each event (session's web lock held)."""
+        next_id = max(await self.store.last_event_id(key), self.cursor) + 1
+        stream = self.engine.stream_turn(
+            key.client_id, "web", None, key.session_id, frame.text, self.context
+        )
+        try:
+            async for event in stream:
+                if isinstance(event, TextDelta):
+                    if not event.content:
+                        continue
+                    text = token_event(next_id, event.content, frame.id)
+                else:
+                    text = complete_event(next_id, event, frame.id)
+                # Log first: a client must never hold an id the log lacks.
+                await self.store.append_events(key, [(next_id, text)])
+                self.cursor = next_id
+                next_id += 1
+                await self._send(text)
+        finally:
+            # Should logging an event fail, close the engine's generator (and the
+            # session lock it holds) now rather than whenever it is collected.
+            if isinstance(stream, AsyncGenerator):
+                await stream.aclose()
+
+    async def _error(self, code: ErrorCode, message: str, reply_to: str | None = None) -> None:
+        key = await self._ensure_session()
+        try:
+            last = await self.store.last_event_id(key)
+        except Exception:  # an error event must go out even when the store is down
+            last = 0
+        self.cursor = max(last, self.cursor) + 1
+        WEB_ERRORS.labels(code=code).inc()
+        await self._send(error_event(self.cursor, code, message, reply_to))

@@ -1,0 +1,312 @@
+"""Web chat wire format: client frames in, server events out.
+
+This module is the only place that knows the JSON shapes of DESIGN.md's
+"Web chat protocol"; :mod:`adapters.web.endpoint` is the transport around it.
+
+Client -> server (JSON text frames)::
+
+    {"type": "message", "text": "...", "id": "<client message id>"}
+    {"type": "resume", "session_id": "...", "last_event_id": N}
+
+Server -> client (every event has an integer ``event_id``; see the endpoint's
+docstring for how ids are allocated)::
+
+    {"type": "session", "event_id": N, "session_id": "...", "resumed": bool,
+     "greeting": "...", "client_name": "..."}
+    {"type": "token", "event_id": N, "content": "...", "reply_to": id | null}
+    {"type": "complete", "event_id": N, "text": "...", "quick_replies": [{"title", "value"}],
+     "actions": [{"type", "target"}], "metadata": {...}, "reply_to": id | null}
+    {"type": "error", "event_id": N, "code": "...", "message": "...", "reply_to": id | null}
+
+``resumed``, ``greeting``, ``client_name`` and ``reply_to`` are additions to
+the contract; clients that do not know them can ignore them.
+
+:func:`parse_frame` turns one websocket frame into a :class:`MessageFrame` or
+:class:`ResumeFrame`, or raises :class:`ProtocolError` with one of the codes
+in :data:`ErrorCode`. Error messages name the field and the rule, never the
+user's text (it may carry personal data).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+)
+
+from engine.messages import Action, ConversationResponse, QuickReply, ResponseMetadata
+
+__all__ = [
+    "ClientFrame",
+    "CompleteEvent",
+    "ErrorCode",
+    "ErrorEvent",
+    "MessageFrame",
+    "ProtocolError",
+    "ResumeFrame",
+    "ServerEvent",
+    "SessionEvent",
+    "TokenEvent",
+    "complete_event",
+    "dump_event",
+    "error_event",
+    "load_event",
+    "parse_frame",
+    "session_event",
+    "token_event",
+]
+
+ErrorCode = Literal[
+    "bad_json",  # the frame is not valid JSON
+    "bad_frame",  # not a JSON object, no/invalid "type", a bad resume, a binary frame
+    "unknown_type",  # "type" names no client frame
+    "bad_message",  # a message frame with missing/empty/non-string text or a bad id
+    "too_large",  # frame over max_frame_bytes or text over max_text_chars
+    "rate_limited",  # too many messages on this connection; retry later
+    "busy",  # the session stayed locked (another turn is running); retry later
+    "unavailable",  # the session store failed; retry later
+    "unknown_session",  # a resume named a session the server does not have
+]
+
+MAX_ID_CHARS = 128
+"""Longest accepted client message id and session id, in characters."""
+MAX_EVENT_ID = 2**53
+"""Largest accepted ``last_event_id`` (what a JavaScript number holds exactly)."""
+
+
+class ProtocolError(Exception):
+    """A frame broke the protocol. ``code`` goes on the wire in an error event."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code: ErrorCode = code
+        self.message = message
+
+
+# -- client frames ----------------------------------------------------------------------------
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class MessageFrame(_Frame):
+    """A user message. ``text`` is stripped; ``id`` (the client's message id,
+    optional) makes retries idempotent: an id already processed in the session
+    is not run again."""
+
+    type: Literal["message"] = "message"
+    text: str
+    id: str | None = None
+
+
+class ResumeFrame(_Frame):
+    """Continue ``session_id``, replaying events with id > ``last_event_id``."""
+
+    type: Literal["resume"] = "resume"
+    session_id: str
+    last_event_id: int
+
+
+ClientFrame = MessageFrame | ResumeFrame
+
+_SESSION_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+class _RawMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    text: StrictStr
+    id: StrictStr | StrictInt | None = None
+
+
+class _RawResume(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
+    last_event_id: Annotated[StrictInt, Field(ge=0, le=MAX_EVENT_ID)] = 0
+
+
+def _explain(exc: ValidationError) -> str:
+    # Field and rule only: pydantic's str(exc) would quote the input.
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(p) for p in err["loc"]) or "frame"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_frame(data: str | bytes, *, max_frame_bytes: int, max_text_chars: int) -> ClientFrame:
+    """Parse one websocket frame (``str`` = text frame, ``bytes`` = binary frame).
+
+    ``max_frame_bytes``: largest accepted frame, in UTF-8 bytes.
+    ``max_text_chars``: longest accepted message text, in characters.
+    Raises :class:`ProtocolError`.
+    """
+    if isinstance(data, bytes):
+        raise ProtocolError("bad_frame", "binary frames are not supported; send JSON text frames")
+    if len(data) > max_frame_bytes or len(data.encode("utf-8")) > max_frame_bytes:
+        raise ProtocolError("too_large", f"frame is larger than {max_frame_bytes} bytes")
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise ProtocolError("bad_json", "frame is not valid JSON") from exc
+    if not isinstance(raw, dict):
+        raise ProtocolError("bad_frame", 'frame must be a JSON object with a "type"')
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("bad_frame", 'frame needs a string "type": "message" or "resume"')
+    if kind == "message":
+        return _parse_message(raw, max_text_chars)
+    if kind == "resume":
+        return _parse_resume(raw)
+    raise ProtocolError("unknown_type", 'unknown frame type; use "message" or "resume"')
+
+
+def _parse_message(raw: dict[str, object], max_text_chars: int) -> MessageFrame:
+    try:
+        msg = _RawMessage.model_validate(raw)
+    except ValidationError as exc:
+        raise ProtocolError(
+            "bad_message", f'a message needs a non-empty string "text" ({_explain(exc)})'
+        ) from exc
+    text = msg.text.strip()
+    if not text:
+        raise ProtocolError("bad_message", 'message "text" is empty')
+    if len(text) > max_text_chars:
+        raise ProtocolError("too_large", f"message text is longer than {max_text_chars} characters")
+    msg_id = None if msg.id is None else str(msg.id)
+    if msg_id is not None and not 0 < len(msg_id) <= MAX_ID_CHARS:
+        raise ProtocolError("bad_message", f'message "id" must be 1 to {MAX_ID_CHARS} characters')
+    return MessageFrame(text=text, id=msg_id)
+
+
+def _parse_resume(raw: dict[str, object]) -> ResumeFrame:
+    try:
+        resume = _RawResume.model_validate(raw)
+    except ValidationError as exc:
+        raise ProtocolError(
+            "bad_frame",
+            'resume needs "session_id" (string) and "last_event_id" (integer >= 0) '
+            f"({_explain(exc)})",
+        ) from exc
+    if not set(resume.session_id) <= _SESSION_ID_CHARS:
+        raise ProtocolError(
+            "bad_frame", 'resume "session_id" may hold only letters, digits, - and _'
+        )
+    return ResumeFrame(session_id=resume.session_id, last_event_id=resume.last_event_id)
+
+
+# -- server events ----------------------------------------------------------------------------
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class SessionEvent(_Event):
+    """Sent once per connection, first. ``event_id`` is where the connection
+    starts in the session's event sequence (0 for a new session, the client's
+    ``last_event_id`` on resume); it is not stored in the event log."""
+
+    type: Literal["session"] = "session"
+    event_id: int
+    session_id: str
+    resumed: bool = False
+    greeting: str | None = None
+    client_name: str | None = None
+
+
+class TokenEvent(_Event):
+    type: Literal["token"] = "token"
+    event_id: int
+    content: str
+    reply_to: str | None = None
+
+
+class CompleteEvent(_Event):
+    type: Literal["complete"] = "complete"
+    event_id: int
+    text: str
+    quick_replies: tuple[QuickReply, ...] = ()
+    actions: tuple[Action, ...] = ()
+    metadata: ResponseMetadata = ResponseMetadata()
+    reply_to: str | None = None
+
+
+class ErrorEvent(_Event):
+    """Bad input or a refused message; connection-scoped, never replayed."""
+
+    type: Literal["error"] = "error"
+    event_id: int
+    code: str
+    message: str
+    reply_to: str | None = None
+
+
+ServerEvent = Annotated[
+    SessionEvent | TokenEvent | CompleteEvent | ErrorEvent, Field(discriminator="type")
+]
+_SERVER_EVENT: TypeAdapter[SessionEvent | TokenEvent | CompleteEvent | ErrorEvent] = TypeAdapter(
+    ServerEvent
+)
+
+
+def dump_event(event: SessionEvent | TokenEvent | CompleteEvent | ErrorEvent) -> str:
+    """The event as one compact JSON text frame."""
+    return event.model_dump_json()
+
+
+def load_event(text: str) -> SessionEvent | TokenEvent | CompleteEvent | ErrorEvent:
+    """Parse a server event (for tests and tools); raises ``ValidationError``."""
+    return _SERVER_EVENT.validate_json(text)
+
+
+def session_event(
+    event_id: int,
+    session_id: str,
+    *,
+    resumed: bool,
+    greeting: str | None = None,
+    client_name: str | None = None,
+) -> str:
+    return dump_event(
+        SessionEvent(
+            event_id=event_id,
+            session_id=session_id,
+            resumed=resumed,
+            greeting=greeting,
+            client_name=client_name,
+        )
+    )
+
+
+def token_event(event_id: int, content: str, reply_to: str | None = None) -> str:
+    return dump_event(TokenEvent(event_id=event_id, content=content, reply_to=reply_to))
+
+
+def complete_event(
+    event_id: int, response: ConversationResponse, reply_to: str | None = None
+) -> str:
+    return dump_event(
+        CompleteEvent(
+            event_id=event_id,
+            text=response.text,
+            quick_replies=response.quick_replies,
+            actions=response.actions,
+            metadata=response.metadata,
+            reply_to=reply_to,
+        )
+    )
+
+
+def error_event(event_id: int, code: ErrorCode, message: str, reply_to: str | None = None) -> str:
+    return dump_event(ErrorEvent(event_id=event_id, code=code, message=message, reply_to=reply_to))
