@@ -1,0 +1,48 @@
+# The gateway image: embedded defaults (offline engine, pocketsphinx STT,
+# espeak-ng TTS, local SQLite tools). Set REDIS_URL to share sessions between
+# replicas; see docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# espeak-ng is the offline TTS voice. Versions are not pinned (DL3008): the
+# python:3.11-slim base follows Debian stable, whose archive drops superseded
+# versions, so a pin would break the build at the next point release. The
+# base image tag is what pins the distribution.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends espeak-ng \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN groupadd --system --gid 10001 gateway \
+    && useradd --system --uid 10001 --gid gateway --home-dir /app --shell /usr/sbin/nologin gateway
+
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY engine/ engine/
+COPY gateway/ gateway/
+COPY adapters/ adapters/
+COPY purposes/ purposes/
+# This installs the project itself (a non-editable copy into site-packages);
+# its dependencies are bounded in pyproject.toml, so there is no `pkg==ver`
+# for DL3013 to find.
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir ".[pocketsphinx]" \
+    && rm -rf build ./*.egg-info engine gateway adapters purposes
+
+COPY --chown=gateway:gateway clients/ clients/
+RUN mkdir -p data && chown gateway:gateway data
+
+USER 10001:10001
+ENV GATEWAY_CLIENTS_DIR=/app/clients \
+    GATEWAY_DATA_DIR=/app/data
+VOLUME ["/app/data"]
+EXPOSE 8080
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
+
+CMD ["gateway", "serve", "--host", "0.0.0.0", "--port", "8080"]

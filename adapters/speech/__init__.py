@@ -1,0 +1,39 @@
+"""The shared voice layer: audio formats, VAD, speech-to-text, text-to-speech.
+
+Channel-independent and engine-independent: the phone adapter (and WhatsApp
+voice notes) build on it. See each module for units and shapes:
+
+* :mod:`adapters.speech.audio` — mu-law, resampling, framing, ``AudioChunk``
+* :mod:`adapters.speech.vad` — voice activity detection, frame energy
+* :mod:`adapters.speech.stt` — streaming STT (PocketSphinx, faster-whisper)
+* :mod:`adapters.speech.tts` — streaming TTS (espeak-ng, Piper), sentence splitting
+* :mod:`adapters.speech.errors` — the error tree
+"""
+
+from adapters.speech.audio import AudioChunk, Resampler, pcm16_to_ulaw, ulaw_to_pcm16
+from adapters.speech.errors import SpeechError, SpeechUnavailableError, SttError, TtsError
+from adapters.speech.stt import SpeechToText, SttStream, Transcript, make_stt
+from adapters.speech.tts import TextToSpeech, make_tts, split_sentences, split_text
+from adapters.speech.vad import VoiceActivityDetector, WebRtcVad, frame_energy_dbfs
+
+__all__ = [
+    "AudioChunk",
+    "Resampler",
+    "SpeechError",
+    "SpeechToText",
+    "SpeechUnavailableError",
+    "SttError",
+    "SttStream",
+    "TextToSpeech",
+    "Transcript",
+    "TtsError",
+    "VoiceActivityDetector",
+    "WebRtcVad",
+    "frame_energy_dbfs",
+    "make_stt",
+    "make_tts",
+    "pcm16_to_ulaw",
+    "split_sentences",
+    "split_text",
+    "ulaw_to_pcm16",
+]

@@ -1,0 +1,457 @@
+"""Text-to-speech behind one streaming interface, and a sentence splitter.
+
+``await``-free for the caller until audio exists::
+
+    tts = make_tts("auto", voice=None)
+    async with contextlib.aclosing(tts.synthesize("Hello! How can I help?")) as chunks:
+        async for chunk in chunks:      # AudioChunk(pcm, sample_rate_hz)
+            player.add_pcm(chunk.pcm, chunk.sample_rate_hz)
+
+Close the iterator (``aclosing``, or ``aclose()``) when you stop early, e.g.
+on barge-in: that kills the synthesiser process or stops the worker.
+
+Providers:
+
+* :class:`EspeakTTS` — offline default: an ``espeak-ng --stdout`` subprocess
+  (Debian package ``espeak-ng``), streamed as it writes; robotic but instant
+  (about 20 ms for a sentence).
+* :class:`PiperTTS` — neural voices via ``piper-tts`` (GPL-3, optional extra
+  ``pip install .[piper]``); needs a voice ``.onnx`` file with its ``.json``.
+  Inference runs in an executor thread.
+
+:func:`split_sentences` turns an LLM's streamed text deltas into whole
+sentences, so the first one can be spoken while the rest is generated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import struct
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+
+from adapters.speech.audio import AudioChunk
+from adapters.speech.errors import SpeechUnavailableError, TtsError
+
+__all__ = [
+    "EspeakTTS",
+    "PiperTTS",
+    "SentenceSplitter",
+    "TextToSpeech",
+    "TtsError",
+    "make_tts",
+    "split_sentences",
+    "split_text",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_TEXT_CHARS = 4000
+"""Longest text one ``synthesize`` call accepts; split longer replies into sentences."""
+
+
+class TextToSpeech(ABC):
+    """A speech synthesiser; one instance serves many concurrent calls.
+
+    ``sample_rate_hz`` is the native output rate in Hz (every chunk also
+    carries its own rate).
+    """
+
+    name: str = "tts"
+    sample_rate_hz: int = 22050
+
+    @abstractmethod
+    def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
+        """Stream the audio for ``text`` as PCM16 mono chunks, in order.
+
+        Yields nothing for blank text.
+
+        Raises:
+            ValueError: text longer than :data:`MAX_TEXT_CHARS`.
+            TtsError: the synthesiser failed.
+        """
+
+
+def _clean(text: str) -> str:
+    text = re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", text)
+    text = " ".join(text.split())
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(
+            f"text is {len(text)} characters; synthesize at most {MAX_TEXT_CHARS} at a time "
+            "(split it with split_text)"
+        )
+    return text
+
+
+# --------------------------------------------------------------------------- espeak-ng
+
+_VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+./-]*$")
+
+
+class EspeakTTS(TextToSpeech):
+    """eSpeak NG through its command-line program.
+
+    Args:
+        voice: an espeak voice name (``espeak-ng --voices``), e.g. ``"en-us"``.
+        words_per_minute: speaking rate (espeak ``-s``; 80-450).
+        pitch: 0-99 (espeak ``-p``).
+        executable: path of ``espeak-ng`` (default: found on ``PATH``).
+        chunk_ms: size of the chunks yielded, in ms of audio.
+
+    The WAV header espeak writes is parsed for the sample rate (22050 Hz for
+    the standard voices); its length fields are placeholders when streaming,
+    so audio is read until the process exits.
+
+    Raises:
+        SpeechUnavailableError: espeak-ng is not installed.
+        ValueError: a malformed voice name or out-of-range setting.
+    """
+
+    name = "espeak-ng"
+
+    def __init__(
+        self,
+        voice: str = "en-us",
+        *,
+        words_per_minute: int = 165,
+        pitch: int = 50,
+        executable: str | None = None,
+        chunk_ms: int = 100,
+    ) -> None:
+        if not _VOICE_NAME.match(voice):
+            raise ValueError(f"not an espeak voice name: {voice!r}")
+        if not 80 <= words_per_minute <= 450:
+            raise ValueError(f"words_per_minute must be 80-450, got {words_per_minute}")
+        if not 0 <= pitch <= 99:
+            raise ValueError(f"pitch must be 0-99, got {pitch}")
+        if chunk_ms <= 0:
+            raise ValueError(f"chunk_ms must be positive, got {chunk_ms}")
+        found = executable or shutil.which("espeak-ng")
+        if not found:
+            raise SpeechUnavailableError(
+                self.name, "espeak-ng is not installed; apt-get install espeak-ng"
+            )
+        self.voice = voice
+        self._argv = [found, "--stdout", "-v", voice, "-s", str(words_per_minute), "-p", str(pitch)]
+        self._chunk_ms = chunk_ms
+
+    async def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
+        text = _clean(text)
+        if not text:
+            return
+        proc = await asyncio.create_subprocess_exec(
+            *self._argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            assert proc.stdin is not None and proc.stdout is not None
+            # Text goes through stdin, never argv: no option injection, and it
+            # fits the pipe buffer (MAX_TEXT_CHARS), so this cannot deadlock.
+            proc.stdin.write(text.encode("utf-8"))
+            await proc.stdin.drain()
+            proc.stdin.close()
+            rate = await _read_wav_header(proc.stdout)
+            self.sample_rate_hz = rate
+            chunk_bytes = max(2, rate * self._chunk_ms // 1000 * 2)
+            pending = b""
+            while True:
+                data = await proc.stdout.read(chunk_bytes)
+                if not data:
+                    break
+                pending += data
+                if len(pending) >= chunk_bytes:
+                    whole = len(pending) - len(pending) % 2
+                    yield AudioChunk(pending[:whole], rate)
+                    pending = pending[whole:]
+            whole = len(pending) - len(pending) % 2
+            if whole:
+                yield AudioChunk(pending[:whole], rate)
+            code = await proc.wait()
+            if code != 0:
+                raise TtsError(f"espeak-ng exited with status {code}")
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
+async def _read_wav_header(stream: asyncio.StreamReader) -> int:
+    """Read RIFF/WAVE chunks up to the ``data`` chunk; return the sample rate in Hz.
+
+    Accepts only 16-bit mono PCM (format tag 1), which is what espeak writes.
+    """
+    try:
+        riff = await stream.readexactly(12)
+        if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+            raise TtsError("espeak-ng did not write a RIFF/WAVE header")
+        rate: int | None = None
+        while True:
+            chunk_id, size = struct.unpack("<4sI", await stream.readexactly(8))
+            if chunk_id == b"data":
+                break
+            body = await stream.readexactly(size + (size & 1))
+            if chunk_id == b"fmt ":
+                fmt_tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
+                if fmt_tag != 1 or channels != 1 or bits != 16:
+                    raise TtsError(
+                        f"expected 16-bit mono PCM, got format {fmt_tag}, "
+                        f"{channels} channel(s), {bits} bits"
+                    )
+    except asyncio.IncompleteReadError as exc:
+        raise TtsError("espeak-ng output ended inside the WAV header") from exc
+    if not rate:
+        raise TtsError("WAV output has no fmt chunk before its data")
+    return rate
+
+
+# --------------------------------------------------------------------------- piper
+
+_PIPER_VOICES: dict[str, Any] = {}
+_PIPER_FAILURES: dict[str, str] = {}
+_PIPER_LOCK = threading.Lock()
+
+
+def _load_piper_voice(model_path: str, config_path: str | None) -> Any:
+    """The shared ``PiperVoice`` for a model file, loaded once per process.
+
+    Raises:
+        SpeechUnavailableError: piper-tts missing, or the voice cannot load.
+    """
+    with _PIPER_LOCK:
+        if model_path in _PIPER_VOICES:
+            return _PIPER_VOICES[model_path]
+        if model_path in _PIPER_FAILURES:
+            raise SpeechUnavailableError("piper", _PIPER_FAILURES[model_path])
+        try:
+            voice = _load_piper_uncached(model_path, config_path)
+        except SpeechUnavailableError as exc:
+            _PIPER_FAILURES[model_path] = exc.reason
+            raise
+        _PIPER_VOICES[model_path] = voice
+        return voice
+
+
+def _load_piper_uncached(model_path: str, config_path: str | None) -> Any:
+    try:
+        from piper import PiperVoice
+    except ImportError as exc:
+        raise SpeechUnavailableError(
+            "piper", "piper-tts is not installed; pip install .[piper]"
+        ) from exc
+    path = Path(model_path).expanduser()
+    if not path.is_file():
+        raise SpeechUnavailableError("piper", f"no voice model file at {model_path!r}")
+    try:
+        return PiperVoice.load(str(path), config_path=config_path)
+    except Exception as exc:  # onnxruntime/json/file errors all mean "unavailable"
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise SpeechUnavailableError(
+            "piper", f"voice {model_path!r} failed to load: {type(exc).__name__}: {first_line}"
+        ) from exc
+
+
+class PiperTTS(TextToSpeech):
+    """Piper neural voices (``piper-tts``; GPL-3, installed as the ``piper`` extra).
+
+    Args:
+        model_path: the voice ``.onnx`` file; its config is ``<model>.onnx.json``
+            unless ``config_path`` is given.
+        executor: where inference runs (default: the event loop's executor).
+
+    Raises:
+        SpeechUnavailableError: piper-tts missing, or the voice cannot load.
+    """
+
+    name = "piper"
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        config_path: str | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self._voice = _load_piper_voice(model_path, config_path)
+        config = getattr(self._voice, "config", None)
+        self.sample_rate_hz = int(getattr(config, "sample_rate", 22050))
+        self._executor = executor
+
+    async def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
+        text = _clean(text)
+        if not text:
+            return
+        loop = asyncio.get_running_loop()
+        pieces: Iterator[Any] = await loop.run_in_executor(self._executor, self._start, text)
+        while True:
+            piece = await loop.run_in_executor(self._executor, next, pieces, None)
+            if piece is None:
+                return
+            yield self._to_chunk(piece)
+
+    def _start(self, text: str) -> Iterator[Any]:
+        try:
+            return iter(self._voice.synthesize(text))
+        except Exception as exc:
+            raise TtsError(f"piper failed to start synthesis: {type(exc).__name__}") from exc
+
+    def _to_chunk(self, piece: Any) -> AudioChunk:
+        # piper-tts >= 1.3 yields AudioChunk objects; older releases yield raw bytes.
+        if isinstance(piece, bytes | bytearray):
+            return AudioChunk(bytes(piece), self.sample_rate_hz)
+        pcm = getattr(piece, "audio_int16_bytes", None)
+        if not isinstance(pcm, bytes):
+            raise TtsError(f"piper yielded an unexpected {type(piece).__name__}")
+        return AudioChunk(pcm, int(getattr(piece, "sample_rate", self.sample_rate_hz)))
+
+
+# --------------------------------------------------------------------------- factory
+
+_PROVIDERS = ("auto", "piper", "espeak")
+
+
+def make_tts(provider: str = "auto", voice: str | None = None) -> TextToSpeech:
+    """The synthesiser for a client's ``voice.tts`` settings.
+
+    Args:
+        provider: ``"auto"`` (Piper when ``voice`` names an ``.onnx`` file that
+            loads, else espeak), ``"piper"`` or ``"espeak"`` (alias ``"espeak-ng"``).
+        voice: a Piper ``.onnx`` path, or an espeak voice name (default ``en-us``).
+
+    When Piper cannot be loaded, logs one warning line and returns espeak.
+
+    Raises:
+        ValueError: unknown provider or malformed espeak voice name.
+        SpeechUnavailableError: espeak-ng is not installed either.
+    """
+    key = provider.strip().lower().replace("_", "-")
+    key = {"espeak-ng": "espeak"}.get(key, key)
+    if key not in _PROVIDERS:
+        raise ValueError(f"unknown TTS provider {provider!r}; use one of {', '.join(_PROVIDERS)}")
+    wants_piper = key == "piper" or (key == "auto" and bool(voice) and str(voice).endswith(".onnx"))
+    if not wants_piper:
+        return EspeakTTS(voice or "en-us")
+    try:
+        if not voice:
+            raise SpeechUnavailableError("piper", "no voice model configured (voice: <path>.onnx)")
+        return PiperTTS(voice)
+    except SpeechUnavailableError as exc:
+        logger.warning(
+            "text-to-speech: piper unavailable (%s); falling back to espeak-ng", exc.reason
+        )
+        return EspeakTTS()
+
+
+# --------------------------------------------------------------------------- sentences
+
+_ABBREVIATIONS = frozenset(
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "dr",
+        "st",
+        "jr",
+        "sr",
+        "prof",
+        "vs",
+        "approx",
+        "appt",
+        "dept",
+        "ave",
+        "blvd",
+        "rd",
+    ]
+)
+_BOUNDARY = re.compile(r"([.!?…]+)([\"'”’)\]]*)(\s+)(?=(\S))|\n\s*")
+
+
+class SentenceSplitter:
+    """Incremental sentence segmentation of streamed text.
+
+    ``push(delta)`` returns the sentences completed so far; ``flush()`` returns
+    what is left at the end. A ``.`` ends a sentence only when followed by
+    whitespace and a character that is not lowercase, and not after a known
+    abbreviation or a single-letter initial ("Dr. Lee", "10 a.m. tomorrow",
+    "J. Smith"); ``!``, ``?``, ``…`` and newlines always end one. A sentence
+    longer than ``max_chars`` without a boundary is cut at the last comma (or
+    space) so speech can start anyway.
+    """
+
+    def __init__(self, max_chars: int = 240) -> None:
+        if max_chars < 20:
+            raise ValueError(f"max_chars must be at least 20, got {max_chars}")
+        self.max_chars = max_chars
+        self._buffer = ""
+
+    def push(self, delta: str) -> list[str]:
+        self._buffer += delta
+        out: list[str] = []
+        while True:
+            cut = self._find_boundary()
+            if cut is None:
+                break
+            end, resume = cut
+            sentence = self._buffer[:end].strip()
+            self._buffer = self._buffer[resume:]
+            if sentence:
+                out.append(sentence)
+        return out
+
+    def flush(self) -> str | None:
+        rest, self._buffer = self._buffer.strip(), ""
+        return rest or None
+
+    def _find_boundary(self) -> tuple[int, int] | None:
+        for match in _BOUNDARY.finditer(self._buffer):
+            if match.group(1) is None:  # newline
+                if self._buffer[: match.start()].strip():
+                    return match.start(), match.end()
+                continue
+            if "." in match.group(1) and not any(c in match.group(1) for c in "!?…"):
+                following = match.group(4)
+                previous = re.search(r"(\S+)$", self._buffer[: match.start()])
+                word = previous.group(1).lower().strip("(\"'") if previous else ""
+                if following.islower() or word in _ABBREVIATIONS:
+                    continue
+                if len(word) == 1 and word.isalpha():
+                    continue
+            return match.end(2), match.end(3)
+        if len(self._buffer) > self.max_chars:
+            head = self._buffer[: self.max_chars]
+            split_at = max(head.rfind(", "), head.rfind("; "), head.rfind(": "))
+            if split_at <= 0:
+                split_at = head.rfind(" ")
+            if split_at > 0:
+                return split_at + 1, split_at + 1
+            return self.max_chars, self.max_chars
+        return None
+
+
+async def split_sentences(
+    text_stream: AsyncIterable[str], *, max_chars: int = 240
+) -> AsyncIterator[str]:
+    """Yield complete sentences from streamed text deltas (see :class:`SentenceSplitter`)."""
+    splitter = SentenceSplitter(max_chars)
+    async for delta in text_stream:
+        for sentence in splitter.push(delta):
+            yield sentence
+    rest = splitter.flush()
+    if rest:
+        yield rest
+
+
+def split_text(text: str, *, max_chars: int = 240) -> list[str]:
+    """The sentences of a whole text (same rules as :func:`split_sentences`)."""
+    splitter = SentenceSplitter(max_chars)
+    sentences = splitter.push(text)
+    rest = splitter.flush()
+    return [*sentences, rest] if rest else sentences

@@ -1,0 +1,461 @@
+"""Web chat load benchmark: concurrent lead-capture conversations over the websocket.
+
+Runs the real gateway (``gateway serve``, uvicorn, one worker) in a **separate
+process** on loopback, and drives it from this process with ``--conversations``
+concurrent websocket clients (default 50), each playing a full booking script
+again and again for ``--seconds`` (default 10):
+
+    "Hi, I'd like to book an appointment" -> name -> phone -> email ->
+    "Manicure" -> "<date> at <time>" -> "yes"       (7 turns, one booking)
+
+Every booking opens a new websocket (a new visitor, a new session) and asks
+for its own time: conversation ``i`` books for client folder ``bench-i`` (a copy
+of ``clients/spa-del-sol`` open around the clock, made in a temporary folder),
+walking forward through 30-minute slots, so bookings never collide. Each
+reply's ``metadata.expecting`` is checked against the script; a conversation
+that goes off-script is counted as a failure and restarted.
+
+It runs once per store (``--stores memory,redis``): memory sessions, then
+``REDIS_URL`` sessions. Printed per store: turns completed, bookings,
+turns/s, p50/p99/max turn latency (message sent -> its ``complete`` event
+received, in ms), failures, and the CPU used by the server process and by this
+client process (percent of one core).
+
+Why two processes: client and server in one process would share one
+interpreter lock and one event loop, and the client's JSON/websocket work would
+be charged to the server. The server is one uvicorn worker, so it can use at
+most one core; on a 2-core machine the client has the other core. When the
+client's CPU column nears 100 %, the client, not the gateway, is the limit.
+
+The gateway's per-connection rate limit is lifted for the bench server
+(``GATEWAY_WEB_RATE_PER_S``/``GATEWAY_WEB_RATE_BURST``). Loopback only. The
+Redis run uses database 7 of ``--redis-url``'s server by default (the tests use
+15..8) and deletes the ``gw:*`` keys it leaves there.
+
+    .venv/bin/python -m bench.web_chat --seconds 10
+    .venv/bin/python -m bench.web_chat --seconds 5 --conversations 20 --stores memory
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import yaml
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+REPO = Path(__file__).resolve().parents[1]
+TEMPLATE = REPO / "clients" / "spa-del-sol"
+HOST = "127.0.0.1"
+MAX_SECONDS = 300.0
+MAX_CONVERSATIONS = 500
+TURN_TIMEOUT_S = 30.0
+SLOTS_PER_DAY = 44  # 01:00 .. 22:30 local, every 30 minutes
+
+SERVICE = "Manicure"  # 30 minutes: one slot
+SCRIPT_HEAD = (
+    ("Hi, I'd like to book an appointment", "name"),
+    ("Alex Bench", "phone"),
+    ("415 555 0134", "email"),
+    ("alex.bench@example.com", "service"),
+    (SERVICE, "time"),
+)
+
+
+def booking_script(slot: int, first_day: date) -> list[tuple[str, str | None]]:
+    """The 7 (message, expected ``metadata.expecting`` after it) pairs of one booking."""
+    day = first_day + timedelta(days=slot // SLOTS_PER_DAY)
+    minutes = 60 + 30 * (slot % SLOTS_PER_DAY)
+    hour, minute = divmod(minutes, 60)
+    clock = f"{(hour - 1) % 12 + 1}:{minute:02d} {'am' if hour < 12 else 'pm'}"
+    return [*SCRIPT_HEAD, (f"{day.isoformat()} at {clock}", "confirmation"), ("yes", None)]
+
+
+# --- client folders and the server process -----------------------------------------------
+
+
+def make_clients(root: Path, count: int) -> list[str]:
+    """``count`` copies of the template client, open 00:00-24:00 every day, no secrets."""
+    base = yaml.safe_load((TEMPLATE / "config.yaml").read_text(encoding="utf-8"))
+    ids = []
+    for i in range(count):
+        client_id = f"bench-{i:03d}"
+        config = dict(base)
+        config.update(
+            client_id=client_id,
+            name=f"Bench Spa {i}",
+            business_hours={
+                d: ["00:00", "24:00"] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+            },
+            channels={"web": {"purpose": "auto"}},
+            escalation={},
+        )
+        config["booking"] = {
+            **base.get("booking", {}),
+            "rules": {
+                **base["booking"].get("rules", {}),
+                "min_notice_hours": 0,
+                "max_days_ahead": 3650,
+            },
+        }
+        folder = root / client_id
+        folder.mkdir(parents=True)
+        (folder / "config.yaml").write_text(
+            yaml.safe_dump(config, sort_keys=False), encoding="utf-8"
+        )
+        if (TEMPLATE / "knowledge").is_dir():
+            shutil.copytree(TEMPLATE / "knowledge", folder / "knowledge")
+        ids.append(client_id)
+    return ids
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc (0.0 where there is no /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Server:
+    """``gateway serve`` in a child process; logs go to ``workdir/server-<name>.log``."""
+
+    def __init__(self, name: str, workdir: Path, clients_dir: Path, redis_url: str | None) -> None:
+        self.port = free_port()
+        self.url = f"http://{HOST}:{self.port}"
+        data = workdir / f"data-{name}"
+        data.mkdir()
+        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        env.update(
+            GATEWAY_DATA_DIR=str(data),
+            GATEWAY_LOG_LEVEL="WARNING",
+            GATEWAY_WEB_RATE_PER_S="1000000",
+            GATEWAY_WEB_RATE_BURST="1000000",
+        )
+        if redis_url:
+            env["REDIS_URL"] = redis_url
+        self.log_path = workdir / f"server-{name}.log"
+        self._log = self.log_path.open("wb")
+        cmd = [
+            sys.executable,
+            "-c",
+            "from gateway.cli import main; main()",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--clients-dir",
+            str(clients_dir),
+        ]
+        # cwd = workdir: no .env from the checkout leaks into the bench server.
+        self.proc = subprocess.Popen(
+            cmd, cwd=workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def wait_ready(self, clients: int, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                ready = httpx.get(f"{self.url}/readyz", timeout=2)
+                if ready.status_code == 200 and len(ready.json()["clients"]) == clients:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"gateway not ready within {timeout_s} s:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+
+
+# --- the load --------------------------------------------------------------------------------
+
+
+class OffScript(Exception):
+    pass
+
+
+@dataclass
+class Stats:
+    latencies_s: list[float] = field(default_factory=list)
+    bookings: int = 0
+    failures: int = 0
+    failure_samples: list[str] = field(default_factory=list)
+
+    def fail(self, reason: str) -> None:
+        self.failures += 1
+        if len(self.failure_samples) < 5:
+            self.failure_samples.append(reason)
+
+
+async def _turn(ws: ClientConnection, text: str) -> dict[str, Any]:
+    await ws.send(json.dumps({"type": "message", "text": text, "id": uuid.uuid4().hex}))
+    while True:
+        event: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), TURN_TIMEOUT_S))
+        if event.get("type") == "complete":
+            return event
+        if event.get("type") == "error":
+            raise OffScript(f"error event {event.get('code')}: {event.get('message')}")
+
+
+async def conversation(url: str, first_day: date, deadline: float, stats: Stats) -> None:
+    """Book slot after slot for one client until the deadline."""
+    slot = 0
+    while time.monotonic() < deadline:
+        script = booking_script(slot, first_day)
+        slot += 1
+        try:
+            async with connect(url, open_timeout=TURN_TIMEOUT_S, max_queue=None) as ws:
+                for text, expecting in script:
+                    if time.monotonic() >= deadline:
+                        return
+                    sent = time.perf_counter()
+                    complete = await _turn(ws, text)
+                    stats.latencies_s.append(time.perf_counter() - sent)
+                    got = complete.get("metadata", {}).get("expecting")
+                    if got != expecting:
+                        raise OffScript(
+                            f"after {text!r} expected expecting={expecting!r}, got {got!r}: "
+                            f"{complete.get('text', '')[:160]!r}"
+                        )
+                if complete["metadata"].get("state") != "booked":
+                    raise OffScript(f"not booked: {complete['metadata']}")
+                stats.bookings += 1
+        except (OffScript, TimeoutError, OSError, WebSocketException) as exc:
+            stats.fail(f"{type(exc).__name__}: {exc}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+@dataclass
+class Result:
+    store: str
+    conversations: int
+    elapsed_s: float
+    turns: int
+    bookings: int
+    failures: int
+    turns_per_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    server_cpu_pct: float
+    client_cpu_pct: float
+    failure_samples: list[str]
+
+
+def run_store(
+    store: str,
+    workdir: Path,
+    clients_dir: Path,
+    client_ids: list[str],
+    seconds: float,
+    redis_url: str | None,
+) -> Result:
+    server = Server(store, workdir, clients_dir, redis_url)
+    try:
+        server.wait_ready(len(client_ids))
+        stats = Stats()
+        first_day = date.today() + timedelta(days=2)
+        base = f"ws://{HOST}:{server.port}/web/chat"
+        cpu_server0, cpu_client0 = cpu_seconds(server.proc.pid), time.process_time()
+        started = time.monotonic()
+
+        async def load() -> None:
+            deadline = time.monotonic() + seconds
+            await asyncio.gather(
+                *(conversation(f"{base}/{cid}", first_day, deadline, stats) for cid in client_ids)
+            )
+
+        asyncio.run(load())
+        elapsed = time.monotonic() - started
+        cpu_server = cpu_seconds(server.proc.pid) - cpu_server0
+        cpu_client = time.process_time() - cpu_client0
+        if stats.failures and not stats.latencies_s:
+            print(
+                f"[{store}] every conversation failed; server log tail:\n{server.tail()}",
+                file=sys.stderr,
+            )
+    finally:
+        server.stop()
+    lat = stats.latencies_s
+    return Result(
+        store=store,
+        conversations=len(client_ids),
+        elapsed_s=elapsed,
+        turns=len(lat),
+        bookings=stats.bookings,
+        failures=stats.failures,
+        turns_per_s=len(lat) / elapsed if elapsed else 0.0,
+        p50_ms=percentile(lat, 0.50) * 1000,
+        p99_ms=percentile(lat, 0.99) * 1000,
+        max_ms=max(lat, default=float("nan")) * 1000,
+        server_cpu_pct=100 * cpu_server / elapsed,
+        client_cpu_pct=100 * cpu_client / elapsed,
+        failure_samples=stats.failure_samples,
+    )
+
+
+def redis_keys_cleanup(url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        batch = []
+        for key in client.scan_iter(match="gw:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                client.delete(*batch)
+                batch.clear()
+        if batch:
+            client.delete(*batch)
+    finally:
+        client.close()
+
+
+def check_redis(url: str) -> None:
+    import redis
+    from redis.exceptions import RedisError
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except (RedisError, OSError) as exc:
+        raise SystemExit(
+            f"Redis does not answer at {url} ({exc}); start it (scripts/setup) or use --stores memory"
+        ) from exc
+    finally:
+        client.close()
+
+
+def _table(results: list[Result]) -> Iterator[str]:
+    yield (
+        f"{'store':<7} {'turns':>7} {'bookings':>8} {'turns/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>7} {'failed':>6} {'server CPU':>10} {'client CPU':>10}"
+    )
+    for r in results:
+        yield (
+            f"{r.store:<7} {r.turns:>7} {r.bookings:>8} {r.turns_per_s:>8.1f} {r.p50_ms:>7.1f} "
+            f"{r.p99_ms:>7.1f} {r.max_ms:>7.1f} {r.failures:>6} {r.server_cpu_pct:>9.0f}% "
+            f"{r.client_cpu_pct:>9.0f}%"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.web_chat", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="load duration per store, in s (max 300)"
+    )
+    parser.add_argument(
+        "--conversations", type=int, default=50, help="concurrent websocket conversations (max 500)"
+    )
+    parser.add_argument("--stores", default="memory,redis", help="comma-separated: memory, redis")
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/7", help="Redis for the redis run (loopback)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary folder (logs, SQLite files)"
+    )
+    args = parser.parse_args(argv)
+
+    if not 0 < args.seconds <= MAX_SECONDS:
+        parser.error(f"--seconds must be in (0, {MAX_SECONDS:g}]")
+    if not 0 < args.conversations <= MAX_CONVERSATIONS:
+        parser.error(f"--conversations must be in [1, {MAX_CONVERSATIONS}]")
+    stores = [s.strip() for s in args.stores.split(",") if s.strip()]
+    if not stores or set(stores) - {"memory", "redis"}:
+        parser.error("--stores takes memory and/or redis")
+    host = urlsplit(args.redis_url).hostname
+    if "redis" in stores:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            parser.error("--redis-url must be on loopback")
+        check_redis(args.redis_url)
+
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    results: list[Result] = []
+    try:
+        clients_dir = workdir / "clients"
+        client_ids = make_clients(clients_dir, args.conversations)
+        print(
+            f"web chat bench: {args.conversations} concurrent conversations x {args.seconds:g} s per "
+            f"store; lead-capture booking script ({len(SCRIPT_HEAD) + 2} turns); offline engine; "
+            f"gateway in a separate process on {HOST}; {os.cpu_count()} CPUs",
+            flush=True,
+        )
+        for store in stores:
+            redis_url = args.redis_url if store == "redis" else None
+            try:
+                result = run_store(store, workdir, clients_dir, client_ids, args.seconds, redis_url)
+            finally:
+                if redis_url:
+                    redis_keys_cleanup(redis_url)
+            results.append(result)
+            print(f"  {store}: done ({result.turns} turns in {result.elapsed_s:.1f} s)", flush=True)
+    finally:
+        if args.keep:
+            print(f"kept {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    print()
+    for line in _table(results):
+        print(line)
+    for r in results:
+        for sample in r.failure_samples:
+            print(f"  [{r.store}] failure: {sample}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2), encoding="utf-8")
+    return 1 if any(r.failures or not r.turns for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

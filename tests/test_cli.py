@@ -1,0 +1,133 @@
+"""``gateway clients validate``: exit codes and messages naming file, key, reason."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "clients" / "spa-del-sol"
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _no_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SPA_SLACK_WEBHOOK_URL", "SPA_TWILIO_AUTH_TOKEN", "SPA_META_APP_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def _client(root: Path, client_id: str, old: str = "", new: str = "") -> Path:
+    folder = root / client_id
+    shutil.copytree(EXAMPLE, folder)
+    config = folder / "config.yaml"
+    text = config.read_text(encoding="utf-8").replace(
+        "client_id: spa-del-sol", f"client_id: {client_id}", 1
+    )
+    if old:
+        assert old in text
+        text = text.replace(old, new, 1)
+    config.write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_validate_repository_clients_ok(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["clients", "validate", str(REPO / "clients")])
+    assert result.exit_code == 0, result.output
+    assert "ok: spa-del-sol" in result.output
+    assert "error:" not in result.output
+
+
+def test_validate_good_folder_with_unset_secret_warns_but_passes(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    _client(tmp_path, "spa-del-sol")
+    result = runner.invoke(app, ["clients", "validate", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "ok: spa-del-sol" in result.output
+    warning = [line for line in result.output.splitlines() if "SPA_SLACK_WEBHOOK_URL" in line]
+    assert warning, result.output
+    assert warning[0].startswith("warning: ")
+    assert "config.yaml" in warning[0]
+    assert "escalation.to_slack_webhook" in warning[0]
+
+
+@pytest.mark.parametrize(
+    ("client_id", "old", "new", "key", "reason"),
+    [
+        (
+            "wrong-type",
+            "duration_minutes: 60",
+            'duration_minutes: "abc"',
+            "services[0].duration_minutes",
+            "integer",
+        ),
+        (
+            "bad-tz",
+            "timezone: America/Los_Angeles",
+            "timezone: Nowhere/Atlantis",
+            "timezone",
+            "Nowhere/Atlantis",
+        ),
+        (
+            "bad-lead",
+            "lead_fields: [name, phone, email, service, time]",
+            "lead_fields: [name, favourite_colour]",
+            "booking.rules.lead_fields",
+            "favourite_colour",
+        ),
+    ],
+)
+def test_validate_broken_folder_fails_naming_file_key_reason(
+    runner: CliRunner, tmp_path: Path, client_id: str, old: str, new: str, key: str, reason: str
+) -> None:
+    _client(tmp_path, "good-one")
+    _client(tmp_path, client_id, old, new)
+    result = runner.invoke(app, ["clients", "validate", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) >= 1, result.output
+    line = next((e for e in errors if key in e), None)
+    assert line is not None, result.output
+    assert f"{client_id}/config.yaml" in line
+    assert reason.lower() in line.lower()
+    # The good folder is still reported as loading.
+    assert "ok: good-one" in result.output
+    assert f"ok: {client_id}" not in result.output
+
+
+def test_validate_bad_yaml_and_missing_config(runner: CliRunner, tmp_path: Path) -> None:
+    _client(tmp_path, "good-one")
+    bad = tmp_path / "bad-yaml"
+    bad.mkdir()
+    (bad / "config.yaml").write_text("name: [oops\n", encoding="utf-8")
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(app, ["clients", "validate", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    out = result.output
+    assert any("bad-yaml/config.yaml" in ln and "YAML" in ln for ln in out.splitlines()), out
+    assert any("empty/config.yaml" in ln and "missing" in ln for ln in out.splitlines()), out
+    assert "ok: good-one" in out
+
+
+def test_validate_empty_or_missing_dir_fails(runner: CliRunner, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["clients", "validate", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    result = runner.invoke(app, ["clients", "validate", str(tmp_path / "absent")])
+    assert result.exit_code == 1, result.output
+    assert "not found" in result.output
+
+
+def test_help_lists_commands(runner: CliRunner) -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("serve", "chat", "clients"):
+        assert command in result.output
