@@ -135,7 +135,6 @@ class Engine:
             session = await self.store.load(key) or ConversationSession.new(key)
             if context:
                 session.context.update({k: str(v) for k, v in context.items() if v is not None})
-            before = session.model_copy(deep=True)
             msg = NormalizedMessage(
                 client_id=client_id,
                 channel=channel,
@@ -168,6 +167,10 @@ class Engine:
             except (SessionBusyError, StoreError):
                 raise
             except Exception as exc:
+                # Nothing was saved yet: the store still holds the pre-turn state.
+                before = await self.store.load(key) or ConversationSession.new(key)
+                if context:
+                    before.context.update({k: str(v) for k, v in context.items() if v is not None})
                 reply, session = self._fallback(before, message, exc, client_id, channel)
                 yield TextDelta(reply.text)
             session.transcript.append(Turn(role="assistant", text=reply.text, purpose=served_by))

@@ -9,6 +9,7 @@ here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -52,6 +53,9 @@ async def open_gateway(
     settings: Settings, clock: Callable[[], datetime] | None = None
 ) -> AsyncIterator[Gateway]:
     """Open every shared resource, yield the wired :class:`Gateway`, close them all."""
+    from purposes.lead_capture.validators import warm_up
+
+    await asyncio.to_thread(warm_up)
     registry = load_clients(settings.clients_dir)
     for problem in registry.problems:
         (log.error if problem.severity == "error" else log.warning)("client config: %s", problem)
@@ -91,6 +95,7 @@ def create_app(
     """Build the ASGI app. ``clock`` pins the engine's notion of now (tests)."""
     import httpx
 
+    from adapters.phone.media import media_router
     from adapters.phone.webhook import PhoneSettings, voice_router
     from adapters.web import WebLimits, web_router
     from gateway.logging import configure_logging
@@ -125,4 +130,6 @@ def create_app(
     app.include_router(admin_router())
     app.include_router(web_router())
     app.include_router(voice_router())
+    # Speech models load on the first call (off the event loop), not at start-up.
+    app.include_router(media_router())
     return app

@@ -13,6 +13,7 @@ Every parser returns either a canonical value or a :class:`SlotError` whose
 
 from __future__ import annotations
 
+import functools
 import re
 import warnings
 from dataclasses import dataclass
@@ -437,25 +438,49 @@ class When:
         return _PART_WINDOWS.get(self.part) if self.part else None
 
 
-def _resolve_day(phrase: str, now_local: datetime) -> date | None:
-    import dateparser
+_WEEKDAY_INDEX = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 
-    low = phrase.lower().strip()
-    if low in {"tonight"}:
-        return now_local.date()
-    if low in {"tmrw", "tmr"}:
-        return now_local.date() + timedelta(days=1)
+
+def _resolve_day(phrase: str, now_local: datetime) -> date | None:
+    """The date a day phrase names, on or after today (client local time).
+
+    Relative words and weekdays are plain date arithmetic; explicit dates
+    ("Nov 27", "27th of November", "11/27") go to dateparser, memoised per
+    (phrase, today) because dateparser rebuilds its parsers for each new
+    relative base (~15 ms a call).
+    """
+    low = " ".join(phrase.lower().split())
+    today = now_local.date()
+    if low.startswith("the "):
+        low = low[4:]
+    if low in {"today", "tonight"}:
+        return today
+    if low in {"tomorrow", "tmrw", "tmr"}:
+        return today + timedelta(days=1)
+    if low == "day after tomorrow":
+        return today + timedelta(days=2)
     m = re.match(r"in\s+(\w+)\s+days?", low)
     if m:
         n = _WORD_NUM.get(m.group(1)) or (int(m.group(1)) if m.group(1).isdigit() else None)
-        return now_local.date() + timedelta(days=n) if n is not None else None
-    next_week = "next week" in low
-    low = low.replace("next week", "").replace("coming ", "").strip()
-    has_digits = re.search(r"\d", low) is not None
+        return today + timedelta(days=n) if n is not None else None
+    m = re.fullmatch(rf"(?:(next|this|coming)\s+)?({_WEEKDAYS})(\s+next week)?", low)
+    if m:
+        target = _WEEKDAY_INDEX[m.group(2)[:3]]
+        day = today + timedelta(days=(target - today.weekday()) % 7)
+        if m.group(3) and (day - today).days < 7:
+            day += timedelta(days=7)
+        return day
+    return _parse_date(low, today)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_date(low: str, today: date) -> date | None:
+    import dateparser
+
     settings = {
         # An explicit date ("Nov 21") means this year's unless that has passed.
-        "PREFER_DATES_FROM": "current_period" if has_digits else "future",
-        "RELATIVE_BASE": now_local.replace(tzinfo=None),
+        "PREFER_DATES_FROM": "current_period",
+        "RELATIVE_BASE": datetime.combine(today, time(12, 0)),
         "RETURN_AS_TIMEZONE_AWARE": False,
         "PREFER_DAY_OF_MONTH": "first",
     }
@@ -465,17 +490,14 @@ def _resolve_day(phrase: str, now_local: datetime) -> date | None:
     if parsed is None:
         return None
     day: date = parsed.date()
-    is_weekday = re.search(_WEEKDAYS, low) is not None and re.search(r"\d", low) is None
-    if is_weekday:
-        while day < now_local.date():
-            day += timedelta(days=7)
-        if next_week and (day - now_local.date()).days < 7:
-            day += timedelta(days=7)
-    elif (
-        day < now_local.date() and re.search(rf"{_MONTHS}|/", low) and not re.search(r"\d{4}", low)
-    ):
+    if day < today and re.search(rf"{_MONTHS}|/", low) and not re.search(r"\d{4}", low):
         day = day.replace(year=day.year + 1)
     return day
+
+
+def warm_up() -> None:
+    """Load dateparser's language data now rather than on a caller's first date."""
+    _parse_date("nov 27", date(2026, 1, 1))
 
 
 def find_when(text: str, now_local: datetime) -> tuple[When | None, str]:
