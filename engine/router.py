@@ -17,7 +17,7 @@ from rapidfuzz import fuzz
 from engine.config import ClientConfig
 from engine.messages import QuickReply
 
-__all__ = ["RouteDecision", "Router"]
+__all__ = ["RouteDecision", "Router", "wants_human"]
 
 _BOOKING = re.compile(
     r"\b(book|booking|appointment|appt|schedule|reserve|reservation|slot|availability|available"
@@ -34,9 +34,15 @@ _THANKS = re.compile(
     re.IGNORECASE,
 )
 _HUMAN = re.compile(
-    r"\b(human|person|someone|somebody|agent|staff|manager|receptionist|representative|operator)\b",
+    r"\b(human|real person|a person|someone|somebody|an agent|the staff|manager|receptionist|"
+    r"representative|operator|call me back|callback|call back)\b",
     re.IGNORECASE,
 )
+
+
+def wants_human(text: str) -> bool:
+    """True when the user asks for a person (shared by the router and the flows)."""
+    return _HUMAN.search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +73,7 @@ class Router:
                 text="You're welcome! Is there anything else I can help you with?",
                 quick_replies=self._menu(available, human=False),
             )
-        if _HUMAN.search(text) and not booking:
+        if wants_human(text) and not booking:
             return RouteDecision(None, wants_human=True)
         # "Can I book a massage?" is a booking, not a support question.
         if booking and "lead_capture" in available:

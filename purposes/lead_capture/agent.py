@@ -32,6 +32,7 @@ from engine.agents import Agent, AgentReply, Handback, TurnContext
 from engine.config import ClientConfig, Service
 from engine.errors import SlotTakenError, ToolError
 from engine.messages import Action, QuickReply
+from engine.router import wants_human
 from engine.tools import Lead
 from purposes.lead_capture.availability import Availability, format_day, format_short, format_when
 from purposes.lead_capture.validators import (
@@ -79,11 +80,6 @@ class LeadState(BaseModel):
     lead_id: str | None = None
 
 
-_WANTS_HUMAN = re.compile(
-    r"\b(human|real person|a person|someone|somebody|an agent|the staff|manager|receptionist|"
-    r"representative|operator|call me back|callback|call back)\b",
-    re.IGNORECASE,
-)
 _CANCEL = re.compile(
     r"^\s*(cancel( that| it| this)?|never ?mind|forget it|stop|quit|i changed my mind|not interested)\b",
     re.IGNORECASE,
@@ -576,7 +572,7 @@ class LeadCaptureAgent(Agent):
                 handback=Handback("done"),
             )
 
-        if st.stage == Stage.HANDOFF or _WANTS_HUMAN.search(text):
+        if st.stage == Stage.HANDOFF or wants_human(text):
             return await self._handoff(turn, text)
 
         if (
