@@ -13,7 +13,7 @@ validate it into their typed model; they never see vendor payloads.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Literal
@@ -108,6 +108,3 @@ def chunk_text(text: str, words_per_chunk: int = 4) -> list[str]:
     if start < len(text):
         parts.append(text[start:])
     return parts
-
-
-Clock = Callable[[], datetime]

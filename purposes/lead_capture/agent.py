@@ -137,8 +137,7 @@ def _display_phone(e164: str) -> str:
 class _Turn:
     """Working memory for one turn: accumulates acknowledgements and errors."""
 
-    def __init__(self, agent: LeadCaptureAgent, ctx: TurnContext, state: LeadState) -> None:
-        self.agent = agent
+    def __init__(self, ctx: TurnContext, state: LeadState) -> None:
         self.ctx = ctx
         self.client: ClientConfig = ctx.client
         self.st = state
@@ -545,7 +544,7 @@ class LeadCaptureAgent(Agent):
             index = int(text) - 1
             if 0 <= index < len(st.choices):
                 text = st.choices[index]
-        turn = _Turn(self, ctx, st)
+        turn = _Turn(ctx, st)
 
         if st.stage in (Stage.BOOKED, Stage.CLOSED):
             if st.stage == Stage.BOOKED and _THANKS.search(text):

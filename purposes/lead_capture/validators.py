@@ -86,8 +86,6 @@ def find_email(text: str, expecting: bool) -> tuple[str | None, SlotError | None
             candidate_text = spoken
     match = _EMAIL_CANDIDATE.search(candidate_text)
     if match is None:
-        if expecting and re.search(r"\b(email|e-mail|mail)\b", text, re.IGNORECASE) is None:
-            return None, None, text
         return None, None, text
     raw = match.group(0).rstrip(".!?")
     rest = candidate_text[: match.start()] + " " + candidate_text[match.end() :]
