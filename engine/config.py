@@ -114,11 +114,70 @@ class MetaCredentials(_Frozen):
     phone_number_id: str | None = None
 
 
+_DEFAULT_BACKCHANNELS = (
+    "mm-hm",
+    "mhm",
+    "mm",
+    "hmm",
+    "uh-huh",
+    "uh huh",
+    "okay",
+    "ok",
+    "yeah",
+    "yes",
+    "yep",
+    "right",
+    "sure",
+    "i see",
+    "got it",
+    "alright",
+    "all right",
+)
+
+
+class TurnTakingConfig(_Frozen):
+    """``channels.phone.turn_taking``: when a caller's turn starts and ends, and barge-in.
+
+    Durations in milliseconds unless the name says ``_s``. See
+    :mod:`adapters.phone.turns` for how each is used.
+    """
+
+    vad_aggressiveness: int = Field(default=2, ge=0, le=3)
+    """WebRTC VAD mode: 0 (most sensitive) .. 3 (fewest false alarms on noise)."""
+    min_speech_ms: int = Field(default=200, ge=20, le=2000)
+    """Speech needed before a caller turn starts while the bot is silent."""
+    endpoint_silence_ms: int = Field(default=500, ge=100, le=5000)
+    """Silence after speech that ends the caller's turn (endpointing)."""
+    barge_in_onset_ms: int = Field(default=60, ge=20, le=1000)
+    """Speech over the bot's audio that pauses it at once (Twilio ``clear``)."""
+    barge_in_min_ms: int = Field(default=400, ge=20, le=3000)
+    """Speech over the bot's audio that makes the interruption final; shorter
+    speech that transcribes to a backchannel lets the bot carry on."""
+    backchannel_silence_ms: int = Field(default=250, ge=60, le=2000)
+    """Silence that ends a short interjection while the bot is paused."""
+    backchannels: tuple[str, ...] = _DEFAULT_BACKCHANNELS
+    """Short words that do not interrupt the bot ("mm-hm", "okay")."""
+    silence_timeout_s: float = Field(default=8.0, gt=0, le=120)
+    """Caller silence before the reprompt."""
+
+
 class PhoneChannel(_Frozen):
     enabled: bool = True
     purpose: Purpose = "lead_capture"
     greeting: str | None = None
     twilio: TwilioCredentials = TwilioCredentials()
+    reprompt: str = "Are you still there? How can I help you?"
+    """Said when the caller stays silent for ``turn_taking.silence_timeout_s``."""
+    max_reprompts: int = Field(default=2, ge=0, le=10)
+    """Reprompts in a row before :attr:`goodbye` and hang-up."""
+    goodbye: str = "I'll let you go for now. Feel free to call back any time. Goodbye!"
+    """Said before hanging up after silence, or at :attr:`max_call_minutes`."""
+    filler: tuple[str, ...] = ("One moment.", "Let me check that.")
+    """Short lines said (in turn) when a reply is slower than :attr:`filler_after_ms`."""
+    filler_after_ms: int = Field(default=1200, ge=100, le=10_000)
+    max_call_minutes: float = Field(default=30.0, gt=0, le=240)
+    """Longest call; then the bot says :attr:`goodbye` and hangs up."""
+    turn_taking: TurnTakingConfig = TurnTakingConfig()
 
 
 class WhatsAppChannel(_Frozen):
@@ -189,9 +248,16 @@ class LlmConfig(_Frozen):
 
 
 class SpeechProviderConfig(_Frozen):
+    """``voice.stt`` / ``voice.tts``: which engine, which model or voice.
+
+    ``phrases`` (STT only): extra words and phrases the recogniser is biased
+    towards, on top of the client's service names and aliases.
+    """
+
     provider: str = "auto"
     model: str | None = None
     voice: str | None = None
+    phrases: tuple[str, ...] = ()
 
 
 class VoiceConfig(_Frozen):

@@ -200,6 +200,34 @@ class Engine:
             ),
         )
 
+    async def note_heard(
+        self, client_id: str, channel: str, session_id: str, *, spoken: str, heard: str
+    ) -> bool:
+        """Record that the caller heard only ``heard`` of the bot's last reply ``spoken``.
+
+        Voice channels call this after a barge-in: the latest recent assistant
+        turn whose text equals ``spoken`` becomes ``heard`` and is marked
+        ``cut``, so history holds what the caller actually
+        heard. Returns False (changing nothing) when the session or a
+        matching turn is not there. Raises SessionBusyError, StoreError.
+        """
+        key = SessionKey(client_id, channel, session_id)
+        async with self.store.lock(f"session:{key}", self.lock_timeout_s):
+            session = await self.store.load(key)
+            if session is None:
+                return False
+            recent = [t for t in session.transcript[-8:] if t.role == "assistant"]
+            last = next((t for t in reversed(recent) if t.text == spoken and not t.cut), None)
+            if last is None:
+                return False
+            last.text = heard
+            last.cut = True
+            session.updated_at = _utcnow()
+            await self.store.save(session)
+            if self.conversation_log is not None:
+                await self.conversation_log.upsert(session, last.purpose or session.purpose)
+        return True
+
     def _fallback(
         self,
         before: ConversationSession,

@@ -96,7 +96,9 @@ def create_app(
     import httpx
 
     from adapters.phone.media import media_router
+    from adapters.phone.trace import CallTraces
     from adapters.phone.webhook import PhoneSettings, voice_router
+    from adapters.speech.providers import SpeechHub
     from adapters.web import WebLimits, web_router
     from gateway.logging import configure_logging
     from gateway.routes import admin_router, ops_router
@@ -117,6 +119,9 @@ def create_app(
             app.state.engine = gw.engine
             app.state.store = gw.store
             app.state.registry = gw.registry
+            # Speech models load on a client's first call (off the event loop), once.
+            app.state.speech_hub = SpeechHub()
+            app.state.call_traces = CallTraces()
             app.state.web_limits = WebLimits(
                 max_frame_bytes=settings.web_max_frame_bytes,
                 max_text_chars=settings.web_max_text_chars,
@@ -130,6 +135,5 @@ def create_app(
     app.include_router(admin_router())
     app.include_router(web_router())
     app.include_router(voice_router())
-    # Speech models load on the first call (off the event loop), not at start-up.
     app.include_router(media_router())
     return app

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, R
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from adapters.phone.trace import CallTraces
+
 __all__ = ["admin_router", "ops_router"]
 
 
@@ -74,5 +76,15 @@ def admin_router() -> APIRouter:
         _client(request, client_id)
         records = await request.app.state.gateway.conversations.list(client_id, limit)
         return [r.as_json() for r in records]
+
+    @router.get("/calls/{call_sid}")
+    async def call_trace(request: Request, call_sid: str) -> dict[str, object]:
+        """Per-turn latency stages and barge-ins of a recent call on this replica
+        (shape: :meth:`adapters.phone.trace.CallTrace.as_json`)."""
+        traces: CallTraces | None = getattr(request.app.state, "call_traces", None)
+        trace = traces.get(call_sid) if traces is not None else None
+        if trace is None:
+            raise HTTPException(404, f"no trace of call {call_sid!r} on this replica")
+        return trace.as_json()
 
     return router

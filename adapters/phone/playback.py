@@ -18,13 +18,21 @@ Usage (one player per call; ``send`` writes one websocket text frame)::
         reply.add_pcm(chunk.pcm, chunk.sample_rate_hz, text="Hello!")   # per sentence
         reply.finish()
         ... on each Twilio ``mark`` event: player.on_mark(event.name)
-        ... on barge-in: report = await player.clear()
+        ... on barge-in onset: await player.pause(); then player.resume() (it was
+            a backchannel) or report = await player.clear() (a real interruption)
         report = await reply.wait_played()
         player.close()
 
 ``report.heard_ms`` counts only audio confirmed by echoed marks, so it lags
 the truth by up to ``mark_every_frames`` frames plus the network delay;
 ``report.estimated_ms`` is the clock's estimate.
+
+Pausing (barge-in onset) sends ``clear`` at once, so the caller stops hearing
+the bot within a network round trip, but keeps the reply: the frames Twilio
+had not yet played (by the clock) go back to the front of the local queue, so
+:meth:`PacedPlayer.resume` continues where the caller stopped hearing. Mark
+names carry the pause count (``"3:40@1"``) so marks Twilio echoes because of
+the ``clear`` are told apart from marks of audio that really played.
 """
 
 from __future__ import annotations
@@ -102,6 +110,7 @@ class PlaybackReport:
         interrupted: the reply was cleared before it completed.
         heard_text: the text segments heard completely (by ``heard_ms``), joined.
         partial_text: the segment that was playing at ``heard_ms``, if any.
+        partial_fraction: how much of ``partial_text``'s audio was heard, 0..1.
     """
 
     reply_id: int
@@ -113,6 +122,16 @@ class PlaybackReport:
     interrupted: bool
     heard_text: str
     partial_text: str | None
+    partial_fraction: float = 0.0
+
+    def heard_words(self) -> str:
+        """The text the caller heard: whole segments, then the words of the partial
+        segment in proportion to its audio heard (an estimate at word level)."""
+        words = self.heard_text.split()
+        if self.partial_text:
+            partial = self.partial_text.split()
+            words += partial[: int(len(partial) * self.partial_fraction)]
+        return " ".join(words)
 
 
 class Reply:
@@ -139,6 +158,12 @@ class Reply:
         self._playout_end = 0.0  # clock time when this reply's sent audio will have played
         self._frozen_estimate_ms: int | None = None
         self._done = asyncio.Event()
+        self._epoch = 0  # pauses so far; part of mark names
+        self.first_sent_at: float | None = None
+        """Clock time the reply's first frame was sent (None: not yet)."""
+        self.first_ack_at: float | None = None
+        """Clock time the reply's first mark came back (None: not yet)."""
+        self._recent: deque[bytes] = deque(maxlen=player.config.lead_ms // FRAME_MS + 5)
 
     # -- adding audio
 
@@ -195,6 +220,11 @@ class Reply:
         return self._done.is_set()
 
     @property
+    def end_mark_sent(self) -> bool:
+        """All audio was sent and the final mark went out after it."""
+        return self._end_mark_sent
+
+    @property
     def finished(self) -> bool:
         """:meth:`finish` was called: no more audio will be added."""
         return self._finished
@@ -216,6 +246,7 @@ class Reply:
         estimated_ms = max(heard_ms, min(sent_ms, estimated_ms))
         heard: list[str] = []
         partial: str | None = None
+        fraction = 0.0
         for index, (text, start_byte) in enumerate(self._segments):
             start_ms = start_byte // _BYTES_PER_MS
             end_ms = (
@@ -227,6 +258,7 @@ class Reply:
                 heard.append(text)
             elif start_ms < heard_ms:
                 partial = text
+                fraction = min(1.0, (heard_ms - start_ms) / max(1, end_ms - start_ms))
         return PlaybackReport(
             reply_id=self.reply_id,
             heard_ms=heard_ms,
@@ -237,6 +269,7 @@ class Reply:
             interrupted=self._cleared and not self._completed,
             heard_text=" ".join(heard),
             partial_text=partial,
+            partial_fraction=fraction,
         )
 
     # -- internals used by the player
@@ -269,6 +302,24 @@ class Reply:
     def _estimate_played_ms(self) -> int:
         unplayed_s = max(0.0, self._playout_end - self._player._clock())
         return max(0, self._sent_frames * FRAME_MS - round(unplayed_s * 1000))
+
+    def _mark_name(self, end: bool = False) -> str:
+        name = f"{self.reply_id}:{self._sent_frames}"
+        if self._epoch:
+            name += f"@{self._epoch}"
+        return name + (":end" if end else "")
+
+    def _rewind(self, frames: int) -> int:
+        """Put back up to ``frames`` sent-but-unplayed frames at the queue's front."""
+        count = min(frames, len(self._recent))
+        for _ in range(count):
+            self._frames.appendleft(self._recent.pop())
+        self._sent_frames -= count
+        self._acked_frames = min(self._acked_frames, self._sent_frames)
+        self._end_mark_sent = False
+        self._epoch += 1
+        self._playout_end = self._player._clock()
+        return count
 
     def _drop(self) -> None:
         self._frozen_estimate_ms = self._estimate_played_ms()
@@ -320,6 +371,7 @@ class PacedPlayer:
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._closed = False
+        self._paused = False
         self._playout_end = 0.0  # clock time when all audio sent so far will have played
         self.frames_sent = 0
         self.marks_sent = 0
@@ -357,21 +409,71 @@ class PacedPlayer:
     def on_mark(self, name: str) -> None:
         """Handle a ``mark`` echoed by Twilio. Unknown or stale marks are ignored."""
         parts = name.split(":")
-        if len(parts) not in (2, 3) or not parts[0].isdigit() or not parts[1].isdigit():
+        if len(parts) not in (2, 3) or not parts[0].isdigit():
             return
-        reply_id, frames = int(parts[0]), int(parts[1])
+        count, _, epoch = parts[1].partition("@")
+        if not count.isdigit() or (epoch and not epoch.isdigit()):
+            return
+        reply_id, frames = int(parts[0]), int(count)
         for reply in self._replies:
             if reply.reply_id != reply_id:
                 continue
-            if reply._cleared or reply._completed:
+            if reply._cleared or reply._completed or int(epoch or 0) != reply._epoch:
                 return  # marks echoed because of a clear mean nothing was heard
             reply._acked_frames = max(reply._acked_frames, min(frames, reply._sent_frames))
+            if reply.first_ack_at is None:
+                reply.first_ack_at = self._clock()
             if len(parts) == 3 and parts[2] == "end":
                 reply._complete()
             self._forget_done()
             return
 
     # -- barge-in
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    async def pause(self) -> PlaybackReport | None:
+        """Barge-in onset: silence the bot now but keep the rest of the reply.
+
+        Sends ``clear`` if Twilio holds unplayed audio, puts the frames it had
+        not played (by the clock) back in the local queue and holds the pump
+        until :meth:`resume` or :meth:`clear`. Returns the report of the reply
+        that was playing (None when idle).
+        """
+        async with self._send_lock:
+            self._paused = True
+            now = self._clock()
+            unplayed = round(max(0.0, self._playout_end - now) / _FRAME_S)
+            playing = self.current_reply()
+            had_audio_out = unplayed > 0
+            for reply in reversed(self._replies):
+                if unplayed <= 0:
+                    break
+                if reply.done or not reply._sent_frames:
+                    continue
+                unplayed -= reply._rewind(unplayed)
+            self._playout_end = now
+            if had_audio_out:
+                await self._send(encode_clear(self.stream_sid))
+        return playing.report() if playing is not None else None
+
+    def hold(self) -> None:
+        """Hold the pump without sending ``clear`` (use when nothing is playing)."""
+        self._paused = True
+
+    def complete_unacked(self, reply: Reply) -> None:
+        """Count ``reply`` as played though its end mark never came back (the peer
+        does not echo marks); what was heard is then taken from the clock."""
+        if not reply.done and reply._end_mark_sent:
+            reply._complete()
+            self._forget_done()
+
+    def resume(self) -> None:
+        """Continue after :meth:`pause` from where the caller stopped hearing."""
+        self._paused = False
+        self._wake.set()
 
     async def clear(self) -> PlaybackReport | None:
         """Stop playback now: drop local audio, tell Twilio to drop its buffer.
@@ -381,11 +483,15 @@ class PacedPlayer:
         """
         async with self._send_lock:
             playing = self.current_reply()
-            had_audio_out = any(r._sent_frames and not r.done for r in self._replies)
+            # after pause() Twilio holds nothing of ours: no second clear
+            had_audio_out = not self._paused and any(
+                r._sent_frames and not r.done for r in self._replies
+            )
             for reply in self._replies:
                 if not reply.done:
                     reply._drop()
             self._replies.clear()
+            self._paused = False
             self._playout_end = self._clock()
             if had_audio_out:
                 await self._send(encode_clear(self.stream_sid))
@@ -421,6 +527,8 @@ class PacedPlayer:
                 await self._send_end_mark(reply)
 
     def _sendable_reply(self) -> Reply | None:
+        if self._paused:
+            return None
         for reply in self._replies:
             if reply.done:
                 continue
@@ -432,13 +540,16 @@ class PacedPlayer:
 
     async def _send_frame(self, reply: Reply) -> None:
         async with self._send_lock:
-            if reply._cleared:
+            if reply._cleared or self._paused:
                 return
             frame = reply._pop_frame()
             if frame is None:
                 return
             await self._send(encode_media(self.stream_sid, frame))
+            reply._recent.append(frame)
             now = self._clock()
+            if reply.first_sent_at is None:
+                reply.first_sent_at = now
             self._playout_end = max(self._playout_end, now) + _FRAME_S
             reply._sent_frames += 1
             self.frames_sent += 1
@@ -447,24 +558,21 @@ class PacedPlayer:
                 self._on_frame_sent(frame)
             last = reply._finished and not reply._has_frames()
             if not last and reply._sent_frames % self.config.mark_every_frames == 0:
-                await self._send(
-                    encode_mark(self.stream_sid, f"{reply.reply_id}:{reply._sent_frames}")
-                )
+                await self._send(encode_mark(self.stream_sid, reply._mark_name()))
                 self.marks_sent += 1
         if reply._finished and not reply._has_frames():
             await self._send_end_mark(reply)
 
     async def _send_end_mark(self, reply: Reply) -> None:
         async with self._send_lock:
-            if reply._cleared or reply._end_mark_sent:
+            if reply._cleared or reply._end_mark_sent or self._paused:
                 return
             reply._end_mark_sent = True
             if reply._sent_frames == 0:
                 reply._complete()  # nothing to play
                 self._forget_done()
                 return
-            name = f"{reply.reply_id}:{reply._sent_frames}:end"
-            await self._send(encode_mark(self.stream_sid, name))
+            await self._send(encode_mark(self.stream_sid, reply._mark_name(end=True)))
             self.marks_sent += 1
 
     def _forget_done(self) -> None:

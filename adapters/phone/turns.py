@@ -18,7 +18,10 @@ stateDiagram-v2
     waiting --> user_speaking: speech >= min_speech_ms / SpeechStarted(resumed)
     listening --> bot_speaking: bot_started_speaking()
     waiting --> bot_speaking: bot_started_speaking()
-    bot_speaking --> user_speaking: loud speech >= barge_in_min_ms / BargeIn
+    bot_speaking --> barge_in_pending: speech >= barge_in_onset_ms / BargeInStarted (pause)
+    barge_in_pending --> user_speaking: speech >= barge_in_min_ms / BargeIn (final)
+    barge_in_pending --> waiting: silence >= backchannel_silence_ms / BargeInEnded
+    waiting --> bot_speaking: bot_resumed() (it was a backchannel)
     bot_speaking --> listening: bot_finished_speaking()
     listening --> ended: call >= max_call_s / CallTimeLimit
 ```
@@ -30,11 +33,24 @@ Robustness:
 * A user turn starts only after ``min_speech_ms`` of speech (gaps up to
   ``speech_gap_ms`` tolerated), so clicks and short noises are ignored; the
   ``preroll_ms`` before the speech is kept so the recogniser hears the onset.
+* Line noise that fools the VAD (pink or brown hiss, a hum) is not voiced:
+  ``feed`` takes an optional per-frame voicing decision (see
+  :func:`adapters.speech.vad.periodicity`), and pausing the bot needs
+  ``barge_in_voiced_ms`` of voiced frames among the onset speech.
 * While the bot speaks, the caller's line carries some echo of our own audio.
-  A frame counts towards barge-in only if the VAD calls it speech *and* it is
+  The caller (``adapters.phone.media``) drops frames an
+  :class:`~adapters.speech.echo.EchoDetector` recognises as echo before they
+  get here; on top of that a frame counts towards barge-in only if it is
   louder than both ``barge_in_min_dbfs`` and the loudest audio we played in
-  the last ``echo_hold_ms`` minus ``echo_loss_db``; and barge-in needs
-  ``barge_in_min_ms`` of such speech, longer than a backchannel ("mm-hmm").
+  the last ``echo_hold_ms`` minus ``echo_loss_db``.
+* Barge-in is two-stage, so it is both instant and correct:
+  ``barge_in_onset_ms`` of such speech gives ``BargeInStarted``: pause the bot
+  now (Twilio ``clear``), keeping the rest of the reply. If the speech goes on
+  to ``barge_in_min_ms``, ``BargeIn`` makes the interruption final. If it stops
+  earlier (``backchannel_silence_ms`` of silence), ``BargeInEnded`` carries the
+  short interjection: the call transcribes it and either resumes the bot
+  (:meth:`TurnTaker.bot_resumed`; a backchannel such as "mm-hm", a cough) or
+  answers it as a turn ("no", "stop").
 
 Audio: PCM16 mono at ``sample_rate_hz``. Events carry the audio the
 recogniser needs: ``SpeechStarted``/``BargeIn`` carry the pre-roll up to and
@@ -55,6 +71,8 @@ from adapters.speech.vad import frame_energy_dbfs
 
 __all__ = [
     "BargeIn",
+    "BargeInEnded",
+    "BargeInStarted",
     "CallTimeLimit",
     "EndOfTurn",
     "SilenceTimeout",
@@ -75,6 +93,9 @@ class TurnState(enum.Enum):
     WAITING = "waiting"
     """The caller's turn ended; the bot is preparing its reply."""
     BOT_SPEAKING = "bot_speaking"
+    BARGE_IN_PENDING = "barge_in_pending"
+    """The caller spoke over the bot, which is paused until we know whether it
+    was an interruption or a backchannel."""
     ENDED = "ended"
 
 
@@ -100,11 +121,17 @@ class TurnConfig:
     """Speech that cancels a pending endpoint (shorter blips do not)."""
     max_turn_ms: int = 30_000
     """A turn this long ends even without a pause."""
+    barge_in_onset_ms: int = 60
+    """Speech over the bot that pauses it at once (``BargeInStarted``)."""
     barge_in_min_ms: int = 400
-    """Loud speech needed to interrupt the bot; longer than a backchannel."""
-    barge_in_min_dbfs: float = -40.0
+    """Speech over the bot that makes the interruption final; longer than a backchannel."""
+    backchannel_silence_ms: int = 250
+    """Silence that ends a short interjection while the bot is paused (``BargeInEnded``)."""
+    barge_in_min_dbfs: float = -45.0
     """Quietest inbound level that can count as barge-in speech."""
-    echo_loss_db: float = 15.0
+    barge_in_voiced_ms: int = 40
+    """Voiced frames needed among the onset speech before the bot pauses."""
+    echo_loss_db: float = 25.0
     """Assumed least attenuation of our own audio echoed back on the line."""
     echo_hold_ms: int = 600
     """How long a played level keeps raising the barge-in threshold (echo path delay)."""
@@ -123,11 +150,21 @@ class TurnConfig:
             "endpoint_silence_ms",
             "resume_speech_ms",
             "max_turn_ms",
+            "barge_in_onset_ms",
             "barge_in_min_ms",
+            "backchannel_silence_ms",
         ):
             if getattr(self, name) < self.frame_ms:
                 raise ValueError(f"{name} must be at least one frame ({self.frame_ms} ms)")
-        for name in ("speech_gap_ms", "preroll_ms", "echo_hold_ms", "echo_loss_db"):
+        if self.barge_in_onset_ms > self.barge_in_min_ms:
+            raise ValueError("barge_in_onset_ms must not exceed barge_in_min_ms")
+        for name in (
+            "speech_gap_ms",
+            "preroll_ms",
+            "echo_hold_ms",
+            "echo_loss_db",
+            "barge_in_voiced_ms",
+        ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.silence_timeout_s <= 0 or self.max_call_s <= 0:
@@ -169,14 +206,37 @@ class EndOfTurn:
 
 
 @dataclass(frozen=True, slots=True)
-class BargeIn:
-    """The caller interrupted the bot: stop playback. A user turn is now in progress.
+class BargeInStarted:
+    """The caller started speaking over the bot: pause playback now.
 
-    ``audio``: PCM16 from the pre-roll to this frame.
+    A (tentative) user turn is in progress. ``audio``: PCM16 from the pre-roll
+    to this frame. ``onset_s``: when the first frame of the speech arrived.
     """
 
     at_s: float
     audio: bytes
+    onset_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BargeIn:
+    """The interruption is final (the caller kept talking): drop the paused reply."""
+
+    at_s: float
+    onset_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInEnded:
+    """A short interjection over the bot ended; the bot is still paused.
+
+    Transcribe it: a backchannel resumes the bot (:meth:`TurnTaker.bot_resumed`),
+    anything else is the caller's turn. ``audio``: the interjection, PCM16.
+    """
+
+    at_s: float
+    audio: bytes
+    speech_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +256,15 @@ class CallTimeLimit:
     elapsed_s: float
 
 
-TurnEvent = SpeechStarted | EndOfTurn | BargeIn | SilenceTimeout | CallTimeLimit
+TurnEvent = (
+    SpeechStarted
+    | EndOfTurn
+    | BargeInStarted
+    | BargeIn
+    | BargeInEnded
+    | SilenceTimeout
+    | CallTimeLimit
+)
 
 
 class _SpeechRun:
@@ -253,6 +321,12 @@ class TurnTaker:
         self._listen_since = started_at
         self._timeouts = 0
         self._playback: deque[tuple[float, float]] = deque()  # (time s, level dBFS)
+        # voiced-and-qualifying flags of the last frames, for the barge-in onset
+        self._voiced: deque[bool] = deque(
+            maxlen=max(cfg.barge_in_onset_ms, cfg.barge_in_voiced_ms) // cfg.frame_ms
+        )
+        self._onset_s = 0.0
+        self._index_times: deque[tuple[int, float]] = deque(maxlen=self._history.maxlen)
         self.frame_in_turn = False
         """True if the frame just fed belongs to the user's turn and no event carried it."""
         self.last_frame_dbfs = -100.0
@@ -269,13 +343,23 @@ class TurnTaker:
             return
         self._state = TurnState.BOT_SPEAKING
         self._run.reset()
+        self._voiced.clear()
         self._clear_turn()
 
     def bot_finished_speaking(self, now: float) -> None:
-        """The bot's audio finished (or was cleared); listening starts now."""
-        if self._state is TurnState.BOT_SPEAKING:
+        """The bot's audio finished (or was cleared), or the reply being prepared
+        was dropped; listening starts now. No effect while the caller is talking."""
+        if self._state in (TurnState.BOT_SPEAKING, TurnState.WAITING):
             self._state = TurnState.LISTENING
             self._listen_since = now
+
+    def bot_resumed(self, now: float) -> None:
+        """The interjection after ``BargeInEnded`` was a backchannel: the bot plays on."""
+        if self._state in (TurnState.WAITING, TurnState.BARGE_IN_PENDING):
+            self._state = TurnState.BOT_SPEAKING
+            self._run.reset()
+            self._voiced.clear()
+            self._clear_turn()
 
     def note_playback(self, level_dbfs: float, now: float) -> None:
         """Record the level of audio we are playing (raises the barge-in threshold)."""
@@ -291,8 +375,13 @@ class TurnTaker:
 
     # -- caller side
 
-    def feed(self, frame: bytes, is_speech: bool, now: float) -> list[TurnEvent]:
+    def feed(
+        self, frame: bytes, is_speech: bool, now: float, voiced: bool | None = None
+    ) -> list[TurnEvent]:
         """Process one inbound frame (PCM16, ``frame_ms`` long) and its VAD decision.
+
+        ``voiced``: whether the frame is periodic like voiced speech (None: take
+        ``is_speech``); used to tell a caller's barge-in from line noise.
 
         Raises:
             ValueError: the frame has the wrong size.
@@ -308,6 +397,7 @@ class TurnTaker:
         index = self._index
         self._index += 1
         self._history.append((index, frame))
+        self._index_times.append((index, now))
         self.last_frame_dbfs = frame_energy_dbfs(frame)
 
         elapsed = now - self._started_at
@@ -320,7 +410,11 @@ class TurnTaker:
             case TurnState.LISTENING | TurnState.WAITING:
                 return self._on_idle_frame(is_speech, index, now)
             case TurnState.BOT_SPEAKING:
-                return self._on_bot_frame(is_speech, index, now)
+                return self._on_bot_frame(
+                    is_speech, is_speech if voiced is None else voiced, index, now
+                )
+            case TurnState.BARGE_IN_PENDING:
+                return self._on_pending_frame(frame, is_speech, now)
             case TurnState.USER_SPEAKING | TurnState.ENDPOINTING:
                 return self._on_turn_frame(frame, is_speech, now)
         return []
@@ -343,14 +437,44 @@ class TurnTaker:
             return [SilenceTimeout(at_s=now, silent_s=silent_s, count=self._timeouts)]
         return []
 
-    def _on_bot_frame(self, is_speech: bool, index: int, now: float) -> list[TurnEvent]:
+    def _on_bot_frame(
+        self, is_speech: bool, voiced: bool, index: int, now: float
+    ) -> list[TurnEvent]:
         cfg = self.config
         loud = self.last_frame_dbfs >= self.barge_in_threshold_dbfs(now)
-        speech_ms = self._run.update(is_speech and loud, index, cfg.frame_ms, cfg.speech_gap_ms)
-        if speech_ms >= cfg.barge_in_min_ms:
+        qualifies = is_speech and loud
+        speech_ms = self._run.update(qualifies, index, cfg.frame_ms, cfg.speech_gap_ms)
+        self._voiced.append(qualifies and voiced)
+        voiced_ms = sum(self._voiced) * cfg.frame_ms
+        if speech_ms >= cfg.barge_in_onset_ms and voiced_ms >= cfg.barge_in_voiced_ms:
+            self._voiced.clear()
+            self._onset_s = self._time_of(self._run.start_index, now)
             audio = self._start_turn()
+            self._state = TurnState.BARGE_IN_PENDING
             self._timeouts = 0
-            return [BargeIn(at_s=now, audio=audio)]
+            return [BargeInStarted(at_s=now, audio=audio, onset_s=self._onset_s)]
+        return []
+
+    def _on_pending_frame(self, frame: bytes, is_speech: bool, now: float) -> list[TurnEvent]:
+        cfg = self.config
+        self._turn += frame
+        self._turn_ms += cfg.frame_ms
+        self.frame_in_turn = True
+        loud = self.last_frame_dbfs >= self.barge_in_threshold_dbfs(now)
+        if is_speech and loud:
+            self._turn_speech_ms += cfg.frame_ms
+            self._silence_ms = 0
+            if self._turn_speech_ms >= cfg.barge_in_min_ms:
+                self._state = TurnState.USER_SPEAKING
+                return [BargeIn(at_s=now, onset_s=self._onset_s)]
+            return []
+        self._silence_ms += cfg.frame_ms
+        if self._silence_ms >= cfg.backchannel_silence_ms:
+            event = BargeInEnded(at_s=now, audio=bytes(self._turn), speech_ms=self._turn_speech_ms)
+            self._clear_turn()
+            self._state = TurnState.WAITING
+            self.frame_in_turn = False
+            return [event]
         return []
 
     def _on_turn_frame(self, frame: bytes, is_speech: bool, now: float) -> list[TurnEvent]:
@@ -413,6 +537,12 @@ class TurnTaker:
         self._turn_speech_ms = 0
         self._silence_ms = 0
         self._resume_ms = 0
+
+    def _time_of(self, index: int | None, default: float) -> float:
+        for i, at in self._index_times:
+            if i == index:
+                return at
+        return default
 
     def _expire_playback(self, now: float) -> None:
         horizon = now - self.config.echo_hold_ms / 1000

@@ -32,10 +32,12 @@ from adapters.speech.audio import FRAME_MS, frame_bytes
 
 __all__ = [
     "SILENCE_DBFS",
+    "VOICED_PERIODICITY",
     "EnergyVad",
     "VoiceActivityDetector",
     "WebRtcVad",
     "frame_energy_dbfs",
+    "periodicity",
     "spectral_flatness",
 ]
 
@@ -43,6 +45,12 @@ SILENCE_DBFS = -100.0
 """The level reported for digital silence (the log of zero is clamped here)."""
 
 _WEBRTC_RATES_HZ = (8000, 16000, 32000, 48000)
+
+VOICED_PERIODICITY = 0.4
+"""A 40 ms window at or above this :func:`periodicity` is voiced. Measured on
+the 8 kHz mu-law path: about 60 % of espeak speech frames the VAD accepts
+(vowels and voiced consonants) are above it; pink, white and brown noise at
+-25 dBFS never are (their maximum was 0.27)."""
 
 
 def frame_energy_dbfs(pcm: bytes) -> float:
@@ -83,6 +91,41 @@ def spectral_flatness(pcm: bytes, sample_rate_hz: int) -> float:
     power = np.mean(spectra.real**2 + spectra.imag**2, axis=0)[1:]
     power += 1e-3  # keeps log() finite; far below any audible level
     return float(np.exp(np.mean(np.log(power))) / np.mean(power))
+
+
+def periodicity(
+    pcm: bytes, sample_rate_hz: int, *, min_pitch_hz: float = 60.0, max_pitch_hz: float = 400.0
+) -> float:
+    """How periodic PCM16 audio is in the voice pitch range, 0 (noise) to 1 (a pure pulse train).
+
+    The peak of the normalised autocorrelation at lags between
+    ``1/max_pitch_hz`` and ``1/min_pitch_hz``, after a first-difference
+    pre-emphasis that whitens pink and brown noise (whose raw autocorrelation
+    stays high at short lags). Pass at least 40 ms (two 20 ms frames) so a
+    60 Hz pitch period fits twice. Silence reads 0.
+    """
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    if samples.size < 8:
+        return 0.0
+    x = samples[1:] - 0.97 * samples[:-1]
+    x -= x.mean()
+    lo = max(1, int(sample_rate_hz / max_pitch_hz))
+    hi = min(x.size // 2, int(sample_rate_hz / min_pitch_hz))
+    if hi <= lo:
+        return 0.0
+    n = 1 << int(2 * x.size - 1).bit_length()
+    spectrum = np.fft.rfft(x, n)
+    acf = np.fft.irfft(spectrum.real**2 + spectrum.imag**2, n)[: hi + 1]
+    if acf[0] <= 1e-6:
+        return 0.0
+    # Each lag is normalised by the energy of the two overlapping parts.
+    energy = np.cumsum(x * x)
+    total = energy[-1]
+    lags = np.arange(lo, hi + 1)
+    head = energy[x.size - 1 - lags]  # x[0 : N - lag]
+    tail = total - energy[lags - 1]  # x[lag : N]
+    ncc = acf[lo : hi + 1] / np.sqrt(np.maximum(head * tail, 1e-12))
+    return float(max(0.0, ncc.max()))
 
 
 class VoiceActivityDetector(ABC):

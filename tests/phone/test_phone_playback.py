@@ -324,3 +324,89 @@ async def test_adding_to_a_finished_reply_is_an_error() -> None:
     reply.finish()
     with pytest.raises(RuntimeError, match="finished"):
         reply.add_ulaw(b"\x00" * 160)
+
+
+def numbered_frames(count: int) -> bytes:
+    """``count`` 20 ms frames, frame i filled with byte i (so the order can be checked)."""
+    return b"".join(bytes([i]) * 160 for i in range(count))
+
+
+async def test_pause_clears_twilio_and_resume_continues_where_the_caller_stopped_hearing() -> None:
+    async with line(PlaybackConfig(lead_ms=200, mark_every_frames=5)) as (player, twilio, time):
+        reply = player.start_reply()
+        reply.add_ulaw(numbered_frames(100), text="Two seconds of numbered frames.")
+        reply.finish()
+        await time.advance(0.5)
+        played_before = round(time.now / 0.02)  # Twilio has played this many frames
+        sent_before = len(twilio.media)
+        assert sent_before > played_before  # the lead is out at Twilio
+
+        await player.pause()
+        assert twilio.clears == [time.now]
+        assert player.paused
+        await time.advance(1.0)
+        assert len(twilio.media) == sent_before  # nothing sent while paused
+        assert not reply.done
+
+        player.resume()
+        await play_all(reply, time)
+        resent = [payload[0] for _, payload in twilio.media[sent_before:]]
+        # playback resumes at the first frame the caller had not heard
+        assert resent[0] == played_before
+        assert resent[-1] == 99
+        report = reply.report()
+        assert report.completed and report.heard_ms == 2000
+        # marks echoed because of the clear carried the old pause count and were ignored
+        assert any("@1" in name for _, name in twilio.marks)
+
+
+async def test_clear_after_pause_drops_the_reply_and_sends_no_second_clear() -> None:
+    async with line() as (player, twilio, time):
+        reply = player.start_reply()
+        reply.add_ulaw(tone_ulaw(2000), text="Long reply.")
+        reply.finish()
+        await time.advance(0.6)
+        await player.pause()
+        report = await player.clear()
+        assert len(twilio.clears) == 1
+        assert report is not None and report.interrupted
+        assert reply.done and not player.paused
+        assert 400 <= report.heard_ms <= 600  # marks up to what had played
+
+
+async def test_a_reply_whose_end_mark_never_comes_back_can_be_completed_by_the_clock() -> None:
+    time = VirtualTime()
+    sent: list[str] = []
+
+    async def send(text: str) -> None:  # a peer that never echoes marks
+        sent.append(text)
+
+    player = PacedPlayer(send, SID, clock=time.clock, sleep=time.sleep)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(player.run())
+        reply = player.start_reply()
+        reply.add_ulaw(tone_ulaw(200), text="Short.")
+        reply.finish()
+        await time.advance(0.5)
+        assert reply.end_mark_sent and not reply.done
+        player.complete_unacked(reply)
+        assert reply.done and reply.report().completed
+        player.close()
+
+
+def test_heard_words_estimates_the_partial_sentence() -> None:
+    from adapters.phone.playback import PlaybackReport
+
+    report = PlaybackReport(
+        reply_id=1,
+        heard_ms=1500,
+        estimated_ms=1500,
+        sent_ms=1700,
+        total_ms=3000,
+        completed=False,
+        interrupted=True,
+        heard_text="Sure.",
+        partial_text="What name should I put the booking under?",
+        partial_fraction=0.5,
+    )
+    assert report.heard_words() == "Sure. What name should I"  # 4 of its 8 words

@@ -14,6 +14,8 @@ import pytest
 
 from adapters.phone.turns import (
     BargeIn,
+    BargeInEnded,
+    BargeInStarted,
     CallTimeLimit,
     EndOfTurn,
     SilenceTimeout,
@@ -38,7 +40,7 @@ def tone(dbfs: float) -> bytes:
 
 
 LOUD = tone(-20)  # a caller speaking up
-ECHO = tone(-38)  # our own voice leaking back, attenuated
+ECHO = tone(-42)  # our own voice leaking back, attenuated
 
 
 @dataclass
@@ -138,16 +140,39 @@ def test_short_noises_are_ignored() -> None:
     assert call.taker.state is TurnState.LISTENING
 
 
-def test_backchannel_during_playback_does_not_barge_in() -> None:
+def test_a_short_interjection_pauses_the_bot_and_can_resume_it() -> None:
     call = Call()
     call.bot_speaks()
     call.silence(500)
-    call.speech(300)  # "mm-hmm"
-    call.silence(700)
+    paused = call.speech(300)  # "mm-hmm"
+    assert [type(e) for e in paused] == [BargeInStarted]  # after 60 ms: pause at once
+    assert call.taker.state is TurnState.BARGE_IN_PENDING
+    ended = call.silence(300)
+    assert [type(e) for e in ended] == [BargeInEnded]  # 250 ms of silence: it was short
+    short = ended[0]
+    assert isinstance(short, BargeInEnded) and short.speech_ms == 300  # all of it, onset included
+    assert call.taker.state is TurnState.WAITING
+    call.taker.bot_resumed(call.now)  # the call transcribed a backchannel
+    assert call.taker.state is TurnState.BOT_SPEAKING
+    call.silence(400)
     call.speech(200)  # "yeah"
     call.silence(500)
-    assert call.events == []
+    assert call.kinds() == ["BargeInStarted", "BargeInEnded"] * 2
+    assert "BargeIn" not in call.kinds()  # never a final interruption
+
+
+def test_unvoiced_noise_does_not_pause_the_bot() -> None:
+    call = Call()
+    call.bot_speaks()
+    for _ in range(50):  # the VAD calls it speech, but nothing in it is voiced
+        events = call.taker.feed(LOUD, True, call.now, voiced=False)
+        assert events == []
+        call.now += FRAME_S
     assert call.taker.state is TurnState.BOT_SPEAKING
+    assert call.taker.feed(LOUD, True, call.now, voiced=True) == []  # one voiced frame: not yet
+    call.now += FRAME_S
+    started = call.taker.feed(LOUD, True, call.now, voiced=True)
+    assert [type(e) for e in started] == [BargeInStarted]
 
 
 def test_echo_of_our_own_audio_does_not_barge_in() -> None:
@@ -155,7 +180,7 @@ def test_echo_of_our_own_audio_does_not_barge_in() -> None:
     call.bot_speaks(dbfs=-15)
     call.speech(3000, frame=ECHO)  # the VAD hears speech, but it is our voice, 23 dB down
     assert call.events == []
-    assert call.taker.barge_in_threshold_dbfs(call.now) == pytest.approx(-30)
+    assert call.taker.barge_in_threshold_dbfs(call.now) == pytest.approx(-40)
 
 
 def test_real_speech_during_playback_barges_in() -> None:
@@ -163,25 +188,30 @@ def test_real_speech_during_playback_barges_in() -> None:
     call.bot_speaks()
     call.silence(1000)
     barged = call.speech(600)
-    assert [type(e) for e in barged] == [BargeIn]
-    assert call.events[0][0] == pytest.approx(1.0 + 0.38)  # after 400 ms of loud speech
+    assert [type(e) for e in barged] == [BargeInStarted, BargeIn]
+    assert call.events[0][0] == pytest.approx(1.0 + 0.04)  # paused after 60 ms of speech
+    assert call.events[1][0] == pytest.approx(1.0 + 0.38)  # final after 400 ms
     assert call.taker.state is TurnState.USER_SPEAKING
-    barge = barged[0]
-    assert isinstance(barge, BargeIn) and len(barge.audio) // 320 == 15 + 20
+    started, final = barged
+    assert isinstance(started, BargeInStarted) and len(started.audio) // 320 == 15 + 3
+    assert started.onset_s == pytest.approx(1.0)
+    assert isinstance(final, BargeIn) and final.onset_s == started.onset_s
     call.bot_stops()  # the gateway cleared playback
     assert call.taker.state is TurnState.USER_SPEAKING
     call.silence(600)
-    assert call.kinds() == ["BargeIn", "EndOfTurn"]
+    assert call.kinds() == ["BargeInStarted", "BargeIn", "EndOfTurn"]
+    end = call.events[-1][1]
+    assert isinstance(end, EndOfTurn) and end.speech_ms == 600
 
 
 def test_quiet_speech_needs_no_echo_margin_once_playback_has_stopped() -> None:
     call = Call()
     call.bot_speaks(dbfs=-15)
-    call.speech(600, frame=tone(-33))  # too quiet to beat our echo threshold
+    call.speech(600, frame=tone(-43))  # too quiet to beat our echo threshold
     assert call.events == []
     call.bot_stops()
     call.silence(1000)  # the echo hold window passes
-    call.speech(400, frame=tone(-33))
+    call.speech(400, frame=tone(-43))
     assert call.kinds() == ["SpeechStarted"]
 
 
