@@ -150,7 +150,7 @@ class TurnTakingConfig(_Frozen):
     """Silence after speech that ends the caller's turn (endpointing)."""
     barge_in_onset_ms: int = Field(default=60, ge=20, le=1000)
     """Speech over the bot's audio that pauses it at once (Twilio ``clear``)."""
-    barge_in_min_ms: int = Field(default=400, ge=20, le=3000)
+    barge_in_min_ms: int = Field(default=700, ge=20, le=3000)
     """Speech over the bot's audio that makes the interruption final; shorter
     speech that transcribes to a backchannel lets the bot carry on."""
     backchannel_silence_ms: int = Field(default=250, ge=60, le=2000)

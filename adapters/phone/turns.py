@@ -123,7 +123,7 @@ class TurnConfig:
     """A turn this long ends even without a pause."""
     barge_in_onset_ms: int = 60
     """Speech over the bot that pauses it at once (``BargeInStarted``)."""
-    barge_in_min_ms: int = 400
+    barge_in_min_ms: int = 700
     """Speech over the bot that makes the interruption final; longer than a backchannel."""
     backchannel_silence_ms: int = 250
     """Silence that ends a short interjection while the bot is paused (``BargeInEnded``)."""
