@@ -4,6 +4,7 @@ the per-call trace, with the real engine, STT and TTS."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import signal
 import threading
@@ -13,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
 from fastapi import FastAPI
@@ -28,6 +30,7 @@ from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from adapters.phone.trace import CallTrace, CallTraces
+from adapters.speech.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from engine import Engine
 from engine.messages import TurnEvent
 from engine.session import SessionKey
@@ -273,3 +276,60 @@ def test_the_call_trace_is_served_to_the_admin(client: TestClient) -> None:
     assert missing.status_code == 404
     metrics = client.get("/metrics").text
     assert 'gateway_phone_stage_seconds_count{stage="stt_final"}' in metrics
+
+
+def attenuated(ulaw: bytes, db: float) -> bytes:
+    samples = np.frombuffer(ulaw_to_pcm16(ulaw), dtype="<i2").astype(np.float64)
+    return pcm16_to_ulaw((samples * 10 ** (-db / 20)).astype("<i2").tobytes())
+
+
+def pink_noise_frames(seconds: float, dbfs: float, seed: int = 7) -> list[bytes]:
+    n = int(8000 * seconds)
+    rng = np.random.default_rng(seed)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n)
+    spectrum[1:] /= np.sqrt(freqs[1:])
+    spectrum[0] = 0
+    noise = np.fft.irfft(spectrum, n)
+    noise *= 32768 * 10 ** (dbfs / 20) / np.sqrt(np.mean(noise**2))
+    ulaw = pcm16_to_ulaw(noise.astype("<i2").tobytes())
+    return [ulaw[i : i + 160] for i in range(0, len(ulaw) - 159, 160)]
+
+
+@pytest.mark.parametrize("echo_db", [0.0, 10.0])
+def test_the_bots_own_echo_does_not_interrupt_it(client: TestClient, echo_db: float) -> None:
+    call_sid = new_call_sid()
+    with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
+        twilio = started_call(ws, call_sid)
+        twilio.media([SILENT_FRAME] * 3)
+        echoed = 0
+
+        def echo(message: dict[str, Any]) -> bool:
+            nonlocal echoed
+            if message["event"] == "media":  # the line carries our voice straight back
+                payload = base64.b64decode(message["media"]["payload"])
+                twilio.media([attenuated(payload, echo_db)])
+                echoed += 1
+            return is_end_mark(message)
+
+        greeting = twilio.read_until(echo)
+    assert echoed > 50
+    assert "clear" not in [m["event"] for m in greeting]
+    assert trace_of(client, call_sid).barge_ins == []
+
+
+def test_line_noise_does_not_interrupt_the_bot(client: TestClient) -> None:
+    call_sid = new_call_sid()
+    noise = iter(pink_noise_frames(10.0, -30.0))
+    with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
+        twilio = started_call(ws, call_sid)
+
+        def hiss(message: dict[str, Any]) -> bool:
+            if message["event"] == "media":  # a noisy line, one frame per frame played
+                twilio.media([next(noise)])
+            return is_end_mark(message)
+
+        greeting = twilio.read_until(hiss)
+    assert "clear" not in [m["event"] for m in greeting]
+    trace = trace_of(client, call_sid)
+    assert trace.barge_ins == [] and [t.kind for t in trace.turns] == ["greeting"]
