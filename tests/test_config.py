@@ -243,3 +243,33 @@ def test_missing_clients_dir_is_reported(tmp_path: Path) -> None:
     registry = load_clients(tmp_path / "nope")
     assert registry.clients == {}
     assert registry.errors and "not found" in registry.errors[0].reason
+
+
+def test_phone_call_settings_load_and_bad_ones_name_their_key(tmp_path: Path) -> None:
+    folder = _copy_example(tmp_path, "tuned")
+    _edit(
+        folder,
+        "    purpose: lead_capture          # lead_capture | support | auto\n",
+        "    purpose: lead_capture\n"
+        "    max_reprompts: 1\n"
+        "    filler: ['Just a second.']\n"
+        "    turn_taking: {endpoint_silence_ms: 700, backchannels: [aha, okay]}\n",
+    )
+    config, problems = load_client(folder)
+    assert config is not None and not _errors(problems)
+    phone = config.channels.phone
+    assert phone.max_reprompts == 1 and phone.filler == ("Just a second.",)
+    assert phone.turn_taking.endpoint_silence_ms == 700
+    assert phone.turn_taking.backchannels == ("aha", "okay")
+    assert phone.turn_taking.barge_in_onset_ms == 60  # defaults fill the rest
+
+    broken = _copy_example(tmp_path, "broken")
+    _edit(
+        broken,
+        "    purpose: lead_capture          # lead_capture | support | auto\n",
+        "    purpose: lead_capture\n    turn_taking: {vad_aggressiveness: 5}\n",
+    )
+    config, problems = load_client(broken)
+    assert config is None
+    (error,) = _errors(problems)
+    assert error.key == "channels.phone.turn_taking.vad_aggressiveness"
