@@ -63,9 +63,10 @@ class EchoDetector:
         self.threshold = threshold
         self._history_len = sample_rate_hz * history_ms // 1000
         self._window_len = sample_rate_hz * window_ms // 1000
-        self._played: deque[np.ndarray] = deque()
+        # raw PCM16 chunks; converted to floats only when a check needs them
+        self._played: deque[bytes] = deque()
         self._played_len = 0
-        self._inbound: deque[np.ndarray] = deque()
+        self._inbound: deque[bytes] = deque()
         self._inbound_len = 0
         self._min_played_power = (32768.0 * 10 ** (min_played_dbfs / 20)) ** 2
         self.last_correlation = 0.0
@@ -88,10 +89,11 @@ class EchoDetector:
         """True if the latest inbound window is explained by the played history."""
         if self._inbound_len < self._window_len or not self._played_len:
             return False
-        played = np.concatenate(self._played)
+        played = np.frombuffer(b"".join(self._played), dtype="<i2").astype(np.float64)
         if float(np.mean(played * played)) < self._min_played_power:
             return False
-        window = np.concatenate(self._inbound)[-self._window_len :]
+        inbound = np.frombuffer(b"".join(self._inbound), dtype="<i2").astype(np.float64)
+        window = inbound[-self._window_len :]
         window = window - window.mean()
         window_norm = float(np.sqrt(np.dot(window, window)))
         if window_norm <= 0.0 or played.size < window.size:
@@ -110,14 +112,13 @@ class EchoDetector:
         self.last_correlation = float(ncc.max())
         return self.last_correlation >= self.threshold
 
-    def _push(self, buf: deque[np.ndarray], pcm: bytes, limit: int, *, is_played: bool) -> None:
+    def _push(self, buf: deque[bytes], pcm: bytes, limit: int, *, is_played: bool) -> None:
         if len(pcm) % 2:
             raise ValueError(f"PCM16 audio must have an even number of bytes, got {len(pcm)}")
-        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-        buf.append(samples)
-        size = (self._played_len if is_played else self._inbound_len) + samples.size
-        while buf and size - buf[0].size >= limit:
-            size -= buf.popleft().size
+        buf.append(pcm)
+        size = (self._played_len if is_played else self._inbound_len) + len(pcm) // 2
+        while buf and size - len(buf[0]) // 2 >= limit:
+            size -= len(buf.popleft()) // 2
         if is_played:
             self._played_len = size
         else:
