@@ -761,7 +761,7 @@ class _Call:
         now = self.loop.time()
         pcm = ulaw_to_pcm16(ulaw)
         self.last_sent_at = now
-        self.echo.note_played(pcm)
+        self.echo.note_played(pcm, now)
         self.turns.note_playback(frame_energy_dbfs(pcm), now)
         if self.turns.state in (TurnState.LISTENING, TurnState.WAITING):
             self.turns.bot_started_speaking(now)

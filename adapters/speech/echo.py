@@ -13,8 +13,8 @@ the echo does not (their voice dominates the window), so their barge-in still
 counts.
 
 Audio: PCM16 mono at ``sample_rate_hz`` (8 kHz on the phone path). Cost: one
-real FFT of ``history + window`` samples (8 kHz, 800 ms + 100 ms: 8192 points,
-about 0.1 ms) per :meth:`EchoDetector.is_echo` call; callers only ask about
+real FFT of ``history + window`` samples (8 kHz, 1500 ms + 100 ms: 16384 points,
+about 0.2 ms) per :meth:`EchoDetector.is_echo` call; callers only ask about
 frames that would otherwise count as speech, while playback is recent.
 """
 
@@ -33,7 +33,7 @@ class EchoDetector:
     Args:
         sample_rate_hz: rate of both the played and the inbound PCM16.
         history_ms: played audio kept; must cover Twilio's playout lead plus
-            the echo path delay (default 800 ms).
+            the echo path delay (default 1500 ms, room for a lagging inbound stream).
         window_ms: inbound audio compared per check (default 100 ms).
         threshold: normalised correlation at or above which the window is echo.
             Measured with espeak speech through mu-law: echo reads 0.8-1.0
@@ -50,7 +50,7 @@ class EchoDetector:
         self,
         sample_rate_hz: int = 8000,
         *,
-        history_ms: int = 800,
+        history_ms: int = 1500,
         window_ms: int = 100,
         threshold: float = 0.7,
         min_played_dbfs: float = -60.0,
@@ -68,12 +68,32 @@ class EchoDetector:
         self._played_len = 0
         self._inbound: deque[bytes] = deque()
         self._inbound_len = 0
+        self._timeline_end: float | None = None  # when the played audio so far ends
         self._min_played_power = (32768.0 * 10 ** (min_played_dbfs / 20)) ** 2
         self.last_correlation = 0.0
         """The correlation found by the last :meth:`is_echo` that computed one."""
 
-    def note_played(self, pcm: bytes) -> None:
-        """Record audio as it is sent to the caller (PCM16 bytes, any length)."""
+    def note_played(self, pcm: bytes, now: float | None = None) -> None:
+        """Record audio as it is sent to the caller (PCM16 bytes, any length).
+
+        ``now`` (seconds, monotonic): when it was sent. The history is kept as
+        a playout timeline: a pause since the previous audio ended is filled
+        with silence, so the echo of a reply's first words lines up with
+        "silence, then those words" instead of with the previous reply.
+        """
+        if now is not None:
+            if self._timeline_end is not None and now > self._timeline_end:
+                gap = min(
+                    self._history_len, round((now - self._timeline_end) * self.sample_rate_hz)
+                )
+                if gap > 0:
+                    self._push(self._played, bytes(2 * gap), self._history_len, is_played=True)
+            elif self._timeline_end is None:
+                self._push(
+                    self._played, bytes(2 * self._history_len), self._history_len, is_played=True
+                )
+            start = now if self._timeline_end is None else max(now, self._timeline_end)
+            self._timeline_end = start + len(pcm) / 2 / self.sample_rate_hz
         self._push(self._played, pcm, self._history_len, is_played=True)
 
     def note_inbound(self, pcm: bytes) -> None:
@@ -84,6 +104,7 @@ class EchoDetector:
         """Forget played audio (e.g. long after playback stopped)."""
         self._played.clear()
         self._played_len = 0
+        self._timeline_end = None
 
     def is_echo(self) -> bool:
         """True if the latest inbound window is explained by the played history."""
