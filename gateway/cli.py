@@ -1,16 +1,27 @@
-"""The ``gateway`` command: serve, chat in the terminal, validate client folders."""
+"""The ``gateway`` command: serve, chat in the terminal, place a simulated call, validate client folders."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import statistics
+import threading
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from engine import load_clients
+
+if TYPE_CHECKING:
+    from gateway.caller import BotReply, CallReport, ServerTurn, Utterance
+    from gateway.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Channel-adapter gateway.")
 clients_app = typer.Typer(no_args_is_help=True, help="Client folders.")
@@ -87,6 +98,303 @@ def chat(
     asyncio.run(run())
 
 
+@app.command()
+def call(
+    client_id: Annotated[str, typer.Argument(help="Client folder name, e.g. spa-del-sol.")],
+    say: Annotated[
+        list[str] | None,
+        typer.Option("--say", help="What the caller says (espeak-ng voice); repeat, in order."),
+    ] = None,
+    wav: Annotated[
+        list[Path] | None,
+        typer.Option("--wav", help="A 16-bit WAV file the caller plays; repeat (after --say)."),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="A running gateway, e.g. ws://127.0.0.1:8080; default: start one here."),
+    ] = None,
+    admin_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="GATEWAY_ADMIN_TOKEN", help="Bearer token for /admin/api (server stage figures)."
+        ),
+    ] = None,
+    clients_dir: Annotated[
+        Path, typer.Option(help="Folder of client folders (in-process gateway).")
+    ] = Path("clients"),
+    echo_db: Annotated[
+        float | None, typer.Option(help="Line echo: the bot's audio fed back, this many dB down.")
+    ] = None,
+    noise_dbfs: Annotated[
+        float | None, typer.Option(help="White noise on the caller's line, at this level (dBFS).")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Longest wait for each reply, in s.")] = 30.0,
+    verbose: Annotated[bool, typer.Option(help="Show the in-process gateway's log.")] = False,
+) -> None:
+    """Place a simulated phone call: a fake Twilio Media Stream speaking to the gateway.
+
+    Waits for the greeting, then for each --say / --wav sends the speech in
+    real time (20 ms frames of 8 kHz mu-law), waits for the reply and prints
+    per turn what was said, what the bot said (its audio transcribed back with
+    PocketSphinx, and its text from /admin/api/calls when available) and the
+    latency from the end of the caller's speech to the first bot audio frame.
+    """
+    from gateway.caller import read_wav, synthesize
+
+    lines: list[tuple[str, tuple[bytes, int]]] = []
+    try:
+        lines += [(text, synthesize(text)) for text in say or []]
+        lines += [(str(path), read_wav(path)) for path in wav or []]
+    except (OSError, ValueError) as exc:
+        typer.secho(f"cannot prepare the caller's audio: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    phrases = _client_phrases(clients_dir, client_id)
+
+    if url is not None:
+        base = url.rstrip("/")
+        typer.secho(f"Calling {client_id} at {base}", dim=True)
+        asyncio.run(
+            _place_call(base, client_id, lines, admin_token, phrases, echo_db, noise_dbfs, timeout)
+        )
+        return
+
+    from gateway.settings import Settings
+
+    overrides: dict[str, Any] = {"GATEWAY_CLIENTS_DIR": clients_dir}
+    if not verbose:  # keep the turn tables readable: errors only
+        overrides["GATEWAY_LOG_LEVEL"] = "ERROR"
+    settings = Settings(**overrides)
+    if settings.admin_token is None:
+        admin_token = secrets.token_urlsafe(16)
+        settings = Settings(**overrides, GATEWAY_ADMIN_TOKEN=admin_token)
+    else:
+        admin_token = settings.admin_token
+    if not phrases and load_clients(clients_dir).get(client_id) is None:
+        typer.secho(f"unknown client {client_id!r} in {clients_dir}", fg="red", err=True)
+        raise typer.Exit(2)
+    with _in_process_gateway(settings) as base:
+        typer.secho(f"Calling {client_id} on an in-process gateway at {base}", dim=True)
+        asyncio.run(
+            _place_call(base, client_id, lines, admin_token, phrases, echo_db, noise_dbfs, timeout)
+        )
+
+
+@dataclass
+class _Turn:
+    label: str
+    said: Utterance | None
+    reply: BotReply | None
+    heard: str = ""
+    server: ServerTurn | None = None
+    talked_over: int = 0
+    """Bot replies that started while the caller was still speaking."""
+
+    @property
+    def latency_ms(self) -> float | None:
+        if self.said is None or self.reply is None:
+            return None
+        return (self.reply.first_frame_at - self.said.ended_at) * 1000
+
+
+async def _place_call(
+    base: str,
+    client_id: str,
+    lines: list[tuple[str, tuple[bytes, int]]],
+    admin_token: str | None,
+    phrases: list[str],
+    echo_db: float | None,
+    noise_dbfs: float | None,
+    timeout_s: float,
+) -> None:
+    from websockets.exceptions import InvalidStatus, WebSocketException
+
+    from adapters.speech.stt import make_stt
+    from gateway.caller import CallEnded, TwilioCaller, fetch_call_report
+
+    media_url = base.replace("http://", "ws://").replace("https://", "wss://")
+    media_url = f"{media_url}/twilio/media/{client_id}"
+    listener = await asyncio.to_thread(make_stt, "pocketsphinx", None, phrases)
+    turns: list[_Turn] = []
+    report: CallReport | None = None
+    try:
+        async with TwilioCaller(media_url, echo_db=echo_db, noise_dbfs=noise_dbfs) as phone:
+            connected = phone.connected_at
+            greeting = _Turn("(greeting)", None, None)
+            try:
+                greeting.reply = await phone.wait_for_reply(min(timeout_s, 15.0))
+                typer.secho(
+                    f"  greeting: {greeting.reply.played_ms / 1000:.1f} s of audio, first frame "
+                    f"{(greeting.reply.first_frame_at - connected) * 1000:.0f} ms after connecting",
+                    dim=True,
+                )
+            except TimeoutError:
+                typer.secho("  no greeting", dim=True)
+            turns.append(greeting)
+            for number, (label, (pcm, rate)) in enumerate(lines, 1):
+                said = await phone.say(pcm, rate)
+                turn = _Turn(label, said, None)
+                turns.append(turn)
+                try:
+                    turn.reply = await phone.wait_for_reply(timeout_s, after=said.ended_at)
+                except TimeoutError:
+                    typer.secho(f"  turn {number}: no reply within {timeout_s:g} s", fg="yellow")
+                    continue
+                finally:
+                    turn.talked_over = sum(
+                        said.started_at <= t < said.ended_at for t in phone.reply_starts
+                    )
+                typer.secho(
+                    f"  turn {number}: replied {turn.latency_ms:.0f} ms after the end of speech "
+                    f"({turn.reply.played_ms / 1000:.1f} s of audio)",
+                    dim=True,
+                )
+            report = await fetch_call_report(base, phone.call_sid, admin_token)
+            call_sid, clears, errors = phone.call_sid, len(phone.clears), phone.protocol_errors
+    except InvalidStatus as exc:
+        typer.secho(f"the gateway refused the media stream: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    except CallEnded as exc:
+        typer.secho(f"the gateway ended the call: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    except (OSError, WebSocketException) as exc:
+        typer.secho(f"cannot reach the gateway at {media_url}: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+    for turn in turns:  # after the call, so recognition does not compete with it for CPU
+        if turn.reply is not None and turn.reply.played_ulaw:
+            turn.heard = (await listener.transcribe(turn.reply.pcm16, 8000)).text
+    if report is not None:
+        greetings = report.turns_of_kind("greeting")
+        spoken = report.turns_of_kind("speech", "dtmf")
+        turns[0].server = greetings[0] if greetings else None
+        for turn, server in zip(turns[1:], spoken, strict=False):
+            turn.server = server
+    typer.echo()
+    typer.echo(f"call {call_sid} to {client_id}")
+    for number, turn in enumerate(turns):
+        _print_turn(number, turn, report is not None)
+    latencies = [t.latency_ms for t in turns if t.latency_ms is not None]
+    typer.echo()
+    summary = f"{len(latencies)} of {len(turns) - 1} turns answered"
+    if latencies:
+        summary += (
+            f"; end of speech -> first bot audio: median {statistics.median(latencies):.0f} ms, "
+            f"max {max(latencies):.0f} ms"
+        )
+    summary += f"; clears received: {clears}"
+    typer.echo(summary)
+    if report is not None and report.barge_ins:
+        for barge in report.barge_ins:
+            reaction = "?" if barge.reaction_ms is None else f"{barge.reaction_ms:.0f} ms"
+            typer.echo(f"barge-in: {barge.outcome}, reaction {reaction} (server)")
+    if report is None:
+        typer.secho(
+            "(no server stage figures: /admin/api/calls/{call_sid} did not answer; "
+            "pass --admin-token or set GATEWAY_ADMIN_TOKEN)",
+            dim=True,
+        )
+    for error in errors[:5]:
+        typer.secho(f"protocol error from the gateway: {error}", fg="yellow")
+
+
+def _print_turn(number: int, turn: _Turn, have_report: bool) -> None:
+    from gateway.caller import STAGES
+
+    title = "greeting" if number == 0 else f"turn {number}"
+    typer.echo(f"── {title} " + "─" * (60 - len(title)))
+    rows: list[tuple[str, str]] = []
+    if turn.said is not None:
+        rows.append(("caller", f"{turn.label}  ({turn.said.duration_ms / 1000:.1f} s)"))
+    if turn.reply is None:
+        rows.append(("bot", "(no reply)"))
+    else:
+        cleared = ", cleared" if turn.reply.cleared else ""
+        gaps = f", {len(turn.reply.underruns)} underruns" if turn.reply.underruns else ""
+        rows.append(("bot audio", f"{turn.reply.played_ms / 1000:.1f} s{cleared}{gaps}"))
+    if turn.server is not None:
+        if turn.server.user_text and number:
+            rows.append(("gw heard", turn.server.user_text))
+        rows.append(("bot said", turn.server.reply_text or "(none)"))
+    if turn.reply is not None:
+        rows.append(("audio stt", turn.heard or "(nothing recognised)"))
+    if turn.talked_over:
+        rows.append(
+            ("note", f"the bot started talking {turn.talked_over}x before the caller finished")
+        )
+    if turn.latency_ms is not None:
+        rows.append(("latency", f"{turn.latency_ms:.0f} ms end of speech -> first bot audio"))
+    if turn.server is not None:
+        stages = " · ".join(
+            f"{name} {turn.server.stages_ms[name]:.0f}"
+            for name in STAGES
+            if name in turn.server.stages_ms
+        )
+        if turn.server.end_of_speech_to_first_media_ms is not None:
+            stages += f" = {turn.server.end_of_speech_to_first_media_ms:.0f} ms at the server"
+        if stages:
+            rows.append(("stages ms", stages))
+    elif have_report and number:
+        rows.append(("stages ms", "(the gateway reported no matching turn)"))
+    for key, value in rows:
+        typer.echo(f"  {key:<10} {value}")
+
+
+def _client_phrases(clients_dir: Path, client_id: str) -> list[str]:
+    """The client's name, services and aliases: vocabulary for transcribing the bot's audio."""
+    if not clients_dir.is_dir():
+        return []
+    client = load_clients(clients_dir).get(client_id)
+    if client is None:
+        return []
+    phrases = [client.name]
+    for service in client.services:
+        phrases += [service.name, *service.aliases]
+    return phrases
+
+
+@contextmanager
+def _in_process_gateway(settings: Settings, timeout_s: float = 60.0) -> Iterator[str]:
+    """Serve the gateway with uvicorn in a background thread on a free loopback port.
+
+    Yields its base URL (``http://127.0.0.1:<port>``); stops it on exit.
+    """
+    import socket
+
+    import uvicorn
+
+    from gateway.app import create_app
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))  # bound before serving: no free-port race
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(settings),
+        lifespan="on",
+        log_level="info" if settings.log_level.upper() == "DEBUG" else "warning",
+        ws_max_size=1 << 20,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError("the in-process gateway stopped during start-up")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the in-process gateway did not start within {timeout_s:g} s")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        if thread.is_alive():
+            server.force_exit = True
+            thread.join(5)
+        sock.close()
+
+
 @clients_app.command("validate")
 def validate(
     clients_dir: Annotated[Path, typer.Argument(help="Folder of client folders.")] = Path(
@@ -109,3 +417,7 @@ def validate(
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()
