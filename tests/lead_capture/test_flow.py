@@ -137,7 +137,9 @@ async def test_slot_taken_by_another_conversation(gw: Gateway) -> None:
     outcomes = sorted([first.metadata.state or "", second.metadata.state or ""])
     assert outcomes == ["booked", "collecting"]
     loser = first if first.metadata.state == "collecting" else second
-    assert "just booked" in loser.text and loser.quick_replies
+    # Depending on which turn reaches the calendar first, the loser learns at booking
+    # time ("just booked") or when its availability check already sees the booking.
+    assert ("just booked" in loser.text or "already booked" in loser.text) and loser.quick_replies
     assert len(await gw.crm.list_leads(CLIENT)) == 1
     c = await say(gw, script.format(n="cy", i="23"), "c")
     assert "already booked" in c.text and "time" not in c.metadata.slots
