@@ -63,6 +63,7 @@ import numpy.typing as npt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from adapters.phone.trace import STAGES as TRACE_STAGES
 from adapters.speech.audio import (
     TWILIO_FRAME_BYTES,
     TWILIO_SAMPLE_RATE_HZ,
@@ -817,15 +818,8 @@ class TwilioCaller:
 
 # ---------------------------------------------------------------------- the gateway's view
 
-STAGES = (
-    "endpointing",
-    "stt_final",
-    "engine_first_text",
-    "tts_first_audio",
-    "first_media",
-    "first_mark_ack",
-)
-"""The gateway's per-turn stages, in pipeline order (``GET /admin/api/calls/{call_sid}``)."""
+# The gateway's per-turn stages, in pipeline order (``GET /admin/api/calls/{call_sid}``).
+STAGES = TRACE_STAGES
 
 
 @dataclass(frozen=True, slots=True)

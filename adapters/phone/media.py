@@ -610,8 +610,7 @@ class _Call:
         """Speak a fixed line (greeting, reprompt, goodbye) as a reply."""
         trace = self.trace.new_turn(kind)
         trace.reply_text = text
-        now = self.loop.time()
-        trace.speech_end = trace.end_of_turn = trace.transcript = now
+        trace.transcript = self.loop.time()  # no caller speech: those stages stay null
 
         async def sentences() -> AsyncIterator[str]:
             for sentence in split_text(text):

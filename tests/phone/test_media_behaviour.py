@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import base64
 import shutil
-import signal
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -41,19 +39,10 @@ REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"
 TOKEN = "test-admin-token"
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
-
-
-@pytest.fixture(autouse=True)
-def deadline() -> Iterator[None]:
-    def expire(_signum: int, _frame: FrameType | None) -> None:
-        raise TimeoutError("test took too long")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(90)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+pytestmark = [
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng"),
+    pytest.mark.usefixtures("deadline"),
+]
 
 
 @pytest.fixture(scope="module")

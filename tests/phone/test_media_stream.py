@@ -9,10 +9,8 @@ paced ``media`` frames.
 from __future__ import annotations
 
 import shutil
-import signal
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 
 import pytest
 from fastapi import FastAPI
@@ -34,21 +32,10 @@ from gateway.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
-
-
-@pytest.fixture(autouse=True)
-def deadline() -> Iterator[None]:
-    """Fail (instead of hanging) if a websocket read never returns."""
-
-    def expire(_signum: int, _frame: FrameType | None) -> None:
-        raise TimeoutError("test took too long")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(90)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
+pytestmark = [
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng"),
+    pytest.mark.usefixtures("deadline"),
+]
 
 
 @pytest.fixture(scope="module")
