@@ -307,6 +307,7 @@ class RampStep:
     server_cpu_pct: float
     client_cpu_pct: float
     client_lateness_max_ms: float
+    errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -542,6 +543,7 @@ async def ramp_step(server: ServerProcess, calls: int) -> RampStep:
     replies: list[BotReply | None] = [None] * calls
     first_audio_ms: list[float] = []
     client_lateness = [0.0]
+    errors: list[str] = []
 
     async def one(i: int) -> None:
         await asyncio.sleep(i / calls)  # spread the call starts over 1 s
@@ -550,8 +552,8 @@ async def ramp_step(server: ServerProcess, calls: int) -> RampStep:
                 reply = replies[i] = await call.wait_for_reply(60 + calls / 2)
                 first_audio_ms.append((reply.first_frame_at - call.connected_at) * 1000)
                 client_lateness[0] = max(client_lateness[0], call.send_lateness_ms)
-        except (TimeoutError, OSError, WebSocketException):
-            pass
+        except (TimeoutError, OSError, WebSocketException) as exc:
+            errors.append(_error(exc))
 
     cpu0, client0, t0 = server.cpu_seconds(), time.process_time(), time.monotonic()
     await asyncio.gather(*(one(i) for i in range(calls)))
@@ -583,6 +585,7 @@ async def ramp_step(server: ServerProcess, calls: int) -> RampStep:
         server_cpu_pct=server_cpu,
         client_cpu_pct=client_cpu,
         client_lateness_max_ms=client_lateness[0],
+        errors=errors,
     )
 
 
@@ -715,6 +718,9 @@ def cpu_table(result: CpuResult) -> Iterator[str]:
                 f"{s.steady_underruns:>9} {s.first_audio_p50_ms:>9.0f} {s.server_cpu_pct:>6.0f}% "
                 f"{s.client_cpu_pct:>6.0f}% {s.client_lateness_max_ms:>8.0f}"
             )
+        for s in result.ramp:
+            for error in sorted(set(s.errors))[:3]:
+                yield f"  N={s.calls}: {s.errors.count(error)} call(s) failed: {error}"
         for label, passing in (
             ("whole greeting", [s.calls for s in result.ramp if s.ok]),
             (f"after {STEADY_AFTER_S:g} s", [s.calls for s in result.ramp if s.steady_ok]),
