@@ -60,10 +60,8 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,14 +75,14 @@ import httpx
 import yaml
 from websockets.exceptions import WebSocketException
 
-from bench.web_chat import cpu_seconds, free_port, percentile
+from bench._server import HOST, ServerProcess, free_port
+from bench.web_chat import percentile
 from gateway.caller import STAGES, BotReply, TwilioCaller, fetch_call_report, synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "clients" / "spa-del-sol"
 PIPECAT_PYTHON = REPO / ".venv-pipecat" / "bin" / "python"
 PIPECAT_SERVER = REPO / "bench" / "pipecat_twilio" / "server.py"
-HOST = "127.0.0.1"
 PIPECAT_DEFAULT_ARGS = "--turn timeout --user-speech-timeout 0.3"
 """Silero VAD stop (0.2 s) + 0.3 s: the same 500 ms of silence as the gateway's endpointing.
 
@@ -139,57 +137,14 @@ def make_clients(root: Path) -> list[str]:
     return ids
 
 
-class ServerProcess:
-    """A bot server in a child process; its log goes to ``workdir/<name>.log``."""
-
-    name = "server"
-
-    def __init__(self, workdir: Path, cmd: list[str], env: dict[str, str]) -> None:
-        self.port = int(cmd[cmd.index("--port") + 1])
-        self.log_path = workdir / f"{self.name}.log"
-        self._log = self.log_path.open("wb")
-        # cwd = workdir: no .env from the checkout leaks into the bench server.
-        self.proc = subprocess.Popen(
-            cmd, cwd=workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+class BotProcess(ServerProcess):
+    """A bot server that serves Twilio media streams."""
 
     def media_url(self, client_id: str) -> str:
         raise NotImplementedError
 
-    def ready(self) -> bool:
-        raise NotImplementedError
 
-    def wait_ready(self, timeout_s: float = 90.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
-                )
-            if self.ready():
-                return
-            time.sleep(0.2)
-        raise RuntimeError(f"{self.name} not ready within {timeout_s:g} s:\n{self.tail()}")
-
-    def cpu_seconds(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-
-
-class GatewayProcess(ServerProcess):
+class GatewayProcess(BotProcess):
     """``python -m gateway.cli serve`` with an admin token, on the bench's client folders."""
 
     name = "gateway"
@@ -223,7 +178,7 @@ class GatewayProcess(ServerProcess):
         )
 
 
-class PipecatProcess(ServerProcess):
+class PipecatProcess(BotProcess):
     """``bench/pipecat_twilio/server.py`` in ``.venv-pipecat``; one bot for every call at ``/ws``."""
 
     name = "pipecat"
@@ -356,14 +311,14 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-async def warm_up(server: ServerProcess, client_id: str) -> None:
+async def warm_up(server: BotProcess, client_id: str) -> None:
     """One call that waits for the greeting: speech models load on the first call."""
     async with asyncio.timeout(120), TwilioCaller(server.media_url(client_id)) as call:
         await call.wait_for_reply(90)
 
 
 async def booking_call(
-    server: ServerProcess,
+    server: BotProcess,
     voice: Voice,
     result: LatencyResult,
     admin_token: str | None,
@@ -401,7 +356,7 @@ async def booking_call(
 
 
 async def measure_latency(
-    server: ServerProcess, voice: Voice, calls: int, admin_token: str | None
+    server: BotProcess, voice: Voice, calls: int, admin_token: str | None
 ) -> LatencyResult:
     result = LatencyResult()
     await asyncio.gather(
@@ -414,7 +369,7 @@ async def measure_latency(
 
 
 async def barge_in_trial(
-    server: ServerProcess, voice: Voice, result: BargeResult, admin_token: str | None
+    server: BotProcess, voice: Voice, result: BargeResult, admin_token: str | None
 ) -> None:
     try:
         async with asyncio.timeout(60), TwilioCaller(server.media_url(SPA)) as call:
@@ -453,7 +408,7 @@ class Line:
 
 
 async def silent_call(
-    server: ServerProcess, condition: FalseResult, window_s: float, line: Line
+    server: BotProcess, condition: FalseResult, window_s: float, line: Line
 ) -> None:
     """A caller who says nothing for ``window_s`` while the line carries echo or noise.
 
@@ -481,7 +436,7 @@ async def silent_call(
 
 
 async def measure_barge_in(
-    server: ServerProcess,
+    server: BotProcess,
     voice: Voice,
     trials: int,
     concurrency: int,
@@ -524,7 +479,7 @@ def frame_jitter_ms(arrivals: Sequence[float], window: int = 50) -> list[float]:
     return jitter
 
 
-async def idle_cpu(server: ServerProcess, calls: int, seconds: float) -> tuple[float, float]:
+async def idle_cpu(server: BotProcess, calls: int, seconds: float) -> tuple[float, float]:
     """(gateway CPU s per s with no calls, with ``calls`` silent calls connected)."""
     before = server.cpu_seconds()
     await asyncio.sleep(seconds)
@@ -539,7 +494,7 @@ async def idle_cpu(server: ServerProcess, calls: int, seconds: float) -> tuple[f
     return baseline, loaded
 
 
-async def ramp_step(server: ServerProcess, calls: int) -> RampStep:
+async def ramp_step(server: BotProcess, calls: int) -> RampStep:
     replies: list[BotReply | None] = [None] * calls
     first_audio_ms: list[float] = []
     client_lateness = [0.0]
@@ -590,7 +545,7 @@ async def ramp_step(server: ServerProcess, calls: int) -> RampStep:
 
 
 async def measure_cpu(
-    server: ServerProcess, idle_calls: int, idle_seconds: float, ramp: list[int]
+    server: BotProcess, idle_calls: int, idle_seconds: float, ramp: list[int]
 ) -> CpuResult:
     result = CpuResult(idle_calls=idle_calls, idle_seconds=idle_seconds)
     if idle_calls:
@@ -758,7 +713,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def bench_server(
-    server: ServerProcess, args: argparse.Namespace, voice: Voice, admin_token: str | None
+    server: BotProcess, args: argparse.Namespace, voice: Voice, admin_token: str | None
 ) -> tuple[dict[int, LatencyResult], BargeResult | None, CpuResult | None]:
     parts = args.parts
     print(f"  {server.name}: warming up", flush=True)
@@ -858,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{os.cpu_count()} CPUs",
             flush=True,
         )
-        servers: list[Callable[[], ServerProcess]] = []
+        servers: list[Callable[[], BotProcess]] = []
         if "gateway" in args.servers:
             servers.append(lambda: GatewayProcess(workdir, clients_dir, len(client_ids)))
         if "pipecat" in args.servers and PIPECAT_PYTHON.exists() and PIPECAT_SERVER.exists():

@@ -43,9 +43,6 @@ import asyncio
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,9 +59,10 @@ import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
+from bench._server import HOST, ServerProcess, cpu_seconds, free_port
+
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "clients" / "spa-del-sol"
-HOST = "127.0.0.1"
 MAX_SECONDS = 300.0
 MAX_CONVERSATIONS = 500
 TURN_TIMEOUT_S = 30.0
@@ -127,29 +125,19 @@ def make_clients(root: Path, count: int) -> list[str]:
     return ids
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+class Server(ServerProcess):
+    """``gateway serve`` in a child process; logs go to ``workdir/server-<store>.log``."""
 
+    poll_s = 0.1
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (0.0 where there is no /proc)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-class Server:
-    """``gateway serve`` in a child process; logs go to ``workdir/server-<name>.log``."""
-
-    def __init__(self, name: str, workdir: Path, clients_dir: Path, redis_url: str | None) -> None:
-        self.port = free_port()
-        self.url = f"http://{HOST}:{self.port}"
-        data = workdir / f"data-{name}"
+    def __init__(
+        self, store: str, workdir: Path, clients_dir: Path, redis_url: str | None, clients: int
+    ) -> None:
+        self.name = f"server-{store}"
+        self.clients = clients
+        port = free_port()
+        self.url = f"http://{HOST}:{port}"
+        data = workdir / f"data-{store}"
         data.mkdir()
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
         env.update(
@@ -160,8 +148,6 @@ class Server:
         )
         if redis_url:
             env["REDIS_URL"] = redis_url
-        self.log_path = workdir / f"server-{name}.log"
-        self._log = self.log_path.open("wb")
         cmd = [
             sys.executable,
             "-c",
@@ -170,42 +156,18 @@ class Server:
             "--host",
             HOST,
             "--port",
-            str(self.port),
+            str(port),
             "--clients-dir",
             str(clients_dir),
         ]
-        # cwd = workdir: no .env from the checkout leaks into the bench server.
-        self.proc = subprocess.Popen(
-            cmd, cwd=workdir, env=env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        super().__init__(workdir, cmd, env)
 
-    def wait_ready(self, clients: int, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"gateway exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                ready = httpx.get(f"{self.url}/readyz", timeout=2)
-                if ready.status_code == 200 and len(ready.json()["clients"]) == clients:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"gateway not ready within {timeout_s} s:\n{self.tail()}")
-
-    def tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
+    def ready(self) -> bool:
+        try:
+            ready = httpx.get(f"{self.url}/readyz", timeout=2)
+        except httpx.HTTPError:
+            return False
+        return ready.status_code == 200 and len(ready.json()["clients"]) == self.clients
 
 
 # --- the load --------------------------------------------------------------------------------
@@ -297,9 +259,9 @@ def run_store(
     seconds: float,
     redis_url: str | None,
 ) -> Result:
-    server = Server(store, workdir, clients_dir, redis_url)
+    server = Server(store, workdir, clients_dir, redis_url, len(client_ids))
     try:
-        server.wait_ready(len(client_ids))
+        server.wait_ready(60.0)
         stats = Stats()
         first_day = date.today() + timedelta(days=2)
         base = f"ws://{HOST}:{server.port}/web/chat"
