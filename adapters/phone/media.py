@@ -245,7 +245,6 @@ class _Speaking:
         self.task: asyncio.Task[None] | None = None
         self.reply: Reply | None = None
         self.engine: _EngineTurn | None = None
-        self.completed = False
 
     @property
     def active(self) -> bool:
@@ -675,7 +674,6 @@ class _Call:
                 trace.reply_text = " ".join(spoken)
             reply.finish()
             await self._wait_played(reply)
-            speaking.completed = True
         finally:
             first.cancel()
             reply.finish()

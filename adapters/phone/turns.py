@@ -21,7 +21,7 @@ stateDiagram-v2
     bot_speaking --> barge_in_pending: speech >= barge_in_onset_ms / BargeInStarted (pause)
     barge_in_pending --> user_speaking: speech >= barge_in_min_ms / BargeIn (final)
     barge_in_pending --> waiting: silence >= backchannel_silence_ms / BargeInEnded
-    waiting --> bot_speaking: bot_resumed() (it was a backchannel)
+    waiting --> bot_speaking: bot_started_speaking() (a backchannel: the reply resumes)
     bot_speaking --> listening: bot_finished_speaking()
     listening --> ended: call >= max_call_s / CallTimeLimit
 ```
@@ -49,8 +49,9 @@ Robustness:
   to ``barge_in_min_ms``, ``BargeIn`` makes the interruption final. If it stops
   earlier (``backchannel_silence_ms`` of silence), ``BargeInEnded`` carries the
   short interjection: the call transcribes it and either resumes the bot
-  (:meth:`TurnTaker.bot_resumed`; a backchannel such as "mm-hm", a cough) or
-  answers it as a turn ("no", "stop").
+  (a backchannel such as "mm-hm", a cough: the resumed audio calls
+  :meth:`TurnTaker.bot_started_speaking` again) or answers it as a turn
+  ("no", "stop").
 
 Audio: PCM16 mono at ``sample_rate_hz``. Events carry the audio the
 recogniser needs: ``SpeechStarted``/``BargeIn`` carry the pre-roll up to and
@@ -230,8 +231,8 @@ class BargeIn:
 class BargeInEnded:
     """A short interjection over the bot ended; the bot is still paused.
 
-    Transcribe it: a backchannel resumes the bot (:meth:`TurnTaker.bot_resumed`),
-    anything else is the caller's turn. ``audio``: the interjection, PCM16.
+    Transcribe it: a backchannel resumes the bot (its audio calls
+    :meth:`TurnTaker.bot_started_speaking`), anything else is the caller's turn. ``audio``: the interjection, PCM16.
     """
 
     at_s: float
@@ -352,14 +353,6 @@ class TurnTaker:
         if self._state in (TurnState.BOT_SPEAKING, TurnState.WAITING):
             self._state = TurnState.LISTENING
             self._listen_since = now
-
-    def bot_resumed(self, now: float) -> None:
-        """The interjection after ``BargeInEnded`` was a backchannel: the bot plays on."""
-        if self._state in (TurnState.WAITING, TurnState.BARGE_IN_PENDING):
-            self._state = TurnState.BOT_SPEAKING
-            self._run.reset()
-            self._voiced.clear()
-            self._clear_turn()
 
     def note_playback(self, level_dbfs: float, now: float) -> None:
         """Record the level of audio we are playing (raises the barge-in threshold)."""

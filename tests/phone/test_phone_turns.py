@@ -152,7 +152,7 @@ def test_a_short_interjection_pauses_the_bot_and_can_resume_it() -> None:
     short = ended[0]
     assert isinstance(short, BargeInEnded) and short.speech_ms == 300  # all of it, onset included
     assert call.taker.state is TurnState.WAITING
-    call.taker.bot_resumed(call.now)  # the call transcribed a backchannel
+    call.taker.bot_started_speaking(call.now)  # a backchannel: the reply's audio resumes
     assert call.taker.state is TurnState.BOT_SPEAKING
     call.silence(400)
     call.speech(200)  # "yeah"
