@@ -8,7 +8,9 @@ from engine.agents import Agent, AgentReply, Handback, TurnContext
 from engine.config import ClientConfig, ClientRegistry, ConfigProblem, load_client, load_clients
 from engine.core import Engine
 from engine.errors import (
+    CommitConflict,
     ConfigError,
+    DuplicateMessageError,
     GatewayError,
     SessionBusyError,
     SlotTakenError,
@@ -16,6 +18,7 @@ from engine.errors import (
     ToolError,
     UnknownClientError,
     UnknownPurposeError,
+    UnknownSessionError,
 )
 from engine.messages import (
     Action,
@@ -26,14 +29,7 @@ from engine.messages import (
     TextDelta,
     TurnEvent,
 )
-from engine.session import (
-    ConversationSession,
-    MemorySessionStore,
-    RedisSessionStore,
-    SessionKey,
-    SessionStore,
-    Turn,
-)
+from engine.session import ConversationSession, LoadedSession, SessionKey, SessionStore, Turn
 
 __all__ = [
     "Action",
@@ -41,17 +37,18 @@ __all__ = [
     "AgentReply",
     "ClientConfig",
     "ClientRegistry",
+    "CommitConflict",
     "ConfigError",
     "ConfigProblem",
     "ConversationResponse",
     "ConversationSession",
+    "DuplicateMessageError",
     "Engine",
     "GatewayError",
     "Handback",
-    "MemorySessionStore",
+    "LoadedSession",
     "NormalizedMessage",
     "QuickReply",
-    "RedisSessionStore",
     "ResponseMetadata",
     "SessionBusyError",
     "SessionKey",
@@ -65,6 +62,7 @@ __all__ = [
     "TurnEvent",
     "UnknownClientError",
     "UnknownPurposeError",
+    "UnknownSessionError",
     "load_client",
     "load_clients",
 ]

@@ -19,6 +19,7 @@ from datetime import datetime
 from typing import ClassVar, Literal
 
 from engine.config import ClientConfig
+from engine.effects import Effects
 from engine.messages import Action, NormalizedMessage, QuickReply
 from engine.session import ConversationSession
 from engine.tools import Tools
@@ -37,6 +38,9 @@ class TurnContext:
     tools: Tools
     now: datetime
     """Timezone-aware current time (the engine's clock, injectable in tests)."""
+    effects: Effects
+    """Where the agent requests bookings, leads, escalations and deliveries; the
+    engine commits them with the turn (never call a vendor from an agent)."""
     available_purposes: tuple[str, ...] = ()
 
 

@@ -2,8 +2,14 @@
 
 ``clients/<client_id>/config.yaml`` is validated at start-up into the frozen
 models below. The reference example is ``shared/spec/example-client/`` and the
-schema accepts it as it stands. Unknown keys are kept out of the models but do
-not fail a folder, so an agency can annotate files freely.
+schema accepts it as it stands. A key the schema does not know (a typo such as
+``booking.slot_minute``) is left out of the models and reported as a warning
+with a did-you-mean suggestion; the client still serves
+(``gateway clients validate --strict`` fails on it). Keys of free-form
+mappings (``crm.map``) are the client's own and never reported.
+
+``timezone`` is required: times are local, and a silent UTC would offer
+slots hours off.
 
 Secrets are written as ``${ENV_VAR}``. An unset variable leaves that value
 ``None``: the feature that needs it is off for that client, and the loader
@@ -21,11 +27,14 @@ import re
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from types import NoneType, UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from rapidfuzz import fuzz, process, utils
 
 __all__ = [
     "BookingConfig",
@@ -45,6 +54,8 @@ _CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
 class _Frozen(BaseModel):
+    # "ignore", not "forbid": an unknown key is a warning (see _unknown_keys), not a
+    # validation error that would take the client down.
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
@@ -271,7 +282,7 @@ class ClientConfig(_Frozen):
     client_id: str
     name: str
     locale: str = "en-US"
-    timezone: str = "UTC"
+    timezone: str = Field(description="an IANA name such as Europe/Madrid")
     business_hours: Annotated[dict[str, OpeningHours | None], BeforeValidator(_parse_hours)] = (
         Field(default_factory=dict)
     )
@@ -347,7 +358,7 @@ class ConfigProblem:
 
     ``key`` is a dotted path (``booking.rules.lead_fields``) or ``""`` for
     whole-file problems. ``severity="error"`` means the client was skipped;
-    ``"warning"`` means it serves with a feature off.
+    ``"warning"`` means it serves, with a feature off or an unknown key ignored.
     """
 
     file: str
@@ -410,6 +421,96 @@ def _key_of(loc: tuple[int | str, ...]) -> str:
     return out
 
 
+def _unwrap(annotation: Any) -> Any:
+    """``Annotated[X, ...]`` and ``X | None`` -> ``X``; other unions stay as they are."""
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation = get_args(annotation)[0]
+        elif origin in (Union, UnionType):
+            args = [a for a in get_args(annotation) if a is not NoneType]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+def _is_model(shape: Any) -> bool:
+    return get_origin(shape) is None and isinstance(shape, type) and issubclass(shape, BaseModel)
+
+
+def _file_keys(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """The keys a config file may use for ``model``: aliases where set (``from``),
+    without fields the loader fills in itself (``exclude=True``: ``folder``)."""
+    return {
+        info.alias or name: info for name, info in model.model_fields.items() if not info.exclude
+    }
+
+
+def _unknown_keys(
+    model: type[BaseModel], data: dict[Any, Any], path: str, file: str
+) -> list[ConfigProblem]:
+    """A warning for every key in ``data`` (and below) that ``model`` does not know.
+
+    Walks the raw YAML beside the schema, so typos are reported even when
+    validation fails (``timezon`` explains a missing ``timezone``).
+    """
+    known = _file_keys(model)
+    problems: list[ConfigProblem] = []
+    for raw_key, value in data.items():
+        key = str(raw_key)
+        where = f"{path}.{key}" if path else key
+        info = known.get(key)
+        if info is None:
+            problems.append(ConfigProblem(file, where, _unknown_reason(key, known), "warning"))
+        else:
+            problems += _unknown_below(info.annotation, value, where, file)
+    return problems
+
+
+def _unknown_below(annotation: Any, value: Any, path: str, file: str) -> list[ConfigProblem]:
+    shape = _unwrap(annotation)
+    if _is_model(shape) and isinstance(value, dict):
+        return _unknown_keys(shape, value, path, file)
+    origin, args = get_origin(shape), get_args(shape)
+    problems: list[ConfigProblem] = []
+    if origin in (tuple, list) and args and isinstance(value, list):
+        for i, item in enumerate(value):
+            problems += _unknown_below(args[0], item, f"{path}[{i}]", file)
+    elif origin is dict and len(args) == 2 and isinstance(value, dict):
+        # The mapping's own keys are free-form (crm.map) or checked by its
+        # validator (business_hours days); only model values below are walked.
+        for key, item in value.items():
+            problems += _unknown_below(args[1], item, f"{path}.{key}", file)
+    return problems
+
+
+def _unknown_reason(key: str, known: dict[str, FieldInfo]) -> str:
+    match = process.extractOne(
+        key, list(known), scorer=fuzz.ratio, processor=utils.default_process, score_cutoff=60
+    )
+    if match is not None:
+        return f"unknown key; did you mean {match[0]!r}?"
+    return f"unknown key; expected one of: {', '.join(known)}"
+
+
+def _required_reason(loc: tuple[int | str, ...]) -> str:
+    """``required``, with the field's description when it has one (``timezone``)."""
+    annotation: Any = ClientConfig
+    info: FieldInfo | None = None
+    for part in loc:
+        shape = _unwrap(annotation)
+        if isinstance(part, int) and get_origin(shape) in (tuple, list):
+            annotation = get_args(shape)[0]
+        elif isinstance(part, str) and _is_model(shape) and part in _file_keys(shape):
+            info = _file_keys(shape)[part]
+            annotation = info.annotation
+        else:
+            return "required"
+    return f"required: {info.description}" if info and info.description else "required"
+
+
 def load_client(folder: Path) -> tuple[ClientConfig | None, list[ConfigProblem]]:
     """Load one client folder. Returns the config (or None) and its problems."""
     file = folder / "config.yaml"
@@ -429,13 +530,17 @@ def load_client(folder: Path) -> tuple[ClientConfig | None, list[ConfigProblem]]
         return None, [ConfigProblem(shown, "", "expected a mapping at the top level")]
     problems: list[ConfigProblem] = []
     data = _expand_env(raw, "", shown, problems)
+    problems += _unknown_keys(ClientConfig, data, "", shown)
     data.setdefault("client_id", folder.name)
     try:
         config = ClientConfig.model_validate({**data, "folder": folder})
     except ValidationError as exc:
         for err in exc.errors():
             key = _key_of(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "missing":
+                msg = _required_reason(err["loc"])
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
             problems.append(ConfigProblem(shown, key, msg))
         return None, problems
     if config.client_id != folder.name:

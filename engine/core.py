@@ -4,27 +4,51 @@ One turn, per DESIGN.md's engine contract:
 
 1. find the client (``UnknownClientError`` if it is not loaded),
 2. take the session lock (one writer per session; ``SessionBusyError``),
-3. pick the agent: an explicit ``purpose`` argument, else the agent already
-   holding the conversation (journey), else the channel's configured purpose,
-   else the router,
-4. run the agent, streaming its text; if it raises, answer with the fallback
-   reply and keep the session as it was before the turn (the user's message is
-   still recorded, nothing is lost),
-5. save the session, log the conversation, count metrics.
+3. refuse a message id a committed turn already consumed
+   (``DuplicateMessageError``),
+4. load the session (with its version) and pick the agent: an explicit
+   ``purpose`` argument, else the agent already holding the conversation
+   (journey), else the channel's configured purpose, else the router,
+5. run the agent. It *requests* effects (``ctx.effects``: book, record a
+   lead, escalate, deliver) instead of performing them. If it raises, the
+   turn answers with the fallback reply from the session as it was, with no
+   effects,
+6. **commit** the session, the processed mark, the replay events, the
+   conversation log lines and every requested effect in one transaction
+   (:mod:`engine.commit`). A booking that lost its slot meanwhile, or a
+   session another writer changed, rolls the commit back and the turn runs
+   again on fresh state (up to ``MAX_ATTEMPTS`` times),
+7. only then stream the reply: text the customer sees always describes what
+   was committed.
 
 The engine never imports an adapter or a purpose by name: agents are passed in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from engine.agents import Agent, AgentReply, Handback, TurnContext, chunk_text
-from engine.config import ClientRegistry
-from engine.errors import GatewayError, SessionBusyError, StoreError, UnknownClientError
+from engine.commit import Committer, TurnCommit
+from engine.config import ClientConfig, ClientRegistry
+from engine.effects import Effects
+from engine.errors import (
+    CommitConflict,
+    DuplicateMessageError,
+    GatewayError,
+    SessionBusyError,
+    SlotTakenError,
+    StoreError,
+    UnknownClientError,
+    UnknownSessionError,
+)
+from engine.locks import Locks
 from engine.messages import (
     CHANNELS,
     ConversationResponse,
@@ -36,10 +60,11 @@ from engine.messages import (
 )
 from engine.metrics import OUTCOMES, TURN_ERRORS, TURN_SECONDS, TURNS
 from engine.router import Router
-from engine.session import ConversationSession, SessionKey, SessionStore, Turn
-from engine.tools import ConversationLog, Tools
+from engine.session import ConversationSession, LoadedSession, SessionKey, SessionStore, Turn
+from engine.tools import Tools
+from engine.tools.conversations import ConversationLog
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "Replay", "clean_text"]
 
 log = logging.getLogger("engine")
 
@@ -47,18 +72,57 @@ FALLBACK_TEXT = (
     "Sorry, something went wrong on my side and I couldn't process that. "
     "Could you say it again? If you prefer, I can have someone from the team get back to you."
 )
+MAX_ATTEMPTS = 3
+"""Runs of one turn when its commit conflicts (slot taken, session changed)."""
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def clean_text(text: str) -> str:
+    """``text`` with lone surrogates (which no UTF-8 store accepts) replaced by U+FFFD;
+    valid surrogate pairs become the character they encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+@dataclass(slots=True)
+class Replay:
+    """A channel's replay log for one turn (the web chat's event log).
+
+    ``encode(event_id, event)`` renders a turn event as the channel's JSON;
+    ``after`` is the highest id the connection already used. The engine numbers
+    the turn's events after ``max(after, last committed id)``, commits them with
+    the turn and leaves them in ``committed`` (``(event_id, json_text)``).
+    """
+
+    encode: Callable[[int, TurnEvent], str]
+    after: int = 0
+    committed: list[tuple[int, str]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Outcome:
+    reply: AgentReply
+    served_by: str | None
+    session: ConversationSession
+    deltas: list[str]
+    effects: Effects
+    failed: bool = False
+
+
 class Engine:
     """Runs turns for every loaded client.
 
-    ``agents``: one per purpose. ``clock`` returns the current aware datetime
-    (tests pin it). ``lock_timeout_s``: how long a turn waits for the session
-    lock before ``SessionBusyError``.
+    ``agents``: one per purpose. ``store``: sessions in the database;
+    ``locks``: one writer per session; ``committer``: the atomic turn commit.
+    ``clock`` returns the current aware datetime (tests pin it).
+    ``lock_timeout_s``: how long a turn waits for the session lock before
+    ``SessionBusyError``.
     """
 
     default_clock = staticmethod(_utcnow)
@@ -67,6 +131,8 @@ class Engine:
         self,
         clients: ClientRegistry,
         store: SessionStore,
+        locks: Locks,
+        committer: Committer,
         agents: Sequence[Agent],
         tools: Tools,
         *,
@@ -77,9 +143,11 @@ class Engine:
     ) -> None:
         self.clients = clients
         self.store = store
+        self.locks = locks
+        self.committer = committer
         self.agents: Mapping[str, Agent] = {a.purpose: a for a in agents}
         self.tools = tools
-        self.conversation_log = conversation_log
+        self.conversation_log = conversation_log or committer.conversations
         self.router = router or Router()
         self.clock = clock
         self.lock_timeout_s = lock_timeout_s
@@ -96,17 +164,31 @@ class Engine:
         session_id: str,
         message: str,
         context: Mapping[str, object] | None = None,
+        *,
+        message_id: str | None = None,
+        test: bool = False,
     ) -> ConversationResponse:
         """Process one user message and return the reply.
 
         ``channel``: ``phone`` | ``whatsapp`` | ``web``. ``purpose``:
         ``lead_capture`` | ``support`` | ``None`` (router decides per the
-        client's channel config). Raises UnknownClientError, ValueError for an
-        unknown channel, SessionBusyError, StoreError.
+        client's channel config). ``message_id``: the channel's id of the
+        inbound message; a committed turn consumes it exactly once.
+        ``test``: a test conversation (kept out of the leads list).
+        Raises UnknownClientError, ValueError for an unknown channel,
+        SessionBusyError, DuplicateMessageError, CommitConflict, StoreError —
+        after any of which nothing of the turn was written.
         """
         final: ConversationResponse | None = None
         async for event in self.stream_turn(
-            client_id, channel, purpose, session_id, message, context
+            client_id,
+            channel,
+            purpose,
+            session_id,
+            message,
+            context,
+            message_id=message_id,
+            test=test,
         ):
             if isinstance(event, ConversationResponse):
                 final = event
@@ -121,76 +203,183 @@ class Engine:
         session_id: str,
         message: str,
         context: Mapping[str, object] | None = None,
+        *,
+        message_id: str | None = None,
+        replay: Replay | None = None,
+        expect_session: bool = False,
+        test: bool = False,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Like :meth:`handle_turn`, but yields :class:`TextDelta` pieces of the
-        reply as they are produced, then the final :class:`ConversationResponse`."""
+        reply, then the final :class:`ConversationResponse` — after the commit.
+
+        ``replay``: the channel's event log to commit with the turn.
+        ``expect_session``: the caller holds a conversation it believes exists;
+        if the store no longer has it, raise UnknownSessionError instead of
+        silently starting over.
+        """
         client = self.clients.get(client_id)
         if client is None:
             raise UnknownClientError(client_id)
         if channel not in CHANNELS:
             raise ValueError(f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
+        message = clean_text(message)
         key = SessionKey(client_id, channel, session_id)
         started = time.perf_counter()
-        async with self.store.lock(f"session:{key}", self.lock_timeout_s):
-            session = await self.store.load(key) or ConversationSession.new(key)
-            if context:
-                session.context.update({k: str(v) for k, v in context.items() if v is not None})
-            msg = NormalizedMessage(
-                client_id=client_id,
-                channel=channel,
-                session_id=session_id,
-                text=message,
-                purpose=purpose,
-                context=dict(session.context),
-            )
-            ctx = TurnContext(
-                client=client,
-                session=session,
-                message=msg,
-                tools=self.tools,
-                now=self.clock(),
-                available_purposes=self.purposes,
-            )
-            session.transcript.append(Turn(role="user", text=message, purpose=session.purpose))
-            reply: AgentReply | None = None
-            served_by: str | None = None
-            try:
-                async for piece in self._run(ctx, purpose):
-                    if isinstance(piece, str):
-                        yield TextDelta(piece)
-                    elif isinstance(piece, AgentReply):
-                        reply = piece
-                    else:
-                        served_by = piece[0]
-                if reply is None:
-                    raise RuntimeError("agent ended without a reply")
-            except (SessionBusyError, StoreError):
-                raise
-            except Exception as exc:
-                # Nothing was saved yet: the store still holds the pre-turn state.
-                before = await self.store.load(key) or ConversationSession.new(key)
-                if context:
-                    before.context.update({k: str(v) for k, v in context.items() if v is not None})
-                reply, session = self._fallback(before, message, exc, client_id, channel)
-                yield TextDelta(reply.text)
-            session.transcript.append(Turn(role="assistant", text=reply.text, purpose=served_by))
-            session.turn_count += 1
-            session.updated_at = _utcnow()
-            if reply.outcome:
-                session.outcome = reply.outcome
-                OUTCOMES.labels(client_id, channel, reply.outcome).inc()
-            await self.store.save(session)
-            if self.conversation_log is not None:
-                await self.conversation_log.upsert(session, served_by or session.purpose)
-        label = served_by or "router"
+        turn_id = (
+            hashlib.sha256(f"{key}\x00{message_id}".encode()).hexdigest()[:24]
+            if message_id is not None
+            else uuid.uuid4().hex[:24]
+        )
+        async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
+            if message_id is not None and await self.store.processed(key, message_id):
+                raise DuplicateMessageError(str(key), message_id)
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                loaded = await self.store.load(key)
+                if loaded is None and expect_session:
+                    raise UnknownSessionError(str(key))
+                outcome = await self._attempt(
+                    client, key, loaded, purpose, message, context, turn_id, test
+                )
+                response = self._response(outcome)
+                commit = self._prepare(outcome, loaded, turn_id, message_id, response, replay)
+                try:
+                    await self.committer.commit(client, commit)
+                except (CommitConflict, SlotTakenError) as exc:
+                    if attempt == MAX_ATTEMPTS:
+                        raise
+                    log.info(
+                        "turn commit conflicted (%s); running it again: client=%s attempt=%d",
+                        type(exc).__name__,
+                        client_id,
+                        attempt,
+                    )
+                    continue
+                break
+        if replay is not None:
+            replay.committed = list(commit.events)
+        reply = outcome.reply
+        if reply.outcome:
+            OUTCOMES.labels(client_id, channel, reply.outcome).inc()
+        label = outcome.served_by or "router"
         TURNS.labels(client_id, channel, label).inc()
         TURN_SECONDS.labels(client_id, channel, label).observe(time.perf_counter() - started)
-        yield ConversationResponse(
+        for piece in outcome.deltas:
+            yield TextDelta(piece)
+        yield response
+
+    async def _attempt(
+        self,
+        client: ClientConfig,
+        key: SessionKey,
+        loaded: LoadedSession | None,
+        purpose: str | None,
+        message: str,
+        context: Mapping[str, object] | None,
+        turn_id: str,
+        test: bool,
+    ) -> _Outcome:
+        """Run the agent on ``loaded`` (or a new session); never raises for an agent's
+        failure (the fallback reply answers it)."""
+        session = loaded.session if loaded else await self._new_session(key, test)
+        if context:
+            session.context.update({k: str(v) for k, v in context.items() if v is not None})
+        effects = Effects(turn_id, key, test=session.test)
+        msg = NormalizedMessage(
+            client_id=key.client_id,
+            channel=key.channel,  # type: ignore[arg-type]
+            session_id=key.session_id,
+            text=message,
+            purpose=purpose,
+            context=dict(session.context),
+        )
+        ctx = TurnContext(
+            client=client,
+            session=session,
+            message=msg,
+            tools=self.tools,
+            now=self.clock(),
+            available_purposes=self.purposes,
+            effects=effects,
+        )
+        session.transcript.append(Turn(role="user", text=message, purpose=session.purpose))
+        deltas: list[str] = []
+        reply: AgentReply | None = None
+        served_by: str | None = None
+        try:
+            async for piece in self._run(ctx, purpose):
+                if isinstance(piece, str):
+                    deltas.append(piece)
+                elif isinstance(piece, AgentReply):
+                    reply = piece
+                else:
+                    served_by = piece[0]
+            if reply is None:
+                raise RuntimeError("agent ended without a reply")
+        except (SessionBusyError, StoreError):
+            raise
+        except Exception as exc:
+            return await self._fallback(key, loaded, message, exc, context, turn_id, test)
+        session.transcript.append(Turn(role="assistant", text=reply.text, purpose=served_by))
+        session.turn_count += 1
+        session.updated_at = _utcnow()
+        if reply.outcome:
+            session.outcome = reply.outcome
+        return _Outcome(reply, served_by, session, deltas, effects)
+
+    async def _new_session(self, key: SessionKey, test: bool) -> ConversationSession:
+        session = ConversationSession.new(key)
+        session.test = test
+        # A conversation whose session expired or was lost continues its log.
+        session.logged_messages = await self.conversation_log.next_seq(key)
+        return session
+
+    async def _fallback(
+        self,
+        key: SessionKey,
+        loaded: LoadedSession | None,
+        message: str,
+        exc: BaseException,
+        context: Mapping[str, object] | None,
+        turn_id: str,
+        test: bool,
+    ) -> _Outcome:
+        # The type name only: exception text may quote the user's message.
+        log.error(
+            "turn failed, answering with fallback: client=%s channel=%s error=%s",
+            key.client_id,
+            key.channel,
+            type(exc).__name__,
+            exc_info=exc if not isinstance(exc, GatewayError) else None,
+        )
+        TURN_ERRORS.labels(key.client_id, key.channel, type(exc).__name__).inc()
+        # The agent may have changed the session: start again from what is stored.
+        fresh = await self.store.load(key)
+        session = fresh.session if fresh else await self._new_session(key, test)
+        if context:
+            session.context.update({k: str(v) for k, v in context.items() if v is not None})
+        session.transcript.append(Turn(role="user", text=message, purpose=session.purpose))
+        reply = AgentReply(
+            text=FALLBACK_TEXT,
+            quick_replies=(
+                QuickReply(title="Talk to a person", value="I'd like to talk to a person"),
+            ),
+            state="fallback",
+        )
+        session.transcript.append(Turn(role="assistant", text=reply.text))
+        session.turn_count += 1
+        session.updated_at = _utcnow()
+        effects = Effects(turn_id, key, test=session.test)
+        return _Outcome(reply, None, session, list(chunk_text(reply.text)), effects, failed=True)
+
+    @staticmethod
+    def _response(outcome: _Outcome) -> ConversationResponse:
+        reply = outcome.reply
+        return ConversationResponse(
             text=reply.text,
             quick_replies=reply.quick_replies,
             actions=reply.actions,
             metadata=ResponseMetadata(
-                purpose=served_by,
+                purpose=outcome.served_by,
                 expecting=reply.expecting,
                 slots=dict(reply.slots),
                 confidence=reply.confidence,
@@ -200,6 +389,43 @@ class Engine:
             ),
         )
 
+    @staticmethod
+    def _prepare(
+        outcome: _Outcome,
+        loaded: LoadedSession | None,
+        turn_id: str,
+        message_id: str | None,
+        response: ConversationResponse,
+        replay: Replay | None,
+    ) -> TurnCommit:
+        session = outcome.session
+        # Number the lines this turn added to the transcript for the durable log.
+        lines = [t for t in session.transcript if t.seq is None]
+        for line in lines:
+            line.seq = session.logged_messages
+            session.logged_messages += 1
+        last_event_id = loaded.last_event_id if loaded else 0
+        events: list[tuple[int, str]] = []
+        if replay is not None:
+            next_id = max(last_event_id, replay.after) + 1
+            turn_events: list[TurnEvent] = [TextDelta(d) for d in outcome.deltas if d]
+            turn_events.append(response)
+            for event in turn_events:
+                events.append((next_id, replay.encode(next_id, event)))
+                next_id += 1
+            last_event_id = next_id - 1
+        return TurnCommit(
+            session=session,
+            version=loaded.version if loaded else None,
+            turn_id=turn_id,
+            message_id=message_id,
+            effects=outcome.effects,
+            lines=lines,
+            purpose=outcome.served_by or session.purpose,
+            events=events,
+            last_event_id=last_event_id,
+        )
+
     async def note_heard(
         self, client_id: str, channel: str, session_id: str, *, spoken: str, heard: str
     ) -> bool:
@@ -207,15 +433,17 @@ class Engine:
 
         Voice channels call this after a barge-in: the latest recent assistant
         turn whose text equals ``spoken`` becomes ``heard`` and is marked
-        ``cut``, so history holds what the caller actually
-        heard. Returns False (changing nothing) when the session or a
-        matching turn is not there. Raises SessionBusyError, StoreError.
+        ``cut`` (in the session and the conversation log), so history holds
+        what the caller actually heard. Returns False (changing nothing) when
+        the session or a matching turn is not there. Raises SessionBusyError,
+        StoreError.
         """
         key = SessionKey(client_id, channel, session_id)
-        async with self.store.lock(f"session:{key}", self.lock_timeout_s):
-            session = await self.store.load(key)
-            if session is None:
+        async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
+            loaded = await self.store.load(key)
+            if loaded is None:
                 return False
+            session = loaded.session
             recent = [t for t in session.transcript[-8:] if t.role == "assistant"]
             last = next((t for t in reversed(recent) if t.text == spoken and not t.cut), None)
             if last is None:
@@ -223,38 +451,10 @@ class Engine:
             last.text = heard
             last.cut = True
             session.updated_at = _utcnow()
-            await self.store.save(session)
-            if self.conversation_log is not None:
-                await self.conversation_log.upsert(session, last.purpose or session.purpose)
+            await self.committer.commit_heard(
+                session, loaded.version, loaded.last_event_id, last.seq, heard
+            )
         return True
-
-    def _fallback(
-        self,
-        before: ConversationSession,
-        message: str,
-        exc: BaseException,
-        client_id: str,
-        channel: str,
-    ) -> tuple[AgentReply, ConversationSession]:
-        # The type name only: exception text may quote the user's message.
-        log.error(
-            "turn failed, answering with fallback: client=%s channel=%s error=%s",
-            client_id,
-            channel,
-            type(exc).__name__,
-            exc_info=exc if not isinstance(exc, GatewayError) else None,
-        )
-        TURN_ERRORS.labels(client_id, channel, type(exc).__name__).inc()
-        session = before
-        session.transcript.append(Turn(role="user", text=message, purpose=before.purpose))
-        reply = AgentReply(
-            text=FALLBACK_TEXT,
-            quick_replies=(
-                QuickReply(title="Talk to a person", value="I'd like to talk to a person"),
-            ),
-            state="fallback",
-        )
-        return reply, session
 
     async def _run(
         self, ctx: TurnContext, purpose: str | None

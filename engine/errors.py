@@ -7,7 +7,10 @@
     ├── UnknownClientError     no client with that id is loaded
     ├── UnknownPurposeError    no agent serves that purpose
     ├── SessionBusyError       the session lock could not be taken in time
-    ├── StoreError             the session store (memory/Redis) failed
+    ├── StoreError             the database or Redis failed
+    ├── CommitConflict         the session changed under a turn (its commit was rolled back)
+    ├── DuplicateMessageError  a committed turn already consumed this inbound message id
+    ├── UnknownSessionError    a conversation the caller holds is gone (expired or lost)
     └── ToolError              a tool (calendar, CRM, notifier) failed; ``retryable`` says if a retry may help
         └── SlotTakenError     the calendar slot was booked by someone else meanwhile
 """
@@ -15,7 +18,9 @@
 from __future__ import annotations
 
 __all__ = [
+    "CommitConflict",
     "ConfigError",
+    "DuplicateMessageError",
     "GatewayError",
     "SessionBusyError",
     "SlotTakenError",
@@ -23,6 +28,7 @@ __all__ = [
     "ToolError",
     "UnknownClientError",
     "UnknownPurposeError",
+    "UnknownSessionError",
 ]
 
 
@@ -56,6 +62,30 @@ class SessionBusyError(GatewayError):
 
 class StoreError(GatewayError):
     pass
+
+
+class CommitConflict(GatewayError):
+    """Another writer saved the session first; nothing of this turn was written."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"session {key} changed during the turn; the turn was rolled back")
+        self.key = key
+
+
+class DuplicateMessageError(GatewayError):
+    """The inbound message was already answered by a committed turn."""
+
+    def __init__(self, key: str, message_id: str) -> None:
+        super().__init__(f"message {message_id!r} of session {key} was already processed")
+        self.key, self.message_id = key, message_id
+
+
+class UnknownSessionError(GatewayError):
+    """The session a live connection was using is no longer stored."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"session {key} is unknown or expired")
+        self.key = key
 
 
 class ToolError(GatewayError):

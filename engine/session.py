@@ -1,43 +1,54 @@
-"""Conversation sessions and the store that keeps them.
+"""Conversation sessions and the store that keeps them durable.
 
-A session is keyed by ``(client_id, channel, session_id)``. The store offers:
+A session is keyed by ``(client_id, channel, session_id)``. It lives in the
+gateway's database (embedded SQLite under ``GATEWAY_DATA_DIR``, or PostgreSQL
+with ``DATABASE_URL``), so a restart or another replica sees the same
+conversation. The store offers reads; writes happen only inside a turn's
+atomic commit (:mod:`engine.commit`):
 
-- ``load`` / ``save`` with a TTL (idle sessions expire),
-- ``lock``: one writer per session at a time, so two messages of one
-  conversation never race (across replicas when the store is Redis),
-- an append-only per-session **event log** (used by the web channel to replay
-  what a reconnecting client missed),
-- ``remember``: a set-if-absent with TTL, for exactly-once webhook handling.
+- ``load``: the session, its **version** and its last replay event id;
+  saves are versioned (optimistic concurrency), so two writers can never
+  both win — the loser's whole commit is rolled back
+  (:class:`~engine.errors.CommitConflict`);
+- a per-session **replay log** (the web channel's events), kept with the
+  session and trimmed to ``max_events``;
+- **processed-message marks**: an inbound message id a committed turn
+  consumed; a second turn for it is refused
+  (:class:`~engine.errors.DuplicateMessageError`).
 
-Two backends implement :class:`SessionStore`: :class:`MemorySessionStore`
-(default, one process) and :class:`RedisSessionStore` (``REDIS_URL``; state
-survives a gateway restart and is shared by replicas). Both serialise sessions
-to JSON, so they behave the same.
+Sessions, replay logs and marks expire ``ttl_s`` seconds after the last
+commit (:meth:`SessionStore.purge_expired` deletes them; the outbox worker
+runs it). Locks are :mod:`engine.locks`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+import sqlalchemy as sa
 from pydantic import BaseModel, Field, JsonValue
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from engine.errors import SessionBusyError, StoreError
+from engine.db.database import Database
+from engine.db.schema import PROCESSED_MESSAGES, SESSION_EVENTS, SESSIONS
+from engine.errors import CommitConflict, DuplicateMessageError
 
 __all__ = [
     "ConversationSession",
-    "MemorySessionStore",
-    "RedisSessionStore",
+    "LoadedSession",
     "SessionKey",
     "SessionStore",
     "Turn",
 ]
+
+TRANSCRIPT_WINDOW = 40
+"""Transcript items kept in the session itself (for prompts and flows); the
+whole conversation is in the durable conversation log."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +74,8 @@ class Turn(BaseModel):
     at: datetime = Field(default_factory=_now)
     purpose: str | None = None
     cut: bool = False
+    seq: int | None = None
+    """Its line number in the durable conversation log (set when committed)."""
 
 
 class ConversationSession(BaseModel):
@@ -83,6 +96,12 @@ class ConversationSession(BaseModel):
     outcome: str | None = None
     """Last notable outcome: ``booked``, ``escalated``, ``abandoned``..."""
     turn_count: int = 0
+    logged_messages: int = 0
+    """How many transcript lines the durable conversation log holds (the next
+    line's sequence number); the session keeps only the last lines."""
+    test: bool = False
+    """A conversation held for testing (``gateway chat``): kept out of the leads
+    list unless asked for."""
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
 
@@ -95,261 +114,226 @@ class ConversationSession(BaseModel):
         return cls(client_id=key.client_id, channel=key.channel, session_id=key.session_id)
 
 
-class SessionStore(ABC):
-    """Where sessions, locks, event logs and dedupe marks live.
-
-    ``ttl_s`` (seconds) applies to sessions and event logs, counted from the
-    last save. Errors from the backend surface as :class:`StoreError`.
-    """
-
-    def __init__(self, ttl_s: float = 24 * 3600, max_events: int = 2000) -> None:
-        self.ttl_s = ttl_s
-        self.max_events = max_events
-
-    @abstractmethod
-    async def load(self, key: SessionKey) -> ConversationSession | None: ...
-
-    @abstractmethod
-    async def save(self, session: ConversationSession) -> None: ...
-
-    @abstractmethod
-    def lock(self, name: str, timeout_s: float = 10.0) -> AbstractAsyncContextManager[None]:
-        """An async context manager held by one task (one replica) at a time.
-
-        Raises :class:`SessionBusyError` when not acquired within ``timeout_s``.
-        """
-
-    @abstractmethod
-    async def append_events(self, key: SessionKey, events: list[tuple[int, str]]) -> None:
-        """Append ``(event_id, json_text)`` pairs; ids increase. Keeps the last
-        ``max_events``."""
-
-    @abstractmethod
-    async def events_after(self, key: SessionKey, after_id: int) -> list[tuple[int, str]]:
-        """Events with id > ``after_id``, oldest first."""
-
-    @abstractmethod
-    async def last_event_id(self, key: SessionKey) -> int:
-        """Highest event id appended for the session (0 if none)."""
-
-    @abstractmethod
-    async def remember(self, mark: str, ttl_s: float) -> bool:
-        """Set ``mark`` if absent; True the first time, False while it lives."""
-
-    @abstractmethod
-    async def ping(self) -> bool: ...
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        pass
-
-    @property
-    @abstractmethod
-    def backend(self) -> str: ...
+@dataclass(frozen=True, slots=True)
+class LoadedSession:
+    session: ConversationSession
+    version: int
+    """The row's version; the commit saves only if it is still this one."""
+    last_event_id: int
 
 
-class _Lease:
-    """An asyncio.Lock with a waiter count, so idle locks can be dropped."""
-
-    __slots__ = ("lock", "users")
-
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
+def _where(table: sa.Table, key: SessionKey) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        table.c.client_id == key.client_id,
+        table.c.channel == key.channel,
+        table.c.session_id == key.session_id,
+    )
 
 
-class MemorySessionStore(SessionStore):
-    """In-process store: the embedded default. State is lost on restart."""
+class SessionStore:
+    """Sessions, replay logs and processed marks in the gateway's database.
 
-    def __init__(self, ttl_s: float = 24 * 3600, max_events: int = 2000) -> None:
-        super().__init__(ttl_s, max_events)
-        self._sessions: dict[SessionKey, tuple[float, str]] = {}
-        self._events: dict[SessionKey, list[tuple[int, str]]] = {}
-        self._marks: dict[str, float] = {}
-        self._locks: dict[str, _Lease] = {}
-
-    @property
-    def backend(self) -> str:
-        return "memory"
-
-    async def load(self, key: SessionKey) -> ConversationSession | None:
-        item = self._sessions.get(key)
-        if item is None:
-            return None
-        expires, data = item
-        if expires < time.monotonic():
-            self._sessions.pop(key, None)
-            self._events.pop(key, None)
-            return None
-        return ConversationSession.model_validate_json(data)
-
-    async def save(self, session: ConversationSession) -> None:
-        self._sessions[session.key] = (time.monotonic() + self.ttl_s, session.model_dump_json())
-        if len(self._sessions) % 1024 == 0:
-            self._sweep()
-
-    def _sweep(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, (exp, _) in self._sessions.items() if exp < now]:
-            self._sessions.pop(key, None)
-            self._events.pop(key, None)
-        for mark in [m for m, exp in self._marks.items() if exp < now]:
-            self._marks.pop(mark, None)
-
-    @asynccontextmanager
-    async def _locked(self, name: str, timeout_s: float) -> AsyncIterator[None]:
-        lease = self._locks.get(name)
-        if lease is None:
-            lease = self._locks[name] = _Lease()
-        lease.users += 1
-        try:
-            try:
-                await asyncio.wait_for(lease.lock.acquire(), timeout_s)
-            except TimeoutError as exc:
-                raise SessionBusyError(name, timeout_s) from exc
-            try:
-                yield
-            finally:
-                lease.lock.release()
-        finally:
-            lease.users -= 1
-            if lease.users == 0:
-                self._locks.pop(name, None)
-
-    def lock(self, name: str, timeout_s: float = 10.0) -> AbstractAsyncContextManager[None]:
-        return self._locked(name, timeout_s)
-
-    async def append_events(self, key: SessionKey, events: list[tuple[int, str]]) -> None:
-        log = self._events.setdefault(key, [])
-        log.extend(events)
-        if len(log) > self.max_events:
-            del log[: len(log) - self.max_events]
-
-    async def events_after(self, key: SessionKey, after_id: int) -> list[tuple[int, str]]:
-        return [e for e in self._events.get(key, ()) if e[0] > after_id]
-
-    async def last_event_id(self, key: SessionKey) -> int:
-        log = self._events.get(key)
-        return log[-1][0] if log else 0
-
-    async def remember(self, mark: str, ttl_s: float) -> bool:
-        now = time.monotonic()
-        expires = self._marks.get(mark)
-        if expires is not None and expires > now:
-            return False
-        self._marks[mark] = now + ttl_s
-        return True
-
-    async def ping(self) -> bool:
-        return True
-
-
-class RedisSessionStore(SessionStore):
-    """Redis-backed store (``REDIS_URL``). Keys are prefixed ``gw:``.
-
-    Sessions are JSON strings with ``EX`` TTL; event logs are sorted sets scored
-    by event id; locks are redis-py's ``Lock`` (a token in a key with a lease of
-    ``lease_s`` seconds, released only by its owner).
+    ``ttl_s``: seconds a session lives after its last commit. ``max_events``:
+    replay events kept per session. ``clock``: epoch seconds (tests move it).
+    Reads raise :class:`~engine.errors.StoreError` when the database fails.
     """
 
     def __init__(
         self,
-        url: str,
+        db: Database,
+        *,
         ttl_s: float = 24 * 3600,
         max_events: int = 2000,
-        lease_s: float = 30.0,
-        prefix: str = "gw:",
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(ttl_s, max_events)
-        import redis.asyncio as aioredis
-
-        self._redis = aioredis.Redis.from_url(url, decode_responses=True)
-        self._lease_s = lease_s
-        self._prefix = prefix
+        self.db = db
+        self.ttl_s = ttl_s
+        self.max_events = max_events
+        self.clock = clock
 
     @property
     def backend(self) -> str:
-        return "redis"
-
-    def _k(self, kind: str, key: SessionKey | str) -> str:
-        return f"{self._prefix}{kind}:{key}"
-
-    @asynccontextmanager
-    async def _mapped(self, what: str) -> AsyncIterator[None]:
-        """Map redis-py errors into the gateway's StoreError."""
-        from redis.exceptions import RedisError
-
-        try:
-            yield
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis {what} failed: {exc}") from exc
-
-    async def load(self, key: SessionKey) -> ConversationSession | None:
-        async with self._mapped("load"):
-            data = await self._redis.get(self._k("session", key))
-        return None if data is None else ConversationSession.model_validate_json(data)
-
-    async def save(self, session: ConversationSession) -> None:
-        async with self._mapped("save"):
-            await self._redis.set(
-                self._k("session", session.key), session.model_dump_json(), ex=int(self.ttl_s)
-            )
-
-    @asynccontextmanager
-    async def _locked(self, name: str, timeout_s: float) -> AsyncIterator[None]:
-        from redis.exceptions import LockError, RedisError
-
-        lock = self._redis.lock(
-            self._k("lock", name), timeout=self._lease_s, blocking_timeout=timeout_s, sleep=0.005
-        )
-        try:
-            acquired = await lock.acquire()
-        except RedisError as exc:
-            raise StoreError(f"redis lock failed: {exc}") from exc
-        if not acquired:
-            raise SessionBusyError(name, timeout_s)
-        try:
-            yield
-        finally:
-            with suppress(LockError):  # lease expired meanwhile; another owner may hold it now
-                await lock.release()
-
-    def lock(self, name: str, timeout_s: float = 10.0) -> AbstractAsyncContextManager[None]:
-        return self._locked(name, timeout_s)
-
-    async def append_events(self, key: SessionKey, events: list[tuple[int, str]]) -> None:
-        if not events:
-            return
-        zkey = self._k("events", key)
-        async with self._mapped("append_events"), self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(zkey, {data: event_id for event_id, data in events})
-            pipe.zremrangebyrank(zkey, 0, -(self.max_events + 1))
-            pipe.expire(zkey, int(self.ttl_s))
-            await pipe.execute()
-
-    async def events_after(self, key: SessionKey, after_id: int) -> list[tuple[int, str]]:
-        async with self._mapped("events_after"):
-            rows = await self._redis.zrangebyscore(
-                self._k("events", key), f"({after_id}", "+inf", withscores=True
-            )
-        return [(int(row[1]), str(row[0])) for row in rows]
-
-    async def last_event_id(self, key: SessionKey) -> int:
-        async with self._mapped("last_event_id"):
-            rows = await self._redis.zrange(self._k("events", key), -1, -1, withscores=True)
-        return int(rows[0][1]) if rows else 0
-
-    async def remember(self, mark: str, ttl_s: float) -> bool:
-        async with self._mapped("remember"):
-            ok = await self._redis.set(self._k("mark", mark), "1", nx=True, ex=max(1, int(ttl_s)))
-        return bool(ok)
+        return self.db.backend
 
     async def ping(self) -> bool:
-        from redis.exceptions import RedisError
+        return await self.db.ping()
 
+    # -- reads ------------------------------------------------------------------
+    async def load(self, key: SessionKey) -> LoadedSession | None:
+        async def run() -> LoadedSession | None:
+            async with self.db.read() as conn:
+                row = (
+                    await conn.execute(
+                        sa.select(SESSIONS.c.data, SESSIONS.c.version, SESSIONS.c.last_event_id)
+                        .where(_where(SESSIONS, key))
+                        .where(SESSIONS.c.expires_ts > self.clock())
+                    )
+                ).first()
+            if row is None:
+                return None
+            return LoadedSession(
+                ConversationSession.model_validate_json(row.data), row.version, row.last_event_id
+            )
+
+        return await self.db.retry_once("session load", run)
+
+    async def exists(self, key: SessionKey) -> bool:
+        return await self.load(key) is not None
+
+    async def processed(self, key: SessionKey, message_id: str) -> bool:
+        """True if a committed turn of this session already consumed ``message_id``."""
+
+        async def run() -> bool:
+            async with self.db.read() as conn:
+                row = (
+                    await conn.execute(
+                        sa.select(PROCESSED_MESSAGES.c.turn_id)
+                        .where(_where(PROCESSED_MESSAGES, key))
+                        .where(PROCESSED_MESSAGES.c.message_id == message_id)
+                        .where(PROCESSED_MESSAGES.c.expires_ts > self.clock())
+                    )
+                ).first()
+            return row is not None
+
+        return await self.db.retry_once("processed check", run)
+
+    async def events_after(self, key: SessionKey, after_id: int) -> list[tuple[int, str]]:
+        """Replay events with id > ``after_id``, oldest first: ``(event_id, json_text)``."""
+
+        async def run() -> list[tuple[int, str]]:
+            async with self.db.read() as conn:
+                rows = await conn.execute(
+                    sa.select(SESSION_EVENTS.c.event_id, SESSION_EVENTS.c.data)
+                    .where(_where(SESSION_EVENTS, key))
+                    .where(SESSION_EVENTS.c.event_id > after_id)
+                    .where(SESSION_EVENTS.c.expires_ts > self.clock())
+                    .order_by(SESSION_EVENTS.c.event_id)
+                )
+                return [(r.event_id, r.data) for r in rows]
+
+        return await self.db.retry_once("replay read", run)
+
+    async def last_event_id(self, key: SessionKey) -> int:
+        """The highest replay event id committed for the session (0 if none)."""
+        loaded = await self.load(key)
+        return loaded.last_event_id if loaded else 0
+
+    # -- writes, inside a turn's commit ------------------------------------------------
+    async def save_in(
+        self,
+        conn: AsyncConnection,
+        session: ConversationSession,
+        expected_version: int | None,
+        last_event_id: int,
+    ) -> int:
+        """Write ``session`` if its row is still at ``expected_version`` (None: must
+        not exist, or be expired). Returns the new version; raises CommitConflict."""
+        now = self.clock()
+        if len(session.transcript) > TRANSCRIPT_WINDOW:
+            del session.transcript[: len(session.transcript) - TRANSCRIPT_WINDOW]
+        values = {
+            "data": session.model_dump_json(),
+            "last_event_id": last_event_id,
+            "expires_ts": now + self.ttl_s,
+            "updated_ts": now,
+        }
+        key = session.key
+        if expected_version is not None:
+            result = await conn.execute(
+                SESSIONS.update()
+                .where(_where(SESSIONS, key))
+                .where(SESSIONS.c.version == expected_version)
+                .values(version=expected_version + 1, **values)
+            )
+            if result.rowcount != 1:
+                raise CommitConflict(str(key))
+            return expected_version + 1
+        # A new session, or one whose row expired: replace an expired row only.
+        await conn.execute(
+            SESSIONS.delete().where(_where(SESSIONS, key)).where(SESSIONS.c.expires_ts <= now)
+        )
         try:
-            return bool(await self._redis.ping())
-        except (RedisError, OSError):
-            return False
+            async with conn.begin_nested():
+                await conn.execute(
+                    SESSIONS.insert().values(
+                        client_id=key.client_id,
+                        channel=key.channel,
+                        session_id=key.session_id,
+                        version=1,
+                        **values,
+                    )
+                )
+        except IntegrityError as exc:
+            raise CommitConflict(str(key)) from exc
+        return 1
 
-    async def close(self) -> None:
-        await self._redis.aclose()
+    async def mark_processed_in(
+        self, conn: AsyncConnection, key: SessionKey, message_id: str, turn_id: str
+    ) -> None:
+        """Record that ``message_id`` was consumed; raises DuplicateMessageError if it was."""
+        now = self.clock()
+        await conn.execute(
+            PROCESSED_MESSAGES.delete()
+            .where(_where(PROCESSED_MESSAGES, key))
+            .where(PROCESSED_MESSAGES.c.message_id == message_id)
+            .where(PROCESSED_MESSAGES.c.expires_ts <= now)
+        )
+        try:
+            async with conn.begin_nested():
+                await conn.execute(
+                    PROCESSED_MESSAGES.insert().values(
+                        client_id=key.client_id,
+                        channel=key.channel,
+                        session_id=key.session_id,
+                        message_id=message_id,
+                        turn_id=turn_id,
+                        expires_ts=now + self.ttl_s,
+                    )
+                )
+        except IntegrityError as exc:
+            raise DuplicateMessageError(str(key), message_id) from exc
+
+    async def append_events_in(
+        self, conn: AsyncConnection, key: SessionKey, events: Sequence[tuple[int, str]]
+    ) -> None:
+        """Append ``(event_id, json_text)`` pairs (ids increasing) and trim the log
+        to the last ``max_events``; every event of the session gets the new expiry."""
+        if not events:
+            return
+        expires = self.clock() + self.ttl_s
+        await conn.execute(
+            SESSION_EVENTS.insert(),
+            [
+                {
+                    "client_id": key.client_id,
+                    "channel": key.channel,
+                    "session_id": key.session_id,
+                    "event_id": event_id,
+                    "data": data,
+                    "expires_ts": expires,
+                }
+                for event_id, data in events
+            ],
+        )
+        last = events[-1][0]
+        await conn.execute(
+            SESSION_EVENTS.delete()
+            .where(_where(SESSION_EVENTS, key))
+            .where(SESSION_EVENTS.c.event_id <= last - self.max_events)
+        )
+        await conn.execute(
+            SESSION_EVENTS.update()
+            .where(_where(SESSION_EVENTS, key))
+            .where(SESSION_EVENTS.c.event_id < events[0][0])
+            .values(expires_ts=expires)
+        )
+
+    async def purge_expired(self) -> int:
+        """Delete expired sessions, replay events and marks; returns rows deleted."""
+        now = self.clock()
+        total = 0
+        async with self.db.write() as conn:
+            for table in (SESSIONS, SESSION_EVENTS, PROCESSED_MESSAGES):
+                result = await conn.execute(table.delete().where(table.c.expires_ts <= now))
+                total += result.rowcount or 0
+        return total

@@ -1,10 +1,12 @@
 """The FastAPI app factory and its one lifespan.
 
 ``create_app(settings)`` mounts every route; the lifespan loads the client
-folders, opens the session store (memory or Redis), the local SQLite tools and
-the engine, and closes them all on shutdown. Adapters reach what they need via
-``app.state`` (``engine``, ``store``, ``registry`` and their own limits), set
-here and nowhere else.
+folders, opens the database (embedded SQLite or ``DATABASE_URL``) and applies
+its migrations, the locks (in-process, or Redis with ``REDIS_URL``), the
+engine and the outbox worker, and closes them all on shutdown (the worker
+finishes its in-flight deliveries first). Adapters reach what they need via
+``app.state`` (``engine``, ``store``, ``registry``, ``outbox`` and their own
+limits), set here and nowhere else.
 """
 
 from __future__ import annotations
@@ -16,17 +18,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
+import httpx
 from fastapi import FastAPI
 
-from engine import (
-    ClientRegistry,
-    Engine,
-    MemorySessionStore,
-    RedisSessionStore,
-    SessionStore,
-    load_clients,
-)
-from engine.tools import ConversationLog, LocalCalendar, LocalCrm, Tools
+from engine import ClientRegistry, Engine, SessionStore, load_clients
+from engine.commit import Committer
+from engine.db.database import Database
+from engine.locks import LocalLocks, Locks, RedisLocks
+from engine.outbox import Outbox, OutboxWorker, WorkerOptions
+from engine.tools import ConversationLog, LeadLedger, LocalCalendar, Tools
+from engine.tools.calltraces import CallTraceStore
 from gateway.settings import Settings
 from purposes.lead_capture import LeadCaptureAgent
 
@@ -41,18 +42,55 @@ class Gateway:
 
     settings: Settings
     registry: ClientRegistry
+    db: Database
     store: SessionStore
+    locks: Locks
     engine: Engine
-    crm: LocalCrm
+    leads: LeadLedger
     calendar: LocalCalendar
     conversations: ConversationLog
+    outbox: Outbox
+    call_traces: CallTraceStore
+    worker: OutboxWorker | None = None
+
+
+def open_database(settings: Settings) -> Database:
+    """The database the settings name: ``DATABASE_URL``, else the embedded SQLite file."""
+    if settings.database_url:
+        return Database.open(settings.database_url)
+    return Database.embedded(settings.data_dir)
+
+
+async def prepare_database(db: Database, settings: Settings) -> None:
+    """Apply migrations when allowed, else refuse to run on an outdated schema."""
+    head = Database.head_revision()
+    current = await db.current_revision()
+    if current == head:
+        return
+    if settings.db_auto_upgrade:
+        log.info("database: migrating %s from %s to %s", db.backend, current or "empty", head)
+        await db.upgrade()
+        return
+    raise RuntimeError(
+        f"the database schema is at {current or 'nothing'}, the gateway needs {head}: "
+        "run `gateway db upgrade` (or set GATEWAY_DB_AUTO_UPGRADE=1)"
+    )
 
 
 @asynccontextmanager
 async def open_gateway(
-    settings: Settings, clock: Callable[[], datetime] | None = None
+    settings: Settings,
+    clock: Callable[[], datetime] | None = None,
+    *,
+    http: httpx.AsyncClient | None = None,
+    worker: bool = False,
 ) -> AsyncIterator[Gateway]:
-    """Open every shared resource, yield the wired :class:`Gateway`, close them all."""
+    """Open every shared resource, yield the wired :class:`Gateway`, close them all.
+
+    ``worker``: also run this replica's outbox worker (the served app does;
+    the CLI and most tests do not). ``http``: the shared HTTP client the
+    deliverers use (one is opened when not given).
+    """
     from purposes.lead_capture.validators import warm_up
 
     await asyncio.to_thread(warm_up)
@@ -60,46 +98,107 @@ async def open_gateway(
     for problem in registry.problems:
         (log.error if problem.severity == "error" else log.warning)("client config: %s", problem)
     log.info("loaded %d client(s): %s", len(registry.clients), ", ".join(sorted(registry.clients)))
-    store: SessionStore
-    if settings.redis_url:
-        store = RedisSessionStore(settings.redis_url, ttl_s=settings.session_ttl_s)
-        if not await store.ping():
-            log.error("REDIS_URL is set but Redis does not answer; /readyz will report it")
-    else:
-        store = MemorySessionStore(ttl_s=settings.session_ttl_s)
-    data = settings.data_dir
-    calendar = LocalCalendar(data / "calendar.sqlite")
-    crm = LocalCrm(data / "crm.sqlite")
-    conversations = ConversationLog(data / "conversations.sqlite")
-    engine = Engine(
-        registry,
-        store,
-        [LeadCaptureAgent()],
-        Tools(calendar=calendar, crm=crm),
-        conversation_log=conversations,
-        lock_timeout_s=settings.lock_timeout_s,
-        clock=clock or Engine.default_clock,
-    )
+    db = open_database(settings)
+    locks: Locks
+    own_http = http is None
+    http_client = http or httpx.AsyncClient()
     try:
-        yield Gateway(settings, registry, store, engine, crm, calendar, conversations)
+        await prepare_database(db, settings)
+        if settings.redis_url:
+            locks = RedisLocks(settings.redis_url, lease_s=settings.lock_lease_s)
+            if not await locks.ping():
+                log.error("REDIS_URL is set but Redis does not answer; /readyz will report it")
+        else:
+            locks = LocalLocks()
+            if not db.is_sqlite:
+                log.warning(
+                    "DATABASE_URL without REDIS_URL: session locks are per replica; "
+                    "versioned saves keep data right, but replicas should share Redis"
+                )
+        store = SessionStore(db, ttl_s=settings.session_ttl_s)
+        calendar = LocalCalendar(db)
+        leads = LeadLedger(db)
+        conversations = ConversationLog(db)
+        outbox = Outbox(db)
+        committer = Committer(db, store, calendar, leads, conversations, outbox)
+        engine = Engine(
+            registry,
+            store,
+            locks,
+            committer,
+            [LeadCaptureAgent()],
+            Tools(calendar=calendar),
+            conversation_log=conversations,
+            lock_timeout_s=settings.lock_timeout_s,
+            clock=clock or Engine.default_clock,
+        )
+        gw = Gateway(
+            settings,
+            registry,
+            db,
+            store,
+            locks,
+            engine,
+            leads,
+            calendar,
+            conversations,
+            outbox,
+            CallTraceStore(db),
+        )
+        if worker:
+            gw.worker = _worker(gw, http_client)
+            gw.worker.start()
+        try:
+            yield gw
+        finally:
+            if gw.worker is not None:
+                await gw.worker.stop()
+            await locks.close()
     finally:
-        await store.close()
-        calendar.close()
-        crm.close()
-        conversations.close()
+        if own_http:
+            await http_client.aclose()
+        await db.close()
+
+
+def _worker(gw: Gateway, http: httpx.AsyncClient) -> OutboxWorker:
+    from engine.tools.notify import EmailNotifier
+    from gateway.deliveries import deliverers
+
+    settings = gw.settings
+    smtp = EmailNotifier(settings.smtp_url, settings.smtp_from) if settings.smtp_url else None
+    if smtp is None and any(c.escalation.to_email for c in gw.registry.clients.values()):
+        log.warning("escalation.to_email is set but GATEWAY_SMTP_URL is not: emails will wait")
+    options = WorkerOptions(
+        poll_s=settings.outbox_poll_s,
+        max_attempts=settings.outbox_max_attempts,
+        max_age_s=settings.outbox_max_age_s,
+        base_backoff_s=settings.outbox_base_backoff_s,
+        max_backoff_s=settings.outbox_max_backoff_s,
+    )
+    return OutboxWorker(
+        gw.outbox,
+        deliverers(
+            gw.registry,
+            http,
+            smtp=smtp,
+            slack_base_url=settings.slack_base_url,
+            twilio_base_url=settings.twilio_base_url,
+        ),
+        options,
+        housekeeping=gw.store.purge_expired,
+    )
 
 
 def create_app(
     settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None
 ) -> FastAPI:
     """Build the ASGI app. ``clock`` pins the engine's notion of now (tests)."""
-    import httpx
-
     from adapters.phone.media import media_router
     from adapters.phone.trace import CallTraces
     from adapters.phone.webhook import PhoneSettings, voice_router
     from adapters.speech.providers import SpeechHub
     from adapters.web import WebLimits, web_router
+    from adapters.web.limits import SourceLimiter
     from gateway.logging import configure_logging
     from gateway.routes import admin_router, ops_router
 
@@ -112,22 +211,27 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_gateway(settings, clock) as gw, httpx.AsyncClient() as http:
+        async with (
+            httpx.AsyncClient() as http,
+            open_gateway(settings, clock, http=http, worker=True) as gw,
+        ):
             app.state.http = http
             app.state.phone_settings = phone_settings
             app.state.gateway = gw
             app.state.engine = gw.engine
             app.state.store = gw.store
+            app.state.outbox = gw.outbox
             app.state.registry = gw.registry
             # Speech models load on a client's first call (off the event loop), once.
             app.state.speech_hub = SpeechHub()
-            app.state.call_traces = CallTraces()
+            app.state.call_traces = CallTraces(gw.call_traces)
             app.state.web_limits = WebLimits(
                 max_frame_bytes=settings.web_max_frame_bytes,
                 max_text_chars=settings.web_max_text_chars,
                 rate_per_s=settings.web_rate_per_s,
                 rate_burst=settings.web_rate_burst,
             )
+            app.state.web_sources = SourceLimiter(settings.web_new_sessions_per_min)
             yield
 
     app = FastAPI(title="channel gateway", lifespan=lifespan, docs_url=None, redoc_url=None)

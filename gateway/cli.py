@@ -400,18 +400,25 @@ def validate(
     clients_dir: Annotated[Path, typer.Argument(help="Folder of client folders.")] = Path(
         "clients"
     ),
+    strict: Annotated[
+        bool,
+        typer.Option("--strict", help="Count warnings (unknown keys, unset secrets) as errors."),
+    ] = False,
 ) -> None:
     """Report every problem in every client folder (file, key, reason).
 
-    Exits 1 when any folder has an error (it would be skipped at start-up).
+    Exits 1 when any folder has an error (it would be skipped at start-up),
+    when no client loads, or with --strict when there is any warning. Warnings
+    alone (the client serves) exit 0.
     """
     registry = load_clients(clients_dir)
     for problem in registry.problems:
-        color = "red" if problem.severity == "error" else "yellow"
+        color = "red" if problem.severity == "error" or strict else "yellow"
         typer.secho(str(problem), fg=color)
     for client_id in sorted(registry.clients):
         typer.secho(f"ok: {client_id}", fg="green")
-    if registry.errors or not registry.clients:
+    failed = registry.problems if strict else registry.errors
+    if failed or not registry.clients:
         raise typer.Exit(1)
 
 

@@ -25,12 +25,14 @@ def ops_router() -> APIRouter:
     async def readyz(request: Request) -> JSONResponse:
         gw = request.app.state.gateway
         store_ok = await gw.store.ping()
-        ready = store_ok and bool(gw.registry.clients)
+        locks_ok = await gw.locks.ping()
+        ready = store_ok and locks_ok and bool(gw.registry.clients)
         body = {
             "status": "ready" if ready else "not ready",
             "clients": sorted(gw.registry.clients),
             "client_errors": [str(p) for p in gw.registry.errors],
             "store": {"backend": gw.store.backend, "ok": store_ok},
+            "locks": {"backend": gw.locks.backend, "ok": locks_ok},
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -61,10 +63,15 @@ def admin_router() -> APIRouter:
 
     @router.get("/leads")
     async def leads(
-        request: Request, client_id: Annotated[str, Query()]
+        request: Request,
+        client_id: Annotated[str, Query()],
+        include_test: Annotated[bool, Query()] = False,
     ) -> list[dict[str, object]]:
+        """Leads, oldest first; leads of test conversations (``gateway chat``) only
+        with ``include_test=true``."""
         _client(request, client_id)
-        records = await request.app.state.gateway.crm.list_leads(client_id)
+        gw = request.app.state.gateway
+        records = await gw.leads.list_leads(client_id, include_test=include_test)
         return [r.as_json() for r in records]
 
     @router.get("/conversations")
@@ -79,12 +86,12 @@ def admin_router() -> APIRouter:
 
     @router.get("/calls/{call_sid}")
     async def call_trace(request: Request, call_sid: str) -> dict[str, object]:
-        """Per-turn latency stages and barge-ins of a recent call on this replica
+        """Per-turn latency stages and barge-ins of a call, from any replica
         (shape: :meth:`adapters.phone.trace.CallTrace.as_json`)."""
         traces: CallTraces | None = getattr(request.app.state, "call_traces", None)
-        trace = traces.get(call_sid) if traces is not None else None
+        trace = await traces.find(call_sid) if traces is not None else None
         if trace is None:
-            raise HTTPException(404, f"no trace of call {call_sid!r} on this replica")
-        return trace.as_json()
+            raise HTTPException(404, f"no trace of call {call_sid!r}")
+        return trace
 
     return router

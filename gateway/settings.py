@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     signature checks and the TwiML stream URL, since proxies rewrite scheme/host."""
     log_level: str = Field("INFO", validation_alias="GATEWAY_LOG_LEVEL")
 
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    """PostgreSQL (``postgresql://user:pass@host/db``) shared by replicas; unset:
+    the embedded SQLite file ``<GATEWAY_DATA_DIR>/gateway.sqlite``."""
+    db_auto_upgrade: bool = Field(True, validation_alias="GATEWAY_DB_AUTO_UPGRADE")
+    """Apply pending schema migrations at start-up (under a lock replicas share)."""
+    smtp_url: str | None = Field(None, validation_alias="GATEWAY_SMTP_URL")
+    """SMTP server for escalation email: ``smtp://user:pass@host:587``, ``smtps://...``."""
+    smtp_from: str | None = Field(None, validation_alias="GATEWAY_SMTP_FROM")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
     qdrant_url: str | None = Field(None, validation_alias="QDRANT_URL")
     gemini_api_key: str | None = Field(None, validation_alias="GEMINI_API_KEY")
@@ -36,6 +44,24 @@ class Settings(BaseSettings):
     )
     gemini_base_url: str | None = Field(None, validation_alias="GEMINI_BASE_URL")
     hubspot_base_url: str = Field("https://api.hubapi.com", validation_alias="HUBSPOT_BASE_URL")
+
+    slack_base_url: str | None = Field(None, validation_alias="SLACK_BASE_URL")
+    """Rewrites Slack webhook URLs' scheme and host (tests point it at a stub)."""
+
+    outbox_poll_s: float = Field(1.0, gt=0, validation_alias="GATEWAY_OUTBOX_POLL_S")
+    outbox_max_attempts: int = Field(12, ge=1, validation_alias="GATEWAY_OUTBOX_MAX_ATTEMPTS")
+    outbox_max_age_s: float = Field(
+        2 * 24 * 3600, gt=0, validation_alias="GATEWAY_OUTBOX_MAX_AGE_S"
+    )
+    outbox_base_backoff_s: float = Field(
+        1.0, gt=0, validation_alias="GATEWAY_OUTBOX_BASE_BACKOFF_S"
+    )
+    outbox_max_backoff_s: float = Field(
+        900.0, gt=0, validation_alias="GATEWAY_OUTBOX_MAX_BACKOFF_S"
+    )
+    lock_lease_s: float = Field(5.0, gt=0, validation_alias="GATEWAY_LOCK_LEASE_S")
+    """Redis lock lease (seconds), renewed while a turn runs; a dead replica's
+    locks free themselves within it."""
 
     session_ttl_s: float = Field(24 * 3600, gt=0, validation_alias="GATEWAY_SESSION_TTL_S")
     lock_timeout_s: float = Field(10.0, gt=0, validation_alias="GATEWAY_LOCK_TIMEOUT_S")
@@ -48,3 +74,7 @@ class Settings(BaseSettings):
     )
     """Sustained messages per second per web connection (token bucket)."""
     web_rate_burst: int = Field(10, gt=0, validation_alias="GATEWAY_WEB_RATE_BURST")
+    web_new_sessions_per_min: float = Field(
+        30.0, gt=0, validation_alias="GATEWAY_WEB_NEW_SESSIONS_PER_MIN"
+    )
+    """New web chat sessions one source address may open per minute (burst: twice that)."""

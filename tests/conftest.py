@@ -11,6 +11,12 @@ Redis
     used. A Redis that does not answer is a test *failure*, not a skip:
     ``scripts/test`` (via ``scripts/setup``) starts one.
 
+PostgreSQL
+    ``postgres_url`` gives a throwaway database (created for the test, dropped
+    after it) on ``GATEWAY_TEST_POSTGRES_URL`` (default
+    ``postgresql://postgres@127.0.0.1:5432``); ``database_url`` runs a test once
+    on SQLite and once on PostgreSQL.
+
 Gateway
     ``running_gateway(**settings)`` is a context manager factory: each ``with``
     builds ``gateway.app.create_app(Settings(...))``, serves it with uvicorn in a
@@ -110,6 +116,61 @@ def redis_url() -> Iterator[str]:
             client.eval(_RELEASE, 1, _CLAIM_KEY, token)
         finally:
             client.close()
+
+
+def _postgres_server_url() -> str:
+    """``postgresql://user@host:port`` of the PostgreSQL the tests use (no database)."""
+    raw = os.environ.get("GATEWAY_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432"
+    parts = urlsplit(raw)
+    return urlunsplit((parts.scheme or "postgresql", parts.netloc, "", "", ""))
+
+
+def _pg_admin(sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(f"{_postgres_server_url()}/postgres", timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """``postgresql://.../<db>``: a throwaway database of its own, dropped afterwards.
+
+    The server is ``GATEWAY_TEST_POSTGRES_URL`` (default
+    ``postgresql://postgres@127.0.0.1:5432``). A server that does not answer is a
+    test *failure*, not a skip: ``scripts/test`` (via ``scripts/setup``) starts one.
+    """
+    name = f"gw_test_{uuid.uuid4().hex[:16]}"
+    try:
+        _pg_admin(f'CREATE DATABASE "{name}"')
+    except OSError as exc:
+        pytest.fail(
+            f"PostgreSQL is not reachable at {_postgres_server_url()} ({exc}). These tests "
+            "need a real PostgreSQL: run scripts/test (it starts one via scripts/setup), or "
+            "point GATEWAY_TEST_POSTGRES_URL at a server.",
+            pytrace=False,
+        )
+    try:
+        yield f"{_postgres_server_url()}/{name}"
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each test using it runs twice: on an embedded SQLite file and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'gateway.sqlite'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -102,6 +103,64 @@ def test_validate_broken_folder_fails_naming_file_key_reason(
     # The good folder is still reported as loading.
     assert "ok: good-one" in result.output
     assert f"ok: {client_id}" not in result.output
+
+
+def _set_all_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every ``${SPA_...}`` of the reference config set: no unset-secret warnings."""
+    text = (EXAMPLE / "config.yaml").read_text(encoding="utf-8")
+    names = set(re.findall(r"\$\{(SPA_[A-Z_]+)\}", text))
+    assert names
+    for name in names:
+        monkeypatch.setenv(name, "test-secret")
+
+
+def test_validate_unknown_key_warns_and_passes_but_strict_fails(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _set_all_secrets(monkeypatch)
+    _client(tmp_path, "clean")
+    result = runner.invoke(app, ["clients", "validate", "--strict", str(tmp_path)])
+    assert result.exit_code == 0, result.output  # no warning at all: strict passes
+    assert "warning:" not in result.output
+
+    _client(tmp_path, "typo", "  slot_minutes: 30", "  slot_minute: 30")
+    expected = (
+        f"warning: {tmp_path / 'typo' / 'config.yaml'}: booking.slot_minute: "
+        "unknown key; did you mean 'slot_minutes'?"
+    )
+    result = runner.invoke(app, ["clients", "validate", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert expected in result.output.splitlines()
+    assert "ok: typo" in result.output
+
+    result = runner.invoke(app, ["clients", "validate", "--strict", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert expected in result.output.splitlines()  # same report; only the exit code differs
+    assert "error:" not in result.output
+
+
+def test_validate_strict_counts_unset_secret_as_failure(runner: CliRunner, tmp_path: Path) -> None:
+    _client(tmp_path, "spa-del-sol")
+    assert runner.invoke(app, ["clients", "validate", str(tmp_path)]).exit_code == 0
+    result = runner.invoke(app, ["clients", "validate", "--strict", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    assert "SPA_SLACK_WEBHOOK_URL" in result.output
+
+
+def test_validate_missing_timezone_fails_naming_file_and_key(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    _client(tmp_path, "good-one")
+    _client(tmp_path, "no-tz", "timezone: America/Los_Angeles\n", "")
+    result = runner.invoke(app, ["clients", "validate", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    expected = (
+        f"error: {tmp_path / 'no-tz' / 'config.yaml'}: timezone: "
+        "required: an IANA name such as Europe/Madrid"
+    )
+    assert expected in result.output.splitlines()
+    assert "ok: good-one" in result.output
+    assert "ok: no-tz" not in result.output
 
 
 def test_validate_bad_yaml_and_missing_config(runner: CliRunner, tmp_path: Path) -> None:

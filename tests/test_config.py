@@ -1,7 +1,7 @@
 """Client config folders (DESIGN.md "Client config folder"): the reference
 example loads, ``${ENV}`` secrets expand (or switch a feature off), and every
 broken folder is reported with file, key and reason and skipped while the
-good ones load."""
+good ones load; unknown keys are warnings with a did-you-mean suggestion."""
 
 from __future__ import annotations
 
@@ -90,6 +90,18 @@ def test_reference_example_loads_as_it_stands(tmp_path: Path) -> None:
     assert config.channels.phone.purpose == "lead_capture"
 
 
+def test_reference_example_has_no_problems_with_its_secrets_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in SECRET_VARS:
+        monkeypatch.setenv(name, f"test-{name.lower()}")
+    folder = tmp_path / "spa-del-sol"
+    shutil.copytree(EXAMPLE, folder)
+    config, problems = load_client(folder)
+    assert config is not None
+    assert problems == []  # no unknown key, no unset secret, knowledge folder present
+
+
 def test_repository_client_matches_reference_schema() -> None:
     registry = load_clients(REPO / "clients")
     assert registry.errors == []
@@ -171,6 +183,11 @@ BROKEN = {
         "business_hours",
         "HH:MM",
     ),
+    "missing-timezone": (
+        ("timezone: America/Los_Angeles\n", ""),
+        "timezone",
+        "required",
+    ),
     "unknown-lead-field": (
         ("lead_fields: [name, phone, email, service, time]", "lead_fields: [name, shoe_size]"),
         "booking.rules.lead_fields",
@@ -243,6 +260,109 @@ def test_missing_clients_dir_is_reported(tmp_path: Path) -> None:
     registry = load_clients(tmp_path / "nope")
     assert registry.clients == {}
     assert registry.errors and "not found" in registry.errors[0].reason
+
+
+def test_missing_timezone_is_an_error_naming_file_and_key(tmp_path: Path) -> None:
+    folder = _copy_example(tmp_path, "no-tz")
+    _edit(folder, "timezone: America/Los_Angeles\n", "")
+    config, problems = load_client(folder)
+    assert config is None  # no silent UTC
+    (error,) = _errors(problems)
+    assert error.file == str(folder / "config.yaml")
+    assert error.key == "timezone"
+    assert error.reason == "required: an IANA name such as Europe/Madrid"
+    assert str(error) == (
+        f"error: {folder / 'config.yaml'}: timezone: required: an IANA name such as Europe/Madrid"
+    )
+
+
+def test_misspelt_timezone_key_explains_the_missing_timezone(tmp_path: Path) -> None:
+    folder = _copy_example(tmp_path, "typo-tz")
+    _edit(folder, "timezone: America/Los_Angeles", "timezon: America/Los_Angeles")
+    config, problems = load_client(folder)
+    assert config is None
+    assert [(p.key, p.severity) for p in problems if p.key.startswith("timezon")] == [
+        ("timezon", "warning"),
+        ("timezone", "error"),
+    ]
+    typo = next(p for p in problems if p.key == "timezon")
+    assert typo.reason == "unknown key; did you mean 'timezone'?"
+
+
+# --- unknown keys: warnings with a suggestion; the client still serves -----------------
+
+
+def _unknown(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    return [p for p in problems if p.reason.startswith("unknown key")]
+
+
+def test_unknown_nested_key_warns_with_suggestion_and_client_loads(tmp_path: Path) -> None:
+    folder = _copy_example(tmp_path, "typo")
+    _edit(folder, "  slot_minutes: 30", "  slot_minute: 15")
+    config, problems = load_client(folder)
+    assert config is not None  # a warning does not take the client down
+    assert config.booking.slot_minutes == 30  # the misspelt key is ignored: default applies
+    assert _errors(problems) == []
+    (warning,) = _unknown(problems)
+    assert warning.severity == "warning"
+    assert warning.file == str(folder / "config.yaml")
+    assert warning.key == "booking.slot_minute"
+    assert str(warning) == (
+        f"warning: {folder / 'config.yaml'}: booking.slot_minute: "
+        "unknown key; did you mean 'slot_minutes'?"
+    )
+    assert "typo" in load_clients(tmp_path).clients
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "suggestion"),
+    [
+        ("locale: en-US", "locale: en-US\nlocal: en-US", "local", "'locale'"),
+        (
+            "    duration_minutes: 90",
+            "    duration_minute: 90",
+            "services[1].duration_minute",
+            "'duration_minutes'",
+        ),
+        (
+            '      from: "whatsapp:',
+            '      frm: "whatsapp:',
+            "channels.whatsapp.twilio.frm",
+            "'from'",
+        ),
+        (
+            "    purpose: lead_capture          # lead_capture | support | auto\n",
+            "    purpose: lead_capture\n    turn_taking: {endpoint_silence: 700}\n",
+            "channels.phone.turn_taking.endpoint_silence",
+            "'endpoint_silence_ms'",
+        ),
+        ("  provider: offline", "  provider: offline\n  temperature: 0.2", "llm.temperature", None),
+    ],
+)
+def test_unknown_keys_at_every_level_are_named_by_dotted_path(
+    tmp_path: Path, old: str, new: str, key: str, suggestion: str | None
+) -> None:
+    folder = _copy_example(tmp_path, "typo")
+    _edit(folder, old, new)
+    config, problems = load_client(folder)
+    assert config is not None
+    (warning,) = _unknown(problems)
+    assert warning.key == key
+    if suggestion is None:  # nothing close: the keys that would be understood
+        assert warning.reason == "unknown key; expected one of: provider, model"
+    else:
+        assert warning.reason == f"unknown key; did you mean {suggestion}?"
+
+
+def test_free_form_mapping_keys_are_not_flagged(tmp_path: Path) -> None:
+    folder = _copy_example(tmp_path, "custom-crm")
+    _edit(
+        folder, "    service: service_interest", "    service: service_interest\n    notez: x_notes"
+    )
+    config, problems = load_client(folder)
+    assert config is not None
+    assert config.crm.map["notez"] == "x_notes"
+    assert _unknown(problems) == []
 
 
 def test_phone_call_settings_load_and_bad_ones_name_their_key(tmp_path: Path) -> None:

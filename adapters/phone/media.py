@@ -29,12 +29,14 @@ Choices worth knowing:
   digits, e.g. a phone number.
 * ``end_call`` uses Twilio's REST API when the client has credentials;
   otherwise the stream is closed, which ends ``<Connect>`` and, as the TwiML
-  has nothing after it, the call. ``transfer`` needs credentials.
+  has nothing after it, the call. ``transfer`` needs credentials. Both are
+  queued in the outbox (kind ``twilio.call``, an idempotency key per call and
+  turn) once the reply has played, and delivered by the outbox worker.
 * Marks that never come back (a peer that does not echo them) do not wedge the
   call: a reply whose audio has played by the clock, plus
   :data:`MARK_GRACE_S`, counts as played.
 
-Reads ``app.state``: ``registry``, ``engine``, ``http``, ``phone_settings``,
+Reads ``app.state``: ``registry``, ``engine``, ``outbox``, ``http``, ``phone_settings``,
 ``speech_hub`` (:class:`~adapters.speech.providers.SpeechHub`) and
 ``call_traces`` (:class:`~adapters.phone.trace.CallTraces`); the last two are
 created on first use if the app did not set them.
@@ -47,6 +49,7 @@ import contextlib
 import itertools
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
@@ -65,7 +68,6 @@ from adapters.phone.codec import (
     decode_inbound,
 )
 from adapters.phone.playback import PacedPlayer, Reply
-from adapters.phone.rest import TwilioCalls
 from adapters.phone.trace import (
     BARGE_IN_SECONDS,
     PHONE_EVENTS,
@@ -102,6 +104,7 @@ from adapters.speech.tts import split_sentences, split_text
 from adapters.speech.vad import VOICED_PERIODICITY, WebRtcVad, frame_energy_dbfs, periodicity
 from engine.config import ClientConfig
 from engine.messages import Action, ConversationResponse, QuickReply, TextDelta
+from engine.outbox import Outbox, OutboxItem
 
 __all__ = ["MARK_GRACE_S", "START_TIMEOUT_S", "media_router", "speech_specs"]
 
@@ -112,6 +115,9 @@ START_TIMEOUT_S = 10.0
 MARK_GRACE_S = 1.5
 """How long after its audio has played (by the clock) a reply waits for its end mark."""
 SHUTDOWN_GRACE_S = 10.0
+CALL_ACTION_TTL_S = 120.0
+"""A transfer or hang-up not delivered within this many seconds is dropped
+(dead in the outbox): the call it was for is over by then."""
 """How long engine turns still running at hang-up get to finish and save."""
 DTMF_INTER_DIGIT_S = 1.5
 """Silence between keys that ends a DTMF entry (``#`` ends it at once)."""
@@ -379,6 +385,13 @@ class _Call:
             await asyncio.wait(list(self.engine_tasks), timeout=SHUTDOWN_GRACE_S)
             for task in self.engine_tasks:
                 task.cancel()
+        await self._persist_trace()
+
+    async def _persist_trace(self) -> None:
+        try:
+            await self.traces.persist(self.trace)
+        except Exception as exc:  # a trace is diagnostics: never fail a call for it
+            log.warning("call %s: trace not saved: %s", self.call_sid, type(exc).__name__)
 
     def _spawn(
         self, coro: Coroutine[Any, Any, None], *, engine: bool = False
@@ -737,6 +750,7 @@ class _Call:
         turn = speaking.engine
         if turn is not None and trace.interrupted:
             self._spawn(self._note_heard(turn, trace.heard_text), engine=True)
+        self._spawn(self._persist_trace(), engine=True)
 
     async def _note_heard(self, turn: _EngineTurn, heard: str) -> None:
         await asyncio.gather(turn.task, return_exceptions=True)
@@ -780,22 +794,30 @@ class _Call:
                 self.client.client_id,
             )
             return
-        state = self.ws.app.state
-        calls = TwilioCalls.for_client(
-            state.http, self.client, base_url=state.phone_settings.api_base_url
+        if action.type == "transfer" and not action.target:
+            log.warning("call %s: transfer without a number", self.call_sid)
+            return
+        # Durable first: the outbox delivers it exactly once, with retries, even
+        # if this process dies right now (and drops it once the call is over).
+        outbox: Outbox = self.ws.app.state.outbox
+        kind = "transfer" if action.type == "transfer" else "hangup"
+        item = OutboxItem(
+            kind="twilio.call",
+            client_id=self.client.client_id,
+            key=f"twilio:{self.call_sid}:{kind}:{len(self.trace.turns)}",
+            payload={
+                "call_sid": self.call_sid,
+                "action": kind,
+                "target": action.target,
+                "expires_ts": time.time() + CALL_ACTION_TTL_S,
+            },
         )
         try:
-            if action.type == "transfer":
-                if not action.target:
-                    log.warning("call %s: transfer without a number", self.call_sid)
-                    return
-                await calls.transfer(self.call_sid, action.target)
-            else:
-                await calls.hangup(self.call_sid)
+            await outbox.enqueue([item])
         except Exception:
-            log.exception("call %s: %s failed", self.call_sid, action.type)
+            log.exception("call %s: %s could not be queued", self.call_sid, action.type)
         else:
-            log.info("call %s: %s done", self.call_sid, action.type)
+            log.info("call %s: %s queued", self.call_sid, action.type)
 
 
 def _decode(raw: str | bytes) -> InboundEvent | None:

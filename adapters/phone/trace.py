@@ -15,7 +15,8 @@ onset -> Twilio ``clear`` sent (``reaction_ms``) and its outcome.
 Durations are exported as ``gateway_phone_stage_seconds{stage=...}`` and
 ``gateway_phone_barge_in_seconds`` histograms (labels: stage and outcome
 only, never personal data), and the last :data:`KEEP_CALLS` calls are kept in
-memory for ``GET /admin/api/calls/{call_sid}`` and ``gateway call``.
+memory for ``GET /admin/api/calls/{call_sid}`` and ``gateway call``, and saved
+to the database after every reply so any replica can show any call.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from prometheus_client import Counter, Histogram
+
+from engine.tools.calltraces import CallTraceStore
 
 __all__ = [
     "BARGE_IN_SECONDS",
@@ -186,11 +189,25 @@ class CallTrace:
 
 
 class CallTraces:
-    """The traces of the last ``keep`` calls, by call SID (this process only)."""
+    """The traces of the last ``keep`` calls of this process, by call SID, and
+    (with a ``store``) every call's trace in the database for any replica."""
 
-    def __init__(self, keep: int = KEEP_CALLS) -> None:
+    def __init__(self, store: CallTraceStore | None = None, keep: int = KEEP_CALLS) -> None:
         self.keep = keep
+        self.store = store
         self._calls: OrderedDict[str, CallTrace] = OrderedDict()
+
+    async def persist(self, trace: CallTrace) -> None:
+        """Save ``trace`` to the database (no-op without a store). Raises StoreError."""
+        if self.store is not None and trace.call_sid:
+            await self.store.save(trace.call_sid, trace.client_id, trace.as_json())
+
+    async def find(self, call_sid: str) -> dict[str, object] | None:
+        """A call's trace JSON: this process's live copy, else the database's."""
+        live = self._calls.get(call_sid)
+        if live is not None:
+            return live.as_json()
+        return await self.store.get(call_sid) if self.store is not None else None
 
     def open(self, call_sid: str, client_id: str) -> CallTrace:
         trace = CallTrace(call_sid, client_id)

@@ -25,11 +25,20 @@ the contract; clients that do not know them can ignore them.
 :class:`ResumeFrame`, or raises :class:`ProtocolError` with one of the codes
 in :data:`ErrorCode`. Error messages name the field and the rule, never the
 user's text (it may carry personal data).
+
+Hostile input: a frame nested more than :data:`MAX_DEPTH` arrays/objects deep
+is refused (``bad_frame``) by a linear scan before ``json.loads`` runs, so a
+small frame cannot exhaust the parser's recursion limit. JSON escapes may spell
+lone UTF-16 surrogates (``"\\ud800"``), which ``json.loads`` accepts but which
+cannot be encoded as UTF-8 for the store or the reply; in a message's ``text``
+and ``id`` each one is replaced with U+FFFD (the user loses nothing else).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from itertools import accumulate
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -66,7 +75,7 @@ __all__ = [
 
 ErrorCode = Literal[
     "bad_json",  # the frame is not valid JSON
-    "bad_frame",  # not a JSON object, no/invalid "type", a bad resume, a binary frame
+    "bad_frame",  # not a JSON object, nested too deeply, no/invalid "type", a bad resume, binary
     "unknown_type",  # "type" names no client frame
     "bad_message",  # a message frame with missing/empty/non-string text or a bad id
     "too_large",  # frame over max_frame_bytes or text over max_text_chars
@@ -80,6 +89,8 @@ MAX_ID_CHARS = 128
 """Longest accepted client message id and session id, in characters."""
 MAX_EVENT_ID = 2**53
 """Largest accepted ``last_event_id`` (what a JavaScript number holds exactly)."""
+MAX_DEPTH = 32
+"""Deepest accepted nesting of JSON arrays and objects in a frame (a protocol frame needs 2)."""
 
 
 class ProtocolError(Exception):
@@ -153,8 +164,11 @@ def parse_frame(data: str | bytes, *, max_frame_bytes: int, max_text_chars: int)
     """
     if isinstance(data, bytes):
         raise ProtocolError("bad_frame", "binary frames are not supported; send JSON text frames")
-    if len(data) > max_frame_bytes or len(data.encode("utf-8")) > max_frame_bytes:
+    # surrogatepass: a test or an in-process caller may hand over a lone surrogate.
+    if len(data) > max_frame_bytes or len(data.encode("utf-8", "surrogatepass")) > max_frame_bytes:
         raise ProtocolError("too_large", f"frame is larger than {max_frame_bytes} bytes")
+    if _nested_too_deeply(data, MAX_DEPTH):
+        raise ProtocolError("bad_frame", f"frame is nested too deeply (over {MAX_DEPTH} levels)")
     try:
         raw = json.loads(data)
     except ValueError as exc:
@@ -171,6 +185,30 @@ def parse_frame(data: str | bytes, *, max_frame_bytes: int, max_text_chars: int)
     raise ProtocolError("unknown_type", 'unknown frame type; use "message" or "resume"')
 
 
+# A JSON string, or an unterminated one running to the end; possessive, so linear.
+_JSON_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _nested_too_deeply(data: str, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than ``limit``; linear in ``data``.
+
+    Exact for valid JSON; for invalid JSON the answer does not matter, as
+    ``json.loads`` refuses it anyway.
+    """
+    if data.count("[") + data.count("{") <= limit:
+        return False
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", data))
+    return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0) > limit
+
+
+def _replace_lone_surrogates(value: str) -> str:
+    # json.loads joins escaped surrogate pairs, so any surrogate left is alone.
+    return _LONE_SURROGATE.sub("\ufffd", value)
+
+
 def _parse_message(raw: dict[str, object], max_text_chars: int) -> MessageFrame:
     try:
         msg = _RawMessage.model_validate(raw)
@@ -178,12 +216,12 @@ def _parse_message(raw: dict[str, object], max_text_chars: int) -> MessageFrame:
         raise ProtocolError(
             "bad_message", f'a message needs a non-empty string "text" ({_explain(exc)})'
         ) from exc
-    text = msg.text.strip()
+    text = _replace_lone_surrogates(msg.text).strip()
     if not text:
         raise ProtocolError("bad_message", 'message "text" is empty')
     if len(text) > max_text_chars:
         raise ProtocolError("too_large", f"message text is longer than {max_text_chars} characters")
-    msg_id = None if msg.id is None else str(msg.id)
+    msg_id = None if msg.id is None else _replace_lone_surrogates(str(msg.id))
     if msg_id is not None and not 0 < len(msg_id) <= MAX_ID_CHARS:
         raise ProtocolError("bad_message", f'message "id" must be 1 to {MAX_ID_CHARS} characters')
     return MessageFrame(text=text, id=msg_id)

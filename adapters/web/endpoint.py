@@ -25,9 +25,9 @@ Session handshake
     - a ``resume`` naming a session the store knows: ``session`` with
       ``resumed: true`` and ``event_id`` = the client's ``last_event_id``,
       followed by every logged event with a larger id, oldest first. The
-      replay holds the session's web lock, so a turn still running for that
-      session (say, on the socket that just dropped) finishes and logs all its
-      events first: nothing is lost and nothing is sent twice;
+      replay takes the session's lock, so a turn still running for that
+      session (say, on the socket that just dropped) commits all its events
+      first: nothing is lost and nothing is sent twice;
     - a ``resume`` naming an unknown or expired session: ``session`` for a new
       session (``resumed: false``), then an ``unknown_session`` error; the
       client should drop what it kept of the old conversation;
@@ -41,22 +41,29 @@ Session handshake
 
 Event ids
     Per session, increasing on every connection. ``token`` and ``complete``
-    events are logged (``store.append_events``) *before* they are sent, so a
-    client never holds an id the log lacks. ``session`` and ``error`` events
+    events are committed with the turn that produced them (one transaction
+    with the session, the message id mark and the turn's effects) *before*
+    they are sent, so a client never holds an id the log lacks, and a turn
+    that failed leaves no events behind. ``session`` and ``error`` events
     are connection-scoped and never logged or replayed: a ``session`` event
     repeats the connection's starting id, an ``error`` takes the next id, which
     the log then skips (replays may show gaps exactly where errors were).
 
 Turns
-    Messages on a connection run one at a time, in order. A turn holds the
-    lock ``web:<session key>`` while it allocates ids, streams, logs and sends;
-    if the socket dies mid-turn the turn still runs to the end and logs its
-    events, for the client's ``resume``. A message ``id`` already processed in
-    the session (a retry after reconnecting) is not run again and gets no
-    answer: its events are in the log for ``resume``. Only ``message`` frames
+    Messages on a connection run one at a time, in order, through the
+    engine's turn (which holds the session lock); if the socket dies mid-turn
+    the turn still runs to the end and commits its events, for the client's
+    ``resume``. A message ``id`` a committed turn already consumed (a retry
+    after reconnecting) is not run again and gets no answer: its events are in
+    the log for ``resume``. A message refused or failed (``rate_limited``,
+    ``busy``, ``unavailable``) left nothing behind, so it can be sent again
+    with the same id and is answered exactly once. Only ``message`` frames
     count against the per-connection token bucket (they are what costs engine
-    time); a refused (``rate_limited``/``busy``) message is not marked as
-    processed, so it can be sent again with the same id.
+    time). A *new* session's first message also takes a token from its source
+    address's bucket (``WebLimits.new_sessions_per_min``), so one source cannot
+    fill the store with conversations. If the session a live connection holds
+    disappears (expired), the connection gets ``unknown_session``, a new
+    ``session`` event, and the message runs in the new session.
 
 Logs carry client ids, session-id prefixes and error codes, never message text.
 """
@@ -64,9 +71,10 @@ Logs carry client ids, session-id prefixes and error codes, never message text.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from fastapi import APIRouter, WebSocket
@@ -85,11 +93,16 @@ from adapters.web.codec import (
     session_event,
     token_event,
 )
-from adapters.web.limits import TokenBucket, WebLimits
+from adapters.web.limits import SourceLimiter, TokenBucket, WebLimits
 from engine.config import ClientConfig, ClientRegistry
-from engine.core import Engine
-from engine.errors import GatewayError, SessionBusyError
-from engine.messages import TextDelta
+from engine.core import Engine, Replay
+from engine.errors import (
+    DuplicateMessageError,
+    GatewayError,
+    SessionBusyError,
+    UnknownSessionError,
+)
+from engine.messages import TextDelta, TurnEvent
 from engine.metrics import ACTIVE_CONNECTIONS
 from engine.session import SessionKey, SessionStore
 
@@ -132,7 +145,10 @@ def web_router() -> APIRouter:
                 CLOSE_FORBIDDEN, _reason(f"origin not allowed for client {client_id!r}")
             )
             return
-        connection = _Connection(websocket, client, state.engine, state.store, state.web_limits)
+        limiter: SourceLimiter | None = getattr(state, "web_sources", None)
+        connection = _Connection(
+            websocket, client, state.engine, state.store, state.web_limits, limiter
+        )
         gauge = ACTIVE_CONNECTIONS.labels(channel="web")
         gauge.inc()
         try:
@@ -176,8 +192,14 @@ class _Connection:
         engine: Engine,
         store: SessionStore,
         limits: WebLimits,
+        sources: SourceLimiter | None = None,
     ) -> None:
         self.ws = websocket
+        self.sources = sources
+        peer = websocket.client
+        self.source = peer.host if peer is not None else "unknown"
+        self.started = False
+        """True once this connection's session holds a conversation (resumed or run)."""
         self.client = client
         self.engine = engine
         self.store = store
@@ -296,10 +318,8 @@ class _Connection:
         self.can_resume = False
         key = SessionKey(self.client.client_id, "web", frame.session_id)
         try:
-            async with self.store.lock(f"web:{key}", self.engine.lock_timeout_s):
-                known = await self.store.last_event_id(key) > 0
-                if not known:
-                    known = await self.store.load(key) is not None
+            async with self.engine.locks.lock(f"session:{key}", self.engine.lock_timeout_s):
+                known = await self.store.exists(key)
                 if known:
                     await self._replay(key, frame.last_event_id)
         except SessionBusyError:
@@ -322,6 +342,7 @@ class _Connection:
         """Announce ``key`` and send its logged events after ``after_id`` (lock held)."""
         self.key = key
         self.cursor = after_id
+        self.started = True
         events = await self.store.events_after(key, after_id)
         log.info(
             "web chat session: client=%s resumed=%s replay=%d",
@@ -344,14 +365,29 @@ class _Connection:
 
     async def _turn(self, frame: MessageFrame) -> None:
         key = await self._ensure_session()
+        if not self.started and self.sources is not None and not self.sources.take(self.source):
+            wait_s = self.sources.retry_after_s(self.source)
+            await self._error(
+                "rate_limited",
+                f"too many new conversations from your address; wait {wait_s:.0f} s and send it again",
+                frame.id,
+            )
+            return
         try:
-            async with self.store.lock(f"web:{key}", self.engine.lock_timeout_s):
-                if frame.id is not None and not await self.store.remember(
-                    f"web:{key}:{frame.id}", self.store.ttl_s
-                ):
-                    log.info("web chat: duplicate message id ignored, session=%s", self.session_tag)
-                    return
+            try:
                 await self._stream(key, frame)
+            except UnknownSessionError:
+                log.info(
+                    "web chat: session vanished under a live socket, session=%s", self.session_tag
+                )
+                await self._error(
+                    "unknown_session",
+                    "this conversation expired; it continues in a new session",
+                )
+                self.key, self.started = None, False
+                await self._stream(await self._ensure_session(), frame)
+        except DuplicateMessageError:
+            log.info("web chat: duplicate message id ignored, session=%s", self.session_tag)
         except SessionBusyError:
             await self._error(
                 "busy", "another reply is still running; send it again shortly", frame.id
@@ -369,29 +405,32 @@ class _Connection:
             )
 
     async def _stream(self, key: SessionKey, frame: MessageFrame) -> None:
-        """Run the engine turn; log, then send, each event (session's web lock held)."""
-        next_id = max(await self.store.last_event_id(key), self.cursor) + 1
+        """Run the engine turn; its events are committed with it, then sent."""
+
+        def encode(event_id: int, event: TurnEvent) -> str:
+            if isinstance(event, TextDelta):
+                return token_event(event_id, event.content, frame.id)
+            return complete_event(event_id, event, frame.id)
+
+        replay = Replay(encode, after=self.cursor)
         stream = self.engine.stream_turn(
-            key.client_id, "web", None, key.session_id, frame.text, self.context
+            key.client_id,
+            "web",
+            None,
+            key.session_id,
+            frame.text,
+            self.context,
+            message_id=frame.id,
+            replay=replay,
+            expect_session=self.started,
         )
-        try:
-            async for event in stream:
-                if isinstance(event, TextDelta):
-                    if not event.content:
-                        continue
-                    text = token_event(next_id, event.content, frame.id)
-                else:
-                    text = complete_event(next_id, event, frame.id)
-                # Log first: a client must never hold an id the log lacks.
-                await self.store.append_events(key, [(next_id, text)])
-                self.cursor = next_id
-                next_id += 1
-                await self._send(text)
-        finally:
-            # Should logging an event fail, close the engine's generator (and the
-            # session lock it holds) now rather than whenever it is collected.
-            if isinstance(stream, AsyncGenerator):
-                await stream.aclose()
+        async with contextlib.aclosing(stream) as events:
+            async for _event in events:
+                pass  # the committed events below are what goes on the wire
+        self.started = True
+        for event_id, text in replay.committed:
+            self.cursor = max(self.cursor, event_id)
+            await self._send(text)
 
     async def _error(self, code: ErrorCode, message: str, reply_to: str | None = None) -> None:
         key = await self._ensure_session()

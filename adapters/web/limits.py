@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["TokenBucket", "WebLimits"]
+__all__ = ["SourceLimiter", "TokenBucket", "WebLimits"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,38 @@ class TokenBucket:
     def retry_after_s(self) -> float:
         """Seconds until the next token is available (0 if one is)."""
         return max(0.0, (1.0 - self._tokens) / self.rate_per_s)
+
+
+class SourceLimiter:
+    """A token bucket per source address, for new conversations.
+
+    ``per_min``: new sessions one source may start per minute; a burst of
+    twice that is allowed. At most ``max_sources`` buckets are kept (the
+    least recently used are forgotten), so the limiter itself cannot be
+    flooded. Per replica: behind a load balancer each replica counts its own.
+    """
+
+    def __init__(
+        self, per_min: float, max_sources: int = 10_000, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if per_min <= 0:
+            raise ValueError("per_min must be > 0")
+        self.per_min = per_min
+        self.max_sources = max_sources
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def _bucket(self, source: str) -> TokenBucket:
+        bucket = self._buckets.pop(source, None)
+        if bucket is None:
+            bucket = TokenBucket(self.per_min / 60.0, max(1, int(2 * self.per_min)), self._clock)
+            while len(self._buckets) >= self.max_sources:
+                self._buckets.pop(next(iter(self._buckets)))
+        self._buckets[source] = bucket  # most recently used last
+        return bucket
+
+    def take(self, source: str) -> bool:
+        return self._bucket(source).take()
+
+    def retry_after_s(self, source: str) -> float:
+        return self._bucket(source).retry_after_s()

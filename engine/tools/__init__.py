@@ -1,33 +1,36 @@
-"""Tools the purpose flows use: calendar, CRM, conversation log.
+"""Tools the purpose flows use: the calendar (reads; bookings are requested as
+effects), the lead ledger, the conversation log and the escalation notifier.
 
-Each is a small ABC with a local SQLite implementation (the embedded default,
-under ``GATEWAY_DATA_DIR``); vendor implementations plug in behind the same
-interface.
+Each keeps its data in the gateway's database (embedded SQLite under
+``GATEWAY_DATA_DIR``, or PostgreSQL); vendor implementations plug in behind
+the same interfaces.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.tools.calendar import Booking, Calendar, LocalCalendar
+from engine.tools.calendar import Booking, BookingRequest, Calendar, LocalCalendar
 from engine.tools.conversations import ConversationLog, ConversationRecord
-from engine.tools.crm import Crm, Lead, LeadRecord, LocalCrm
+from engine.tools.crm import Lead, LeadLedger, LeadRecord, map_properties
 
 __all__ = [
     "Booking",
+    "BookingRequest",
     "Calendar",
     "ConversationLog",
     "ConversationRecord",
-    "Crm",
     "Lead",
+    "LeadLedger",
     "LeadRecord",
     "LocalCalendar",
-    "LocalCrm",
     "Tools",
+    "map_properties",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class Tools:
+    """What agents read during a turn. Writes are effects (``ctx.effects``)."""
+
     calendar: Calendar
-    crm: Crm

@@ -1,26 +1,27 @@
-"""CRM tool: where captured leads are recorded.
+"""The lead ledger: every captured lead, kept by the gateway itself.
 
-:class:`LocalCrm` writes leads to SQLite (``data/crm.sqlite``). It is also the
-lead ledger the admin API reads: every lead is recorded locally first, so a
-lead is never lost even when a vendor CRM is down. ``crm.map`` from the client
-config renames lead fields to CRM property names (``name -> full_name``); the
-mapped properties are stored with the lead as they would be pushed.
+The ledger (table ``leads``) is what ``/admin/api/leads`` reads. A lead is
+written inside the turn's atomic commit (:meth:`LeadLedger.record_in`), with
+the booking it belongs to, so a lead is never lost and never written twice,
+whatever fails around it. Pushing leads to a vendor CRM (HubSpot, ...) is a
+separate outbox delivery, not this table. ``crm.map`` from the client config
+renames lead fields to CRM property names (``name -> full_name``); the mapped
+properties are stored with the lead as they would be pushed.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-import uuid
-from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
-from engine.errors import ToolError
-from engine.tools._sqlite import SqliteFile
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-__all__ = ["Crm", "Lead", "LeadRecord", "LocalCrm"]
+from engine.db.database import Database
+from engine.db.schema import LEADS
+
+__all__ = ["Lead", "LeadLedger", "LeadRecord", "map_properties"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ class LeadRecord:
     lead: Lead
     properties: dict[str, str]
     created_at: str
+    test: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, object]:
@@ -66,36 +68,8 @@ class LeadRecord:
             "fields": lead.fields,
             "properties": self.properties,
             "created_at": self.created_at,
+            "test": self.test,
         }
-
-
-class Crm(ABC):
-    @abstractmethod
-    async def record_lead(self, lead: Lead, field_map: dict[str, str]) -> LeadRecord:
-        """Record ``lead``; ``field_map`` is the client's ``crm.map``. Raises ToolError."""
-
-    @abstractmethod
-    async def list_leads(self, client_id: str) -> list[LeadRecord]:
-        """Leads of one client, oldest first."""
-
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS leads (
-  lead_id TEXT PRIMARY KEY,
-  client_id TEXT NOT NULL,
-  channel TEXT NOT NULL,
-  session_id TEXT NOT NULL,
-  status TEXT NOT NULL,
-  booking_id TEXT,
-  service TEXT,
-  start_iso TEXT,
-  end_iso TEXT,
-  fields TEXT NOT NULL,
-  properties TEXT NOT NULL,
-  created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS leads_client ON leads (client_id, created_at);
-"""
 
 
 def map_properties(fields: dict[str, str], field_map: dict[str, str]) -> dict[str, str]:
@@ -103,75 +77,74 @@ def map_properties(fields: dict[str, str], field_map: dict[str, str]) -> dict[st
     return {field_map.get(k, k): v for k, v in fields.items()}
 
 
-class LocalCrm(Crm):
-    def __init__(self, path: Path) -> None:
-        try:
-            self._db = SqliteFile(path, _SCHEMA)
-        except sqlite3.Error as exc:
-            raise ToolError("crm", f"cannot open {path}: {exc}") from exc
+class LeadLedger:
+    """Leads in the gateway's database."""
 
-    async def record_lead(self, lead: Lead, field_map: dict[str, str]) -> LeadRecord:
-        record = LeadRecord(
-            lead_id=uuid.uuid4().hex[:12],
-            lead=lead,
-            properties=map_properties(lead.fields, field_map),
-            created_at=datetime.now(UTC).isoformat(),
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record_in(self, conn: AsyncConnection, record: LeadRecord, turn_id: str) -> None:
+        """Insert ``record`` in the caller's transaction (the turn's commit)."""
+        lead = record.lead
+        await conn.execute(
+            LEADS.insert().values(
+                lead_id=record.lead_id,
+                client_id=lead.client_id,
+                channel=lead.channel,
+                session_id=lead.session_id,
+                status=lead.status,
+                booking_id=lead.booking_id,
+                service=lead.service,
+                start_iso=lead.start,
+                end_iso=lead.end,
+                fields=json.dumps(lead.fields, ensure_ascii=False),
+                properties=json.dumps(record.properties, ensure_ascii=False),
+                turn_id=turn_id,
+                test=record.test,
+                created_iso=record.created_at,
+                created_ts=datetime.fromisoformat(record.created_at).timestamp(),
+            )
         )
 
-        def insert(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO leads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.lead_id,
-                    lead.client_id,
-                    lead.channel,
-                    lead.session_id,
-                    lead.status,
-                    lead.booking_id,
-                    lead.service,
-                    lead.start,
-                    lead.end,
-                    json.dumps(lead.fields),
-                    json.dumps(record.properties),
-                    record.created_at,
-                ),
-            )
+    async def list_leads(self, client_id: str, *, include_test: bool = False) -> list[LeadRecord]:
+        """Leads of one client, oldest first; test conversations' leads only if asked."""
 
-        try:
-            await self._db.run(insert)
-        except sqlite3.Error as exc:
-            raise ToolError("crm", f"recording lead failed: {exc}", retryable=True) from exc
-        return record
+        async def run() -> list[LeadRecord]:
+            query = sa.select(LEADS).where(LEADS.c.client_id == client_id)
+            if not include_test:
+                query = query.where(LEADS.c.test == sa.false())
+            async with self.db.read() as conn:
+                rows = await conn.execute(query.order_by(LEADS.c.created_ts))
+                return [
+                    LeadRecord(
+                        lead_id=r.lead_id,
+                        lead=Lead(
+                            client_id=r.client_id,
+                            channel=r.channel,
+                            session_id=r.session_id,
+                            status=r.status,
+                            booking_id=r.booking_id,
+                            service=r.service,
+                            start=r.start_iso,
+                            end=r.end_iso,
+                            fields=json.loads(r.fields),
+                        ),
+                        properties=json.loads(r.properties),
+                        created_at=r.created_iso,
+                        test=bool(r.test),
+                    )
+                    for r in rows
+                ]
 
-    async def list_leads(self, client_id: str) -> list[LeadRecord]:
-        def query(conn: sqlite3.Connection) -> list[LeadRecord]:
-            rows = conn.execute(
-                "SELECT lead_id, client_id, channel, session_id, status, booking_id, service,"
-                " start_iso, end_iso, fields, properties, created_at FROM leads"
-                " WHERE client_id = ? ORDER BY created_at",
-                (client_id,),
-            ).fetchall()
-            return [
-                LeadRecord(
-                    lead_id=r[0],
-                    lead=Lead(
-                        client_id=r[1],
-                        channel=r[2],
-                        session_id=r[3],
-                        status=r[4],
-                        booking_id=r[5],
-                        service=r[6],
-                        start=r[7],
-                        end=r[8],
-                        fields=json.loads(r[9]),
-                    ),
-                    properties=json.loads(r[10]),
-                    created_at=r[11],
-                )
-                for r in rows
-            ]
+        return await self.db.retry_once("leads read", run)
 
-        return await self._db.run(query)
 
-    def close(self) -> None:
-        self._db.close()
+def new_record(lead: Lead, lead_id: str, field_map: dict[str, str], test: bool) -> LeadRecord:
+    """The ledger row for ``lead`` (``crm.map`` applied)."""
+    return LeadRecord(
+        lead_id=lead_id,
+        lead=lead,
+        properties=map_properties(lead.fields, field_map),
+        created_at=datetime.now(UTC).isoformat(),
+        test=test,
+    )

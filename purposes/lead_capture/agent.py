@@ -7,10 +7,12 @@ States (see ``FLOW.md`` beside this file for the diagram):
   order) and accepts corrections at any time ("actually my email is …").
 - ``confirming``: one summary; *yes* books, *no* asks what to change, a
   message with new values applies them and confirms again.
-- ``booked``: booked in the calendar and recorded in the CRM; hands back.
+- ``booked``: the booking and the lead are requested as effects, which the
+  engine commits atomically with the turn; hands back.
 - ``handoff``: the user asked for a person (or gave up after repeated
   failures): collects a callback number, records a ``callback_requested``
-  lead and hands back with an ``escalated`` action.
+  lead, asks the engine to notify the business (Slack/email per the client's
+  ``escalation`` config) and hands back with an ``escalated`` action.
 - ``closed``: the user called it off.
 
 Each reply is one message: what was understood, what was wrong (and what to
@@ -26,11 +28,9 @@ from datetime import date, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_fixed
 
 from engine.agents import Agent, AgentReply, Handback, TurnContext
 from engine.config import ClientConfig, Service
-from engine.errors import SlotTakenError, ToolError
 from engine.messages import Action, QuickReply
 from engine.router import wants_human
 from engine.tools import Lead
@@ -243,15 +243,18 @@ class _Turn:
             bare_ok = (
                 expecting == "name" and not ({"service", "time"} & self.found) and when is None
             )
+            # A message of one to three words that each open with a capital, or
+            # with a letter of a script without case (王伟, محمد علي), is taken as
+            # a name; find_name then checks the words themselves.
+            said = text.strip()
+            words = (said[:-1] if said.endswith((".", "!")) else said).split()
             volunteered = (
                 "name" not in st.slots
                 and not self.found
                 and when is None
                 and svc is None
-                and re.fullmatch(
-                    r"\s*[A-ZÀ-Þ][\w'’.-]*(\s+[A-ZÀ-Þ][\w'’.-]*){0,2}\s*[.!]?\s*", text
-                )
-                is not None
+                and 0 < len(words) <= 3
+                and all(w[0].isalpha() and not w[0].islower() for w in words)
             )
             name = explicit or (find_name(rest, expecting=True) if bare_ok or volunteered else None)
             if name:
@@ -501,9 +504,6 @@ class LeadCaptureAgent(Agent):
 
     purpose = "lead_capture"
 
-    def __init__(self, crm_attempts: int = 3) -> None:
-        self.crm_attempts = crm_attempts
-
     async def handle(self, ctx: TurnContext) -> AgentReply:
         raw = ctx.session.purpose_state.get(self.purpose)
         state = LeadState.model_validate(raw) if raw else LeadState()
@@ -666,7 +666,9 @@ class LeadCaptureAgent(Agent):
         return "time" in turn.st.slots
 
     async def _book(self, turn: _Turn) -> AgentReply:
-        st, client, tools = turn.st, turn.client, turn.ctx.tools
+        """Request the booking and the lead; the engine's commit writes both or
+        neither (and runs this turn again if the slot was taken meanwhile)."""
+        st, client, effects = turn.st, turn.client, turn.ctx.effects
         if not await self._recheck(turn):
             st.stage = Stage.COLLECTING
             return self._reply(turn, turn.errors[0].message, expecting="time")
@@ -675,25 +677,9 @@ class LeadCaptureAgent(Agent):
         if "time" in st.slots:
             start = datetime.fromisoformat(st.slots["time"])
             end = start + timedelta(minutes=turn.minutes())
-            try:
-                booking = await tools.calendar.book(
-                    client.client_id,
-                    start,
-                    end,
-                    st.slots.get("service", ""),
-                    st.slots.get("name", ""),
-                )
-            except SlotTakenError:
-                del st.slots["time"]
-                st.stage = Stage.COLLECTING
-                alternatives = await turn.avail.free_slots(turn.minutes(), near=start)
-                turn.quick = turn.slot_replies(alternatives)
-                return self._reply(
-                    turn,
-                    f"Sorry — {format_when(start)} was just booked by someone else. {turn._alternatives_text(alternatives)}",
-                    expecting="time",
-                )
-            booking_id = booking.booking_id
+            booking_id = effects.book(
+                start, end, st.slots.get("service", ""), st.slots.get("name", "")
+            )
         st.booking_id = booking_id
         lead = Lead(
             client_id=client.client_id,
@@ -706,7 +692,7 @@ class LeadCaptureAgent(Agent):
             start=start.isoformat() if start else None,
             end=end.isoformat() if end else None,
         )
-        await self._record(turn, lead)
+        st.lead_id = effects.record_lead(lead, dict(client.crm.map))
         st.stage = Stage.BOOKED
         name = _first_name(st.slots.get("name", ""))
         if start is not None:
@@ -724,22 +710,6 @@ class LeadCaptureAgent(Agent):
             handback=Handback("done"),
             outcome="booked" if booking_id else "lead",
         )
-
-    async def _record(self, turn: _Turn, lead: Lead) -> None:
-        crm = turn.ctx.tools.crm
-        try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self.crm_attempts),
-                wait=wait_fixed(0.2),
-                retry=retry_if_exception(lambda e: isinstance(e, ToolError) and e.retryable),
-                reraise=True,
-            ):
-                with attempt:
-                    record = await crm.record_lead(lead, dict(turn.client.crm.map))
-                    turn.st.lead_id = record.lead_id
-        except ToolError as exc:
-            # The booking stands; the transcript keeps every detail for a manual fix.
-            log.error("lead not recorded: client=%s reason=%s", lead.client_id, exc.reason)
 
     async def _handoff(self, turn: _Turn, text: str) -> AgentReply:
         st = turn.st
@@ -768,7 +738,15 @@ class LeadCaptureAgent(Agent):
             status="callback_requested",
             service=st.slots.get("service"),
         )
-        await self._record(turn, lead)
+        effects = turn.ctx.effects
+        st.lead_id = effects.record_lead(lead, dict(turn.client.crm.map))
+        effects.escalate(
+            "asked for a person" if not st.human_offered else "needed help to finish a booking",
+            who=st.slots.get("name"),
+            contact=callback,
+            email=st.slots.get("email"),
+            fields=dict(st.slots),
+        )
         st.stage = Stage.CLOSED
         actions: tuple[Action, ...] = (Action(type="escalated"),)
         transfer_to = turn.client.escalation.phone_transfer_number

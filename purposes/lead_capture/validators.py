@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -68,7 +69,14 @@ def is_no(text: str) -> bool:
 
 # --- email ------------------------------------------------------------------
 
-_EMAIL_CANDIDATE = re.compile(r"[^\s,;:<>()\"']+@[^\s,;:<>()\"']*")
+# Local part: RFC 5322 atext and dots, any letter or digit (RFC 6531), and the
+# typographic apostrophe phones type for ' (o’brien@...). Domain: up to a space,
+# separator or quote, so a malformed one is shown back whole in the error.
+_EMAIL_CANDIDATE = re.compile(
+    r"[\w.!#$%&'’*+/=?^`{|}~-]+@[^\s,;:<>()\[\]\"'‘’“”«»`]*",
+)
+_EMAIL_OPENERS = "'‘’`*."  # quotes or markdown before an address; an address never starts so
+_EMAIL_CLOSERS = ".!?*"  # sentence end or markdown after an address
 _EMAIL_SPOKEN = re.compile(r"\s+(?:at)\s+(?=[\w-]+\s+(?:dot)\s+)", re.IGNORECASE)
 
 
@@ -76,7 +84,8 @@ def find_email(text: str, expecting: bool) -> tuple[str | None, SlotError | None
     """Find an email in ``text``. Returns (normalized email, error, text without it).
 
     Spoken forms ("maria at example dot com") are accepted when the flow is
-    expecting an email.
+    expecting an email. The local part may hold any RFC 5322 character
+    (``o'brien+spa@example.com``); quotes around the address are not part of it.
     """
     candidate_text = text
     if expecting and "@" not in text:
@@ -87,7 +96,7 @@ def find_email(text: str, expecting: bool) -> tuple[str | None, SlotError | None
     match = _EMAIL_CANDIDATE.search(candidate_text)
     if match is None:
         return None, None, text
-    raw = match.group(0).rstrip(".!?")
+    raw = match.group(0).lstrip(_EMAIL_OPENERS).rstrip(_EMAIL_CLOSERS)
     rest = candidate_text[: match.start()] + " " + candidate_text[match.end() :]
     try:
         result = validate_email(raw, check_deliverability=False)
@@ -208,11 +217,19 @@ def find_service(
 
 # --- name -------------------------------------------------------------------
 
+# Names are checked with unicodedata, not character ranges: a name may be in
+# any script (Łukasz, Иван, 王伟, محمد, राहुल) and typed decomposed (NFD), so
+# a name word is a letter followed by letters, combining marks or joiners.
 _NAME_INTRO = re.compile(
-    r"\b(?:my name is|my name's|name is|name's|i am|i'm|im|this is|it's|it is|call me)\s+"
-    r"(?P<name>[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'’.-]*(?:\s+[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'’.-]*){0,3})",
+    r"\b(?:my name is|my name's|name is|name's|i am|i'm|im|this is|it's|it is|call me)\s+",
     re.IGNORECASE,
 )
+_NAME_JOINERS = frozenset("'’.-‐")  # O'Brien, Anne-Marie, J.R.
+# What may directly follow a name: sentence punctuation in Latin, CJK and Arabic
+# text, closing brackets and quotes. Anything else (a digit, "@", "_") means the
+# word was not a name ("ann@x.com", "R2D2").
+_NAME_ENDERS = frozenset(',;:!?…)]}"”»，。！？；：、،؛؟')
+_SENTENCE_END = re.compile(r"[,;:!?…，。！？；：、،؛؟]|\.(?:\s|$)(?![A-Z]\.)")
 _NOT_NAME_WORDS = {
     "a",
     "an",
@@ -344,13 +361,39 @@ _FILLER = re.compile(
 )
 
 
+def _is_name_char(ch: str) -> bool:
+    return ch.isalpha() or ch in _NAME_JOINERS or unicodedata.category(ch).startswith("M")
+
+
+def _is_name_word(word: str) -> bool:
+    """A letter of any script, then letters, combining marks or joiners."""
+    return word[:1].isalpha() and all(_is_name_char(ch) for ch in word)
+
+
+def _leading_name_words(text: str, most: int = 4) -> str:
+    """Up to ``most`` name words opening ``text``, stopping at the first other character."""
+    words: list[str] = []
+    for match in re.finditer(r"\S+", text):
+        token = match.group()
+        end = 0
+        while end < len(token) and _is_name_char(token[end]):
+            end += 1
+        if not token[:1].isalpha() or (end < len(token) and token[end] not in _NAME_ENDERS):
+            break
+        words.append(token[:end])
+        if end < len(token) or len(words) == most:
+            break
+    return " ".join(words)
+
+
 def _clean_name(raw: str) -> str | None:
-    raw = re.split(r"[,;:!?]|\.(?:\s|$)(?![A-Z]\.)", raw)[0]  # a sentence ends the name
+    raw = unicodedata.normalize("NFC", raw)
+    raw = _SENTENCE_END.split(raw)[0]  # a sentence ends the name
     raw = _NAME_STOP.sub("", raw).strip(" ,.;:!?-")
     words = [w for w in raw.split() if w]
     if not words or len(words) > 5:
         return None
-    if any(not re.fullmatch(r"[A-Za-zÀ-ÿ][A-Za-zÀ-ÿ'’.-]*", w) for w in words):
+    if not all(_is_name_word(w) for w in words):
         return None
     if words[0].lower() in _NOT_NAME_WORDS or all(w.lower() in _NOT_NAME_WORDS for w in words):
         return None
@@ -363,9 +406,13 @@ def _clean_name(raw: str) -> str | None:
 
 def find_name(text: str, expecting: bool) -> str | None:
     """A person's name: from "my name is…/I'm…/this is…" anywhere, or, when the
-    flow is asking for the name, from a short answer made only of name words."""
+    flow is asking for the name, from a short answer made only of name words.
+
+    Names in any script are accepted and returned in NFC; all-lower or all-upper
+    input is title-cased (scripts without case are returned as typed).
+    """
     for match in _NAME_INTRO.finditer(text):
-        name = _clean_name(match.group("name"))
+        name = _clean_name(_leading_name_words(text[match.end() :]))
         if name:
             return name
     if expecting:

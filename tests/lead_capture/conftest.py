@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -21,5 +22,23 @@ NOW = datetime(2026, 11, 21, 11, 0, tzinfo=TZ)
 @pytest.fixture
 async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
     settings = Settings(GATEWAY_CLIENTS_DIR=REPO / "clients", GATEWAY_DATA_DIR=tmp_path)  # type: ignore[call-arg]
+    async with open_gateway(settings, clock=lambda: NOW) as gateway:
+        yield gateway
+
+
+@pytest.fixture
+async def service_first_gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """Like ``gw``, but spa-del-sol asks for the service and phone before the
+    name, so a name can arrive while the flow is asking for something else."""
+    clients = tmp_path / "clients"
+    shutil.copytree(REPO / "clients", clients)
+    config = clients / "spa-del-sol" / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    order = "lead_fields: [name, phone, email, service, time]"
+    assert order in text
+    config.write_text(
+        text.replace(order, "lead_fields: [service, phone, name, email, time]"), encoding="utf-8"
+    )
+    settings = Settings(GATEWAY_CLIENTS_DIR=clients, GATEWAY_DATA_DIR=tmp_path / "data")
     async with open_gateway(settings, clock=lambda: NOW) as gateway:
         yield gateway

@@ -35,7 +35,7 @@ async def test_volunteered_details_in_any_order_then_booking(gw: Gateway) -> Non
     r = await say(gw, "yes")
     assert r.metadata.state == "booked" and r.metadata.expecting is None
     assert [a.type for a in r.actions] == ["booked"]
-    leads = await gw.crm.list_leads(CLIENT)
+    leads = await gw.leads.list_leads(CLIENT)
     assert len(leads) == 1
     lead = leads[0].as_json()
     assert lead["phone"] == "+14155550134"
@@ -69,6 +69,89 @@ async def test_asks_in_lead_field_order_and_reports_slots(gw: Gateway) -> None:
     assert r.quick_replies, "free times are offered as quick replies"
     r = await say(gw, r.quick_replies[0].value)
     assert r.metadata.expecting == "confirmation"
+
+
+NAMES = [
+    "Łukasz Nowak",
+    "Иван Петров",
+    "王伟",
+    "Nguyễn Văn An",
+    "محمد علي",
+    "Seán O'Brien",
+    "Anne-Marie Dubois",
+]
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_names_in_any_script_are_captured_when_asked(gw: Gateway, name: str) -> None:
+    r = await say(gw, "I want to book an appointment")
+    assert r.metadata.expecting == "name"
+    r = await say(gw, name)
+    assert r.metadata.slots == {"name": name}
+    assert r.metadata.expecting == "phone"
+    assert "didn't catch your name" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("Hi, I'm Иван Петров. Can I book a manicure?", "Иван Петров"),
+        ("my name is 王伟, I want to book a manicure", "王伟"),
+        ("I'm Łukasz Nowak and I'd like to book a facial", "Łukasz Nowak"),
+        ("this is محمد علي, can I book a massage?", "محمد علي"),
+        ("My name is Nguyễn Văn An. I'd like a manicure", "Nguyễn Văn An"),
+        ("I'm Anne-Marie O'Brien, can I book a facial?", "Anne-Marie O'Brien"),
+    ],
+)
+async def test_names_in_any_script_are_captured_when_volunteered(
+    gw: Gateway, text: str, name: str
+) -> None:
+    r = await say(gw, text)
+    assert r.metadata.purpose == "lead_capture"
+    assert r.metadata.slots["name"] == name
+    assert r.metadata.expecting == "phone"
+
+
+@pytest.mark.parametrize("name", NAMES)
+async def test_a_bare_name_in_any_script_is_captured_while_asking_for_something_else(
+    service_first_gw: Gateway, name: str
+) -> None:
+    r = await say(service_first_gw, "book a manicure")
+    assert r.metadata.expecting == "phone"
+    r = await say(service_first_gw, name)
+    assert r.metadata.slots == {"service": "Manicure", "name": name}
+    assert r.metadata.expecting == "phone"
+    for not_a_name in ["hello there", "Thanks", "Where?", "R2D2"]:
+        r = await say(service_first_gw, not_a_name, "other")
+    assert "name" not in r.metadata.slots
+
+
+async def test_a_name_in_another_script_corrects_the_name_at_confirmation(gw: Gateway) -> None:
+    await say(gw, "I'm Lee Chen, 415-555-0142, lee@chen.org, a swedish massage tuesday at 10am")
+    r = await say(gw, "actually my name is Иван Петров")
+    assert r.metadata.slots["name"] == "Иван Петров"
+    assert r.metadata.expecting == "confirmation"
+
+
+async def test_booking_with_a_name_and_email_outside_ascii(gw: Gateway) -> None:
+    r = await say(gw, "my name is 王伟, 415 555 0123, o'brien@example.com, manicure Dec 3 at 9am")
+    assert r.metadata.expecting == "confirmation"
+    assert r.metadata.slots["name"] == "王伟"
+    assert r.metadata.slots["email"] == "o'brien@example.com"
+    assert "王伟" in r.text and "o'brien@example.com" in r.text
+    r = await say(gw, "yes")
+    assert r.metadata.state == "booked" and [a.type for a in r.actions] == ["booked"]
+    # the next conversation carries on the same way
+    other = await say(gw, "I'm Иван Петров, I'd like to book a facial", "other-session")
+    assert other.metadata.slots == {"name": "Иван Петров", "service": "Signature Facial"}
+
+
+async def test_words_that_are_not_names_are_still_refused(gw: Gateway) -> None:
+    await say(gw, "I want to book an appointment")
+    for text in ["R2D2", "王伟123", "ann_lee"]:
+        r = await say(gw, text)
+        assert "name" not in r.metadata.slots and r.metadata.expecting == "name", text
+        assert "didn't catch your name" in r.text
 
 
 async def test_invalid_values_get_one_message_with_the_fix(gw: Gateway) -> None:
@@ -140,7 +223,7 @@ async def test_slot_taken_by_another_conversation(gw: Gateway) -> None:
     # Depending on which turn reaches the calendar first, the loser learns at booking
     # time ("just booked") or when its availability check already sees the booking.
     assert ("just booked" in loser.text or "already booked" in loser.text) and loser.quick_replies
-    assert len(await gw.crm.list_leads(CLIENT)) == 1
+    assert len(await gw.leads.list_leads(CLIENT)) == 1
     c = await say(gw, script.format(n="cy", i="23"), "c")
     assert "already booked" in c.text and "time" not in c.metadata.slots
 
@@ -155,7 +238,7 @@ async def test_repeated_failures_offer_a_human(gw: Gateway) -> None:
     assert r.metadata.expecting == "phone"
     r = await say(gw, "415 555 0177")
     assert [a.type for a in r.actions] == ["escalated"]
-    (lead,) = await gw.crm.list_leads(CLIENT)
+    (lead,) = await gw.leads.list_leads(CLIENT)
     assert lead.lead.status == "callback_requested" and lead.lead.fields["phone"] == "+14155550177"
 
 
@@ -170,7 +253,7 @@ async def test_cancel_stops_the_flow(gw: Gateway) -> None:
     await say(gw, "book a massage")
     r = await say(gw, "never mind")
     assert r.metadata.state == "closed" and r.metadata.expecting is None
-    assert await gw.crm.list_leads(CLIENT) == []
+    assert await gw.leads.list_leads(CLIENT) == []
 
 
 class _Exploding(Agent):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import unicodedata
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -69,6 +70,31 @@ def test_email_valid_invalid_and_spoken() -> None:
 
 
 @pytest.mark.parametrize(
+    ("text", "email"),
+    [
+        ("o'brien@example.com", "o'brien@example.com"),
+        ("my email is o'brien@example.com thanks", "o'brien@example.com"),
+        ("it's O'Brien+spa@Example.COM!", "O'Brien+spa@example.com"),
+        ("o’brien@example.com", "o’brien@example.com"),  # a phone's typographic apostrophe
+        ("a.b-c_d+e!#$%&*/=?^`{|}~@x.io", "a.b-c_d+e!#$%&*/=?^`{|}~@x.io"),  # RFC 5322 atext
+        ("my email is 'ann@x.com'.", "ann@x.com"),
+        ('my email is "ann@x.com".', "ann@x.com"),
+        ("‘ann@x.com’", "ann@x.com"),
+        ("“ann@x.com”", "ann@x.com"),
+        ("email: ann@x.com, thanks", "ann@x.com"),
+        ("(ann@x.com)", "ann@x.com"),
+        ("<ann@x.com>", "ann@x.com"),
+        ("*ann@x.com*", "ann@x.com"),
+        ("josé@example.com", "josé@example.com"),
+    ],
+)
+def test_email_local_part_keeps_rfc_5322_characters(text: str, email: str) -> None:
+    found, error, rest = find_email(text, expecting=False)
+    assert (found, error) == (email, None)
+    assert "@" not in rest
+
+
+@pytest.mark.parametrize(
     ("text", "name"),
     [
         ("I'd like a massage", "Swedish Massage"),
@@ -100,6 +126,28 @@ def test_unknown_service_and_near_miss() -> None:
         ("sure, it's John O'Neil", True, "John O'Neil"),
         ("yes", True, None),
         ("tomorrow at 3", True, None),
+        ("Łukasz Nowak", True, "Łukasz Nowak"),
+        ("Иван Петров", True, "Иван Петров"),
+        ("иван петров", True, "Иван Петров"),
+        ("王伟", True, "王伟"),
+        ("Nguyễn Văn An", True, "Nguyễn Văn An"),
+        (unicodedata.normalize("NFD", "Nguyễn Văn An"), True, "Nguyễn Văn An"),  # stored NFC
+        ("محمد علي", True, "محمد علي"),
+        ("राहुल शर्मा", True, "राहुल शर्मा"),  # vowel signs are combining marks
+        ("Seán O'Brien", True, "Seán O'Brien"),
+        ("Anne-Marie Dubois", True, "Anne-Marie Dubois"),
+        ("I'm Иван Петров", False, "Иван Петров"),
+        ("my name is 王伟。", False, "王伟"),
+        ("this is محمد علي، I need a massage", False, "محمد علي"),
+        ("I'm looking for a massage, my name is Łukasz Nowak", False, "Łukasz Nowak"),
+        # still not names
+        ("I'm ann@x.com", False, None),
+        ("I'm R2D2", False, None),
+        ("R2D2", True, None),
+        ("王伟123", True, None),
+        ("ann_lee", True, None),
+        ("415 555 0134", True, None),
+        ("massage", True, None),
     ],
 )
 def test_names(text: str, expecting: bool, name: str | None) -> None:

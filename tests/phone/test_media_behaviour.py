@@ -88,9 +88,9 @@ def trace_of(client: TestClient, call_sid: str) -> CallTrace:
 def transcript(client: TestClient, call_sid: str) -> list[dict[str, Any]]:
     store = client.app.state.store  # type: ignore[attr-defined]
     assert client.portal is not None
-    session = client.portal.call(store.load, SessionKey(CLIENT, "phone", call_sid))
-    assert session is not None
-    return [turn.model_dump() for turn in session.transcript]
+    loaded = client.portal.call(store.load, SessionKey(CLIENT, "phone", call_sid))
+    assert loaded is not None
+    return [turn.model_dump() for turn in loaded.session.transcript]
 
 
 class SilencePump:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from adapters.web.codec import (
+    MAX_DEPTH,
     CompleteEvent,
     MessageFrame,
     ProtocolError,
@@ -92,6 +93,40 @@ def test_bad_frames_raise_protocol_errors(data: str | bytes, code: str) -> None:
         parse(data)
     assert caught.value.code == code
     assert caught.value.message
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"a":' * 1300 + "1" + "}" * 1300,  # json.loads alone raises RecursionError
+        "[" * 4000 + "]" * 4000,
+        '{"type": "message", "text": "hi", "x": ' + "[" * MAX_DEPTH + "]" * MAX_DEPTH + "}",
+        "[" * 5000,  # unbalanced: refused before the parser sees it
+    ],
+)
+def test_deep_nesting_is_refused_before_parsing(data: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_frame(data, max_frame_bytes=10_000, max_text_chars=20)
+    assert caught.value.code == "bad_frame"
+    assert "nested too deeply" in caught.value.message
+
+
+def test_nesting_up_to_the_limit_and_brackets_in_strings_are_fine() -> None:
+    inner = "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1)
+    frame = '{"type": "message", "text": "hi", "x": ' + inner + "}"
+    assert parse_frame(frame, max_frame_bytes=1000, max_text_chars=20) == MessageFrame(text="hi")
+    text = '[{\\"' * 40 + "\\"  # brackets, escaped quotes and backslashes inside the text
+    frame = json.dumps({"type": "message", "text": text})
+    assert parse_frame(frame, max_frame_bytes=1000, max_text_chars=1000) == MessageFrame(text=text)
+
+
+def test_lone_surrogates_become_replacement_characters() -> None:
+    frame = parse('{"type": "message", "text": "hi \\ud800 there\\udfff", "id": "c-\\udc00"}')
+    assert frame == MessageFrame(text="hi \ufffd there\ufffd", id="c-\ufffd")
+    # an escaped pair is one character, not two replacements
+    assert parse('{"type": "message", "text": "\\ud83d\\ude00"}') == MessageFrame(text="\U0001f600")
+    # in-process callers may pass a str holding a lone surrogate itself
+    assert parse('{"type": "message", "text": "a\ud800"}') == MessageFrame(text="a\ufffd")
 
 
 def test_error_messages_never_quote_the_users_text() -> None:

@@ -29,10 +29,10 @@ ADMIN = {"Authorization": "Bearer test-admin-token"}
 BOOK = "I'd like to book a massage"
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["embedded", pytest.param("redis", marks=pytest.mark.redis)])
 def store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
-    """Run a test on both session stores; Redis on a test database of its own."""
-    if request.param == "memory":
+    """Run a test with in-process locks and with Redis locks (a test database of its own)."""
+    if request.param == "embedded":
         return {}
     return {"REDIS_URL": request.getfixturevalue("redis_url")}
 
@@ -47,11 +47,14 @@ def chat_url(gw: Any, client_id: str = "spa-del-sol") -> str:
     return f"{gw.ws_url}/web/chat/{client_id}"
 
 
-async def conversation(gw: Any, session_id: str) -> dict[str, Any]:
+async def conversation(gw: Any, session_id: str, *, missing_ok: bool = False) -> Any:
     async with httpx.AsyncClient(base_url=gw.url, headers=ADMIN) as http:
         resp = await http.get("/admin/api/conversations", params={"client_id": "spa-del-sol"})
     resp.raise_for_status()
-    [record] = [c for c in resp.json() if c["session_id"] == session_id]
+    records = [c for c in resp.json() if c["session_id"] == session_id]
+    if missing_ok and not records:
+        return None
+    [record] = records
     return dict(record)
 
 
@@ -203,6 +206,24 @@ async def test_each_bad_frame_gets_an_error_and_the_conversation_continues(
     assert record["turn_count"] == 2
 
 
+async def test_hostile_frames_are_answered_and_the_socket_goes_on(gateway: Any) -> None:
+    deep = '{"a":' * 1300 + "1" + "}" * 1300  # 7.6 KB; json.loads alone hits RecursionError
+    async with open_chat(chat_url(gateway)) as chat:
+        await chat.session()
+        await chat.ask(BOOK, "c-1")
+        await chat.send(deep)
+        error = await chat.recv()
+        assert error["type"] == "error" and error["code"] == "bad_frame", error
+        assert "nested too deeply" in error["message"]
+        # A lone surrogate (valid JSON, not encodable as UTF-8) becomes U+FFFD.
+        await chat.send('{"type": "message", "text": "hello \\ud800", "id": "c-\\udfff"}')
+        answered = await chat.reply()
+        assert answered[-1]["reply_to"] == "c-\ufffd"
+        after = await chat.ask("Maria Lopez", "c-3")
+        assert after[-1]["metadata"]["slots"]["name"] == "Maria Lopez"
+        assert_increasing(chat.seen)
+
+
 async def test_rate_limit_refuses_messages_and_keeps_the_socket(running_gateway: Any) -> None:
     with running_gateway(GATEWAY_WEB_RATE_BURST=2, GATEWAY_WEB_RATE_PER_S=0.001) as gw:
         async with open_chat(chat_url(gw)) as chat:
@@ -313,41 +334,40 @@ class GatedAgent(Agent):
 
 
 class LockSpy:
-    """Stands in for ``app.state.store``: counts ``web:`` lock requests."""
+    """Wraps the engine's locks: records ``session:`` lock requests."""
 
-    def __init__(self, store: Any) -> None:
-        self._store = store
+    def __init__(self, locks: Any) -> None:
+        self._locks = locks
         self.requests: list[str] = []
         self.second_request = threading.Event()
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
+        return getattr(self._locks, name)
 
     def lock(self, name: str, timeout_s: float = 10.0) -> Any:
-        if name.startswith("web:"):
+        if name.startswith("session:"):
             self.requests.append(name)
             if len(self.requests) >= 2:
                 self.second_request.set()
-        return self._store.lock(name, timeout_s)
+        return self._locks.lock(name, timeout_s)
 
 
 @contextmanager
 def gated_turns(gw: Any) -> Iterator[tuple[threading.Event, LockSpy]]:
-    state = gw.app.state
+    engine = gw.app.state.engine
     gate = threading.Event()
-    spy = LockSpy(state.store)
-    engine = state.engine
-    original_agents, original_store = engine.agents, state.store
+    spy = LockSpy(engine.locks)
+    original_agents, original_locks = engine.agents, engine.locks
     engine.agents = {
         **engine.agents,
         "lead_capture": GatedAgent(engine.agents["lead_capture"], gate),
     }
-    state.store = spy
+    engine.locks = spy
     try:
         yield gate, spy
     finally:
         gate.set()
-        engine.agents, state.store = original_agents, original_store
+        engine.agents, engine.locks = original_agents, original_locks
 
 
 async def test_resume_racing_an_in_flight_turn_gets_all_of_it_once(
@@ -357,14 +377,13 @@ async def test_resume_racing_an_in_flight_turn_gets_all_of_it_once(
         async with open_chat(chat_url(gw)) as one:
             sid = (await one.session())["session_id"]
             await one.message(BOOK, "c-1")
-            first = await one.recv()
-            assert first["type"] == "token"
+            assert await asyncio.to_thread(
+                lambda: bool(spy.requests) or spy.second_request.wait(0.05) or bool(spy.requests)
+            )
         # The socket is gone; the turn is still running on the server, held at the gate.
 
         async with open_chat(chat_url(gw)) as two:
-            await two.send(
-                {"type": "resume", "session_id": sid, "last_event_id": first["event_id"]}
-            )
+            await two.send({"type": "resume", "session_id": sid, "last_event_id": 0})
             # Let the turn finish only once the resume is waiting for the session.
             assert await asyncio.to_thread(spy.second_request.wait, TIMEOUT_S)
             assert spy.requests == [spy.requests[0]] * 2
@@ -373,9 +392,9 @@ async def test_resume_racing_an_in_flight_turn_gets_all_of_it_once(
             assert resumed["resumed"] is True
             rest = await two.reply()
 
-        assert ids(rest) == list(range(first["event_id"] + 1, first["event_id"] + 1 + len(rest)))
+        assert ids(rest) == list(range(1, 1 + len(rest)))
         assert {e["reply_to"] for e in rest} == {"c-1"}
-        assert first["content"] + reply_text(rest) == rest[-1]["text"]
+        assert reply_text(rest) == rest[-1]["text"]
         assert rest[-1]["metadata"]["expecting"] == "name"
 
         record = await conversation(gw, sid)
@@ -441,33 +460,48 @@ async def test_logs_carry_no_message_text(
     assert not [r for r in web_records if sid in r.getMessage()]
 
 
-class FlakyStore(LockSpy):
-    """Fails the first ``append_events`` call, like a store that hiccups mid-turn."""
+class FailingCommit:
+    """Wraps the engine's committer: the first ``fail`` commits raise StoreError,
+    like a database that hiccups while the turn is being written."""
 
-    def __init__(self, store: Any) -> None:
-        super().__init__(store)
-        self.failed = False
+    def __init__(self, committer: Any, fail: int = 1) -> None:
+        self._committer = committer
+        self.fail = fail
 
-    async def append_events(self, key: Any, events: list[tuple[int, str]]) -> None:
-        if not self.failed:
-            self.failed = True
-            raise StoreError("event log unavailable (test)")
-        await self._store.append_events(key, events)
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._committer, name)
+
+    async def commit(self, client: Any, turn: Any) -> int:
+        if self.fail > 0:
+            self.fail -= 1
+            raise StoreError("database write failed (test)")
+        result: int = await self._committer.commit(client, turn)
+        return result
 
 
-async def test_a_store_failure_mid_turn_is_an_error_and_the_socket_goes_on(
+async def test_a_failed_commit_is_an_error_and_the_same_message_is_answered_once_on_retry(
     running_gateway: Any,
 ) -> None:
+    """Regression: the message id used to be marked processed before the turn
+    committed, so the widget's retry after ``unavailable`` was dropped silently."""
     with running_gateway() as gw:
-        state = gw.app.state
-        state.store = FlakyStore(state.store)
+        engine = gw.app.state.engine
+        engine.committer = FailingCommit(engine.committer)
         async with open_chat(chat_url(gw)) as chat:
-            await chat.session()
+            sid = (await chat.session())["session_id"]
             await chat.message(BOOK, "c-1")
             error = await chat.recv()
             assert error["type"] == "error"
             assert error["code"] == "unavailable"
             assert error["reply_to"] == "c-1"
+            # Nothing of the failed turn was kept: no events, no transcript.
+            assert (await conversation(gw, sid, missing_ok=True)) is None
+            events = await chat.ask(BOOK, "c-1")  # the widget's retry, same id
+            assert events[-1]["reply_to"] == "c-1"
+            assert events[-1]["metadata"]["expecting"] == "name"
+            assert [e for e in events if e["type"] == "token"], "the reply streams tokens"
             events = await chat.ask("hello", "c-2")
             assert events[-1]["reply_to"] == "c-2"
             assert_increasing(chat.seen)
+        record = await conversation(gw, sid)
+        assert [t["role"] for t in record["transcript"]] == ["user", "assistant"] * 2

@@ -323,11 +323,14 @@
 
   function startSession(ev) {
     if (state.sessionId && state.sessionId !== ev.session_id) {
-      // The server no longer has our conversation: start clean.
+      // The server no longer has our conversation: say so, start clean, and
+      // send what the visitor typed but never got an answer to in the new one.
+      var unanswered = state.pending.map(function (p) { return p.text; });
       state.lines = [];
-      state.pending = [];
       state.quick = [];
       renderAll();
+      notice("Your previous conversation has expired, so this is a new one.");
+      unanswered.forEach(function (text) { addLine("user", text); });
     }
     state.sessionId = ev.session_id;
     state.cursor = ev.event_id;
@@ -387,13 +390,19 @@
         return;
       }
     }
+    if (ev.code === "unknown_session") return; // the new session's event follows
     var item = state.pending.find(function (p) { return p.id === ev.reply_to; });
-    if (item && (ev.code === "rate_limited" || ev.code === "busy")) {
+    // Nothing of a refused or failed turn was kept by the server, so sending the
+    // same message id again is safe: it is answered exactly once.
+    var again = ev.code === "rate_limited" || ev.code === "busy" ||
+      (ev.code === "unavailable" && (item && (item.tries || 0) < 3));
+    if (item && again) {
+      item.tries = (item.tries || 0) + (ev.code === "unavailable" ? 1 : 0);
       notice("One moment…");
       var sock = ws;
       setTimeout(function () {
         if (ws === sock) { sentHere.delete(item.id); sendPending(item); }
-      }, 2000);
+      }, 2000 * Math.max(1, item.tries || 1));
       return;
     }
     if (item) {

@@ -1,7 +1,7 @@
-"""A web chat survives a gateway restart when sessions live in Redis.
+"""A web chat survives a gateway restart, on every deployment.
 
-The real gateway runs under uvicorn (``running_gateway``) with ``REDIS_URL``
-set. A visitor starts booking over the web chat websocket (DESIGN.md "Web chat
+The real gateway runs under uvicorn (``running_gateway``): embedded (SQLite,
+no Redis), with Redis locks, and on PostgreSQL + Redis. A visitor starts booking over the web chat websocket (DESIGN.md "Web chat
 protocol"), gives name and phone, and then the gateway goes down under the
 open connection. A *new* gateway instance comes up on the same Redis and data
 folder; the visitor reconnects with ``{"type":"resume",...}`` as the first
@@ -96,19 +96,41 @@ def _assert_increasing(events: list[dict[str, Any]]) -> None:
     assert ids == sorted(ids) and len(ids) == len(set(ids)), ids
 
 
-@pytest.mark.redis
+@pytest.fixture(
+    params=[
+        "embedded",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("postgresql+redis", marks=[pytest.mark.redis, pytest.mark.postgres]),
+    ]
+)
+def deployment(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Settings of a deployment: embedded SQLite and local locks (regression: a
+    restart without Redis used to wipe the conversation), SQLite + Redis locks,
+    PostgreSQL + Redis."""
+    settings: dict[str, Any] = {}
+    if "redis" in request.param:
+        settings["REDIS_URL"] = request.getfixturevalue("redis_url")
+    if request.param.startswith("postgresql"):
+        settings["DATABASE_URL"] = request.getfixturevalue("postgres_url")
+    return settings
+
+
 async def test_web_chat_resumes_after_gateway_restart(
-    running_gateway: Callable[..., AbstractContextManager[Any]], redis_url: str
+    running_gateway: Callable[..., AbstractContextManager[Any]], deployment: dict[str, Any]
 ) -> None:
     def start() -> Any:
-        return stack.enter_context(running_gateway(REDIS_URL=redis_url, clock=lambda: NOW))
+        return stack.enter_context(running_gateway(clock=lambda: NOW, **deployment))
 
     with ExitStack() as stack:
         # --- first gateway: start booking, give name and phone -------------------
         first = await asyncio.to_thread(start)
         async with httpx.AsyncClient(timeout=10) as http:
             ready = (await http.get(f"{first.url}/readyz")).json()
-        assert ready["store"]["backend"] == "redis", ready
+        assert ready["status"] == "ready", ready
+        assert ready["store"]["backend"] == (
+            "postgresql" if "DATABASE_URL" in deployment else "sqlite"
+        ), ready
+        assert ready["locks"]["backend"] == ("redis" if "REDIS_URL" in deployment else "local")
 
         async with connect(_ws_url(first), origin=ORIGIN) as ws:
             chat = Chat(ws)

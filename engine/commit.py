@@ -1,0 +1,156 @@
+"""One atomic turn commit: everything a turn changed, together or not at all.
+
+In one database transaction (:meth:`Committer.commit`):
+
+1. the **processed mark** of the inbound message id (a second commit for the
+   same id fails with DuplicateMessageError),
+2. the **session**, saved only if still at the version the turn loaded
+   (CommitConflict otherwise),
+3. the **bookings** the turn asked for, re-checked against the calendar under
+   the client's calendar lock (SlotTakenError),
+4. the **leads** in the ledger,
+5. the session's **replay events** (what the web channel sends),
+6. the **conversation log** lines,
+7. the **outbox** rows: escalation notices and other deliveries.
+
+Any failure rolls all of it back: a failed turn leaves nothing behind and can
+be retried with the same message id. After the commit the outbox worker is
+woken to deliver.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+from engine.config import ClientConfig
+from engine.db.database import Database
+from engine.effects import Effects, EscalationRequest
+from engine.outbox import Outbox, OutboxItem
+from engine.session import ConversationSession, SessionKey, SessionStore, Turn
+from engine.tools.calendar import LocalCalendar
+from engine.tools.conversations import ConversationLog
+from engine.tools.crm import LeadLedger
+
+__all__ = ["Committer", "TurnCommit", "escalation_items"]
+
+TRANSCRIPT_EXCERPT = 8
+_E164 = re.compile(r"\+[1-9]\d{1,14}")
+
+
+@dataclass(slots=True)
+class TurnCommit:
+    """What one turn writes. ``version``: the session row's version the turn
+    loaded (None: a new session)."""
+
+    session: ConversationSession
+    version: int | None
+    turn_id: str
+    message_id: str | None
+    effects: Effects
+    lines: Sequence[Turn]
+    purpose: str | None
+    events: Sequence[tuple[int, str]] = ()
+    last_event_id: int = 0
+
+
+def escalation_items(
+    client: ClientConfig, session: ConversationSession, request: EscalationRequest
+) -> list[OutboxItem]:
+    """The outbox rows that notify ``client``'s staff: one per configured target
+    (``escalation.to_slack_webhook``, ``escalation.to_email``). The target itself
+    is read from the client config when delivering, so a fixed config fixes a
+    retry."""
+    from engine.tools.notify import Channel, Escalation
+
+    contact = request.contact if request.contact and _E164.fullmatch(request.contact) else None
+    esc = Escalation(
+        escalation_id=request.escalation_id,
+        client_id=client.client_id,
+        client_name=client.name,
+        channel=cast(Channel, session.channel),
+        session_id=session.session_id,
+        reason=request.reason,
+        who=request.who,
+        contact=contact,
+        email=request.email,
+        fields=dict(request.fields),
+        transcript=tuple(
+            (t.role, t.text) for t in session.transcript[-TRANSCRIPT_EXCERPT:] if t.role != "system"
+        ),
+        created_at=datetime.now(UTC),
+    )
+    payload = {"escalation": esc.to_json()}
+    items: list[OutboxItem] = []
+    if client.escalation.to_slack_webhook:
+        items.append(
+            OutboxItem("notify.slack", client.client_id, f"{request.escalation_id}:slack", payload)
+        )
+    if client.escalation.to_email:
+        items.append(
+            OutboxItem("notify.email", client.client_id, f"{request.escalation_id}:email", payload)
+        )
+    return items
+
+
+class Committer:
+    def __init__(
+        self,
+        db: Database,
+        sessions: SessionStore,
+        calendar: LocalCalendar,
+        ledger: LeadLedger,
+        conversations: ConversationLog,
+        outbox: Outbox,
+    ) -> None:
+        self.db = db
+        self.sessions = sessions
+        self.calendar = calendar
+        self.ledger = ledger
+        self.conversations = conversations
+        self.outbox = outbox
+
+    async def commit(self, client: ClientConfig, turn: TurnCommit) -> int:
+        """Write ``turn`` atomically; returns the session's new version.
+
+        Raises DuplicateMessageError, CommitConflict, SlotTakenError (all rolled
+        back) or StoreError (the database failed; nothing was written).
+        """
+        session, effects = turn.session, turn.effects
+        items: list[OutboxItem] = list(effects.deliveries)
+        for request in effects.escalations:
+            items.extend(escalation_items(client, session, request))
+        key = session.key
+        async with self.db.write() as conn:
+            if turn.message_id is not None:
+                await self.sessions.mark_processed_in(conn, key, turn.message_id, turn.turn_id)
+            version = await self.sessions.save_in(conn, session, turn.version, turn.last_event_id)
+            for booking in effects.bookings:
+                await self.calendar.book_in(conn, booking)
+            for lead in effects.leads:
+                await self.ledger.record_in(conn, lead, turn.turn_id)
+            await self.sessions.append_events_in(conn, key, turn.events)
+            await self.conversations.append_in(conn, session, turn.lines, turn.purpose)
+            if items:
+                await self.outbox.enqueue_in(conn, items)
+        if items:
+            self.outbox.wake()
+        return version
+
+    async def commit_heard(
+        self,
+        session: ConversationSession,
+        version: int,
+        last_event_id: int,
+        seq: int | None,
+        heard: str,
+    ) -> None:
+        """Save a session whose last reply was cut, and mark the logged line."""
+        key: SessionKey = session.key
+        async with self.db.write() as conn:
+            await self.sessions.save_in(conn, session, version, last_event_id)
+            if seq is not None:
+                await self.conversations.mark_cut_in(conn, key, seq, heard)

@@ -1,0 +1,142 @@
+"""The outbox's deliverers: one per kind of side effect, wired here (the composition root).
+
+Kinds today:
+
+``notify.slack``
+    An escalation to the client's ``escalation.to_slack_webhook`` (Slack
+    incoming webhook, JSON with blocks). Rate: 1 per second per replica
+    (Slack's documented webhook limit).
+``notify.email``
+    An escalation emailed to ``escalation.to_email`` through
+    ``GATEWAY_SMTP_URL``; the ``Message-ID`` is derived from the escalation id,
+    so a redelivery is recognisably the same message.
+``twilio.call``
+    A live call update (``transfer`` to a number, ``hangup``) through
+    Twilio's REST API with the client's credentials. Pointless once the call
+    is over: a row past its ``expires_ts`` goes dead instead of being sent.
+
+The target (webhook URL, address, credentials) is read from the client's
+config at delivery time, so fixing a config and retrying a dead row works.
+"""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from engine.config import ClientConfig, ClientRegistry
+from engine.errors import ToolError
+from engine.outbox import Deliverer, OutboxRow
+from engine.tools.notify import EmailNotifier, Escalation, SlackNotifier
+
+__all__ = ["EmailDeliverer", "SlackDeliverer", "TwilioCallDeliverer", "deliverers"]
+
+
+def _client(registry: ClientRegistry, row: OutboxRow) -> ClientConfig:
+    client = registry.get(row.client_id)
+    if client is None:
+        raise ToolError(row.kind, f"client {row.client_id!r} is not loaded", retryable=False)
+    return client
+
+
+def _escalation(row: OutboxRow) -> Escalation:
+    raw = row.payload.get("escalation")
+    if not isinstance(raw, str):
+        raise ToolError(row.kind, "payload has no escalation", retryable=False)
+    try:
+        return Escalation.from_json(raw)
+    except ValueError as exc:
+        raise ToolError(row.kind, f"payload is not a valid escalation: {exc}") from exc
+
+
+class SlackDeliverer(Deliverer):
+    kind = "notify.slack"
+    rate_per_s = 1.0
+
+    def __init__(
+        self, registry: ClientRegistry, http: httpx.AsyncClient, base_url: str | None = None
+    ) -> None:
+        self.registry = registry
+        self.notifier = SlackNotifier(http)
+        self.base_url = base_url
+
+    def _url(self, url: str) -> str:
+        if not self.base_url:
+            return url
+        base, parts = urlsplit(self.base_url), urlsplit(url)
+        return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, ""))
+
+    async def deliver(self, row: OutboxRow) -> None:
+        client = _client(self.registry, row)
+        url = client.escalation.to_slack_webhook
+        if not url:
+            raise ToolError(
+                "slack", "escalation.to_slack_webhook is not set for this client", retryable=False
+            )
+        await self.notifier.send(self._url(url), _escalation(row))
+
+
+class EmailDeliverer(Deliverer):
+    kind = "notify.email"
+    rate_per_s = 2.0
+
+    def __init__(self, registry: ClientRegistry, notifier: EmailNotifier | None) -> None:
+        self.registry = registry
+        self.notifier = notifier
+
+    async def deliver(self, row: OutboxRow) -> None:
+        client = _client(self.registry, row)
+        to_addr = client.escalation.to_email
+        if not to_addr:
+            raise ToolError("email", "escalation.to_email is not set for this client")
+        if self.notifier is None:
+            # Retryable: setting GATEWAY_SMTP_URL and restarting delivers it.
+            raise ToolError("email", "GATEWAY_SMTP_URL is not set", retryable=True)
+        await self.notifier.send(to_addr, _escalation(row))
+
+
+class TwilioCallDeliverer(Deliverer):
+    """Payload: ``{"call_sid", "action": "transfer"|"hangup", "target", "expires_ts"}``."""
+
+    kind = "twilio.call"
+
+    def __init__(
+        self, registry: ClientRegistry, http: httpx.AsyncClient, base_url: str | None
+    ) -> None:
+        self.registry = registry
+        self.http = http
+        self.base_url = base_url
+
+    async def deliver(self, row: OutboxRow) -> None:
+        from adapters.phone.rest import TwilioCalls
+
+        client = _client(self.registry, row)
+        payload = row.payload
+        expires = payload.get("expires_ts")
+        if isinstance(expires, int | float) and time.time() > expires:
+            raise ToolError("twilio", "the call action expired before it could be delivered")
+        call_sid, action = str(payload.get("call_sid", "")), payload.get("action")
+        calls = TwilioCalls.for_client(self.http, client, base_url=self.base_url)
+        if action == "transfer":
+            await calls.transfer(call_sid, str(payload.get("target") or ""))
+        elif action == "hangup":
+            await calls.hangup(call_sid)
+        else:
+            raise ToolError("twilio", f"unknown call action {action!r}")
+
+
+def deliverers(
+    registry: ClientRegistry,
+    http: httpx.AsyncClient,
+    *,
+    smtp: EmailNotifier | None,
+    slack_base_url: str | None,
+    twilio_base_url: str | None,
+) -> list[Deliverer]:
+    return [
+        SlackDeliverer(registry, http, slack_base_url),
+        EmailDeliverer(registry, smtp),
+        TwilioCallDeliverer(registry, http, twilio_base_url),
+    ]
