@@ -170,6 +170,7 @@ def _worker(gw: Gateway, http: httpx.AsyncClient) -> OutboxWorker:
         log.warning("escalation.to_email is set but GATEWAY_SMTP_URL is not: emails will wait")
     options = WorkerOptions(
         poll_s=settings.outbox_poll_s,
+        claim_s=settings.outbox_claim_s,
         max_attempts=settings.outbox_max_attempts,
         max_age_s=settings.outbox_max_age_s,
         base_backoff_s=settings.outbox_base_backoff_s,

@@ -53,3 +53,8 @@ def configure_logging(level: str = "INFO") -> None:
         handler._gateway = True  # type: ignore[attr-defined]
         root.addHandler(handler)
     root.setLevel(level.upper())
+    # httpx logs every request's full URL at INFO; a Slack webhook's URL is its
+    # secret, and other vendors put account ids there. Our providers log what
+    # they did themselves, without secrets.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

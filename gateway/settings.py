@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     """Rewrites Slack webhook URLs' scheme and host (tests point it at a stub)."""
 
     outbox_poll_s: float = Field(1.0, gt=0, validation_alias="GATEWAY_OUTBOX_POLL_S")
+    outbox_claim_s: float = Field(60.0, gt=0, validation_alias="GATEWAY_OUTBOX_CLAIM_S")
+    """How long a replica holds a row it is delivering; a replica that died
+    mid-delivery gives it back after this many seconds."""
     outbox_max_attempts: int = Field(12, ge=1, validation_alias="GATEWAY_OUTBOX_MAX_ATTEMPTS")
     outbox_max_age_s: float = Field(
         2 * 24 * 3600, gt=0, validation_alias="GATEWAY_OUTBOX_MAX_AGE_S"

@@ -82,3 +82,11 @@ def test_configure_logging_installs_the_one_line_formatter() -> None:
             if handler not in before:
                 root.removeHandler(handler)
         root.setLevel(level)
+
+
+def test_http_client_request_urls_are_not_logged() -> None:
+    """A Slack incoming webhook's URL is its secret: httpx's per-request INFO line
+    (which prints it) is silenced by the gateway's logging setup."""
+    configure_logging("DEBUG")
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)

@@ -1,0 +1,94 @@
+"""A transfer the engine asks for on a call reaches Twilio's REST API through the outbox.
+
+The reply plays first ("Let me connect you..."); then the phone adapter queues a
+``twilio.call`` row (durable, keyed by call and turn) and the gateway's outbox
+worker updates the live call with ``<Dial>`` TwiML on a local Twilio stub that
+speaks the REST API's wire format — failing once with a 500 first, as Twilio
+sometimes does, so the delivery is retried, not lost and not doubled.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from phone.fake_twilio import FakeTwilio, is_end_mark, utterance
+from phone.twilio_stub import TwilioStub
+
+from engine.messages import Action, ConversationResponse, TextDelta, TurnEvent
+from gateway.app import create_app
+from gateway.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENT = "spa-del-sol"
+ACCOUNT, TOKEN = "AC" + "1" * 32, "secret-token"
+TRANSFER_TO = "+14155550100"  # the client's escalation.phone_transfer_number
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng"),
+    pytest.mark.usefixtures("deadline"),
+]
+
+
+@pytest.fixture
+def twilio() -> Iterator[TwilioStub]:
+    with TwilioStub(accounts={ACCOUNT: TOKEN}) as stub:
+        yield stub
+
+
+@pytest.fixture
+def client(
+    tmp_path: Path, twilio: TwilioStub, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[TestClient]:
+    monkeypatch.setenv("SPA_TWILIO_ACCOUNT_SID", ACCOUNT)
+    monkeypatch.setenv("SPA_TWILIO_AUTH_TOKEN", TOKEN)
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        GATEWAY_CLIENTS_DIR=REPO / "clients",
+        GATEWAY_DATA_DIR=tmp_path,
+        TWILIO_BASE_URL=twilio.url,
+        GATEWAY_OUTBOX_BASE_BACKOFF_S=0.05,
+    )
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def test_a_transfer_is_delivered_to_twilio_after_the_reply_played(
+    client: TestClient, twilio: TwilioStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+
+    async def transfer_turn(*_: Any, **__: Any) -> AsyncIterator[TurnEvent]:
+        text = "Let me connect you with someone from the team now."
+        yield TextDelta(text)
+        yield ConversationResponse(
+            text=text,
+            actions=(Action(type="escalated"), Action(type="transfer", target=TRANSFER_TO)),
+        )
+
+    monkeypatch.setattr(engine, "stream_turn", transfer_turn)
+    call_sid = "CA" + "7" * 32
+    twilio.add_call(call_sid, ACCOUNT)
+    twilio.fail_next(500)
+    with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
+        caller = FakeTwilio(ws, call_sid)
+        caller.connect()
+        caller.start()
+        caller.read_until(is_end_mark)  # the greeting
+        caller.media(utterance("I want to talk to a person"))
+        caller.read_until(is_end_mark)  # the transfer line, played to the end
+        deadline = time.monotonic() + 30
+        while len([r for r in twilio.requests if r.field("Twiml")]) < 2:
+            assert time.monotonic() < deadline, "the transfer never reached Twilio"
+            time.sleep(0.05)
+    # The scripted 500, then the retry that succeeded; nothing after it.
+    time.sleep(0.5)
+    updates = [r for r in twilio.requests if r.path.endswith(f"/Calls/{call_sid}.json")]
+    assert len(updates) == 2
+    assert all(f"<Dial>{TRANSFER_TO}</Dial>" in (r.field("Twiml") or "") for r in updates)
+    assert updates[-1].auth == (ACCOUNT, TOKEN)
