@@ -15,8 +15,13 @@ walking forward through 30-minute slots, so bookings never collide. Each
 reply's ``metadata.expecting`` is checked against the script; a conversation
 that goes off-script is counted as a failure and restarted.
 
-It runs once per store (``--stores memory,redis``): memory sessions, then
-``REDIS_URL`` sessions. Printed per store: turns completed, bookings,
+It runs once per deployment (``--stores embedded,redis,postgresql``):
+``embedded`` (the default with no settings: sessions, replay log, leads,
+bookings and outbox in SQLite under the data folder, in-process locks),
+``redis`` (the same with Redis session locks) and ``postgresql`` (a throwaway
+PostgreSQL database via ``DATABASE_URL``, plus Redis locks: the scale-out
+setup). Every turn is one atomic commit of the session, its replay events,
+the processed mark, the conversation log lines and its effects. Printed per store: turns completed, bookings,
 turns/s, p50/p99/max turn latency (message sent -> its ``complete`` event
 received, in ms), failures, and the CPU used by the server process and by this
 client process (percent of one core).
@@ -29,11 +34,12 @@ client's CPU column nears 100 %, the client, not the gateway, is the limit.
 
 The gateway's per-connection rate limit is lifted for the bench server
 (``GATEWAY_WEB_RATE_PER_S``/``GATEWAY_WEB_RATE_BURST``). Loopback only. The
-Redis run uses database 7 of ``--redis-url``'s server by default (the tests use
-15..8) and deletes the ``gw:*`` keys it leaves there.
+Redis runs use database 7 of ``--redis-url``'s server by default (the tests use
+15..8) and delete the ``gw:*`` keys they leave there; the PostgreSQL run
+creates ``gw_bench_<hex>`` on ``--postgres-url`` and drops it afterwards.
 
     .venv/bin/python -m bench.web_chat --seconds 10
-    .venv/bin/python -m bench.web_chat --seconds 5 --conversations 20 --stores memory
+    .venv/bin/python -m bench.web_chat --seconds 5 --conversations 20 --stores embedded
 """
 
 from __future__ import annotations
@@ -131,7 +137,13 @@ class Server(ServerProcess):
     poll_s = 0.1
 
     def __init__(
-        self, store: str, workdir: Path, clients_dir: Path, redis_url: str | None, clients: int
+        self,
+        store: str,
+        workdir: Path,
+        clients_dir: Path,
+        redis_url: str | None,
+        clients: int,
+        database_url: str | None = None,
     ) -> None:
         self.name = f"server-{store}"
         self.clients = clients
@@ -139,7 +151,7 @@ class Server(ServerProcess):
         self.url = f"http://{HOST}:{port}"
         data = workdir / f"data-{store}"
         data.mkdir()
-        env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
         env.update(
             GATEWAY_DATA_DIR=str(data),
             GATEWAY_LOG_LEVEL="WARNING",
@@ -148,6 +160,9 @@ class Server(ServerProcess):
         )
         if redis_url:
             env["REDIS_URL"] = redis_url
+        if database_url:
+            env["DATABASE_URL"] = database_url
+        env["GATEWAY_WEB_NEW_SESSIONS_PER_MIN"] = "1000000"
         cmd = [
             sys.executable,
             "-c",
@@ -258,8 +273,9 @@ def run_store(
     client_ids: list[str],
     seconds: float,
     redis_url: str | None,
+    database_url: str | None = None,
 ) -> Result:
-    server = Server(store, workdir, clients_dir, redis_url, len(client_ids))
+    server = Server(store, workdir, clients_dir, redis_url, len(client_ids), database_url)
     try:
         server.wait_ready(60.0)
         stats = Stats()
@@ -320,6 +336,45 @@ def redis_keys_cleanup(url: str) -> None:
         client.close()
 
 
+@dataclass
+class _PostgresDatabase:
+    server: str
+    name: str
+
+    @property
+    def url(self) -> str:
+        return f"{self.server}/{self.name}"
+
+    def drop(self) -> None:
+        _pg_admin(self.server, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def _pg_admin(server: str, sql: str) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(f"{server}/postgres", timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def postgres_database(server: str) -> _PostgresDatabase:
+    """A new empty database on ``server`` (dropped by the caller)."""
+    database = _PostgresDatabase(server.rstrip("/"), f"gw_bench_{uuid.uuid4().hex[:12]}")
+    try:
+        _pg_admin(database.server, f'CREATE DATABASE "{database.name}"')
+    except OSError as exc:
+        raise SystemExit(
+            f"PostgreSQL does not answer at {server} ({exc}); start it (scripts/setup) "
+            "or leave postgresql out of --stores"
+        ) from exc
+    return database
+
+
 def check_redis(url: str) -> None:
     import redis
     from redis.exceptions import RedisError
@@ -329,7 +384,7 @@ def check_redis(url: str) -> None:
         client.ping()
     except (RedisError, OSError) as exc:
         raise SystemExit(
-            f"Redis does not answer at {url} ({exc}); start it (scripts/setup) or use --stores memory"
+            f"Redis does not answer at {url} ({exc}); start it (scripts/setup) or use --stores embedded"
         ) from exc
     finally:
         client.close()
@@ -337,12 +392,12 @@ def check_redis(url: str) -> None:
 
 def _table(results: list[Result]) -> Iterator[str]:
     yield (
-        f"{'store':<7} {'turns':>7} {'bookings':>8} {'turns/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'store':<10} {'turns':>7} {'bookings':>8} {'turns/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'max ms':>7} {'failed':>6} {'server CPU':>10} {'client CPU':>10}"
     )
     for r in results:
         yield (
-            f"{r.store:<7} {r.turns:>7} {r.bookings:>8} {r.turns_per_s:>8.1f} {r.p50_ms:>7.1f} "
+            f"{r.store:<10} {r.turns:>7} {r.bookings:>8} {r.turns_per_s:>8.1f} {r.p50_ms:>7.1f} "
             f"{r.p99_ms:>7.1f} {r.max_ms:>7.1f} {r.failures:>6} {r.server_cpu_pct:>9.0f}% "
             f"{r.client_cpu_pct:>9.0f}%"
         )
@@ -358,9 +413,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--conversations", type=int, default=50, help="concurrent websocket conversations (max 500)"
     )
-    parser.add_argument("--stores", default="memory,redis", help="comma-separated: memory, redis")
+    parser.add_argument(
+        "--stores",
+        default="embedded,redis,postgresql",
+        help="comma-separated: embedded, redis, postgresql",
+    )
     parser.add_argument(
         "--redis-url", default="redis://127.0.0.1:6379/7", help="Redis for the redis run (loopback)"
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default="postgresql://postgres@127.0.0.1:5432",
+        help="PostgreSQL server for the postgresql run (a throwaway database is made there)",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument(
@@ -373,10 +437,10 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.conversations <= MAX_CONVERSATIONS:
         parser.error(f"--conversations must be in [1, {MAX_CONVERSATIONS}]")
     stores = [s.strip() for s in args.stores.split(",") if s.strip()]
-    if not stores or set(stores) - {"memory", "redis"}:
-        parser.error("--stores takes memory and/or redis")
+    if not stores or set(stores) - {"embedded", "redis", "postgresql"}:
+        parser.error("--stores takes embedded, redis and/or postgresql")
     host = urlsplit(args.redis_url).hostname
-    if "redis" in stores:
+    if {"redis", "postgresql"} & set(stores):
         if host not in ("127.0.0.1", "localhost", "::1"):
             parser.error("--redis-url must be on loopback")
         check_redis(args.redis_url)
@@ -393,12 +457,23 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         for store in stores:
-            redis_url = args.redis_url if store == "redis" else None
+            redis_url = args.redis_url if store in ("redis", "postgresql") else None
+            database = postgres_database(args.postgres_url) if store == "postgresql" else None
             try:
-                result = run_store(store, workdir, clients_dir, client_ids, args.seconds, redis_url)
+                result = run_store(
+                    store,
+                    workdir,
+                    clients_dir,
+                    client_ids,
+                    args.seconds,
+                    redis_url,
+                    database.url if database else None,
+                )
             finally:
                 if redis_url:
                     redis_keys_cleanup(redis_url)
+                if database:
+                    database.drop()
             results.append(result)
             print(f"  {store}: done ({result.turns} turns in {result.elapsed_s:.1f} s)", flush=True)
     finally:

@@ -28,6 +28,7 @@ from typing import cast
 
 from engine.config import ClientConfig
 from engine.db.database import Database
+from engine.db.fast import Tx
 from engine.effects import Effects, EscalationRequest
 from engine.outbox import Outbox, OutboxItem
 from engine.session import ConversationSession, SessionKey, SessionStore, Turn
@@ -124,18 +125,31 @@ class Committer:
         for request in effects.escalations:
             items.extend(escalation_items(client, session, request))
         key = session.key
-        async with self.db.write() as conn:
+
+        async def write(tx: Tx) -> tuple[int, str]:
             if turn.message_id is not None:
-                await self.sessions.mark_processed_in(conn, key, turn.message_id, turn.turn_id)
-            version = await self.sessions.save_in(conn, session, turn.version, turn.last_event_id)
+                await self.sessions.mark_processed_in(tx, key, turn.message_id, turn.turn_id)
+            version, data = await self.sessions.save_in(
+                tx, session, turn.version, turn.last_event_id
+            )
             for booking in effects.bookings:
-                await self.calendar.book_in(conn, booking)
+                await self.calendar.book_in(tx, booking)
             for lead in effects.leads:
-                await self.ledger.record_in(conn, lead, turn.turn_id)
-            await self.sessions.append_events_in(conn, key, turn.events)
-            await self.conversations.append_in(conn, session, turn.lines, turn.purpose)
+                await self.ledger.record_in(tx, lead, turn.turn_id)
+            await self.sessions.append_events_in(tx, key, turn.events)
+            await self.conversations.append_in(
+                tx, session, turn.lines, turn.purpose, new=turn.version is None
+            )
             if items:
-                await self.outbox.enqueue_in(conn, items)
+                await self.outbox.enqueue_in(tx, items)
+            return version, data
+
+        try:
+            version, data = await self.db.fast.transaction(write)
+        except BaseException:
+            self.sessions.forget(key)
+            raise
+        self.sessions.remember(session, data, version, turn.last_event_id, turn.message_id)
         if items:
             self.outbox.wake()
         return version
@@ -145,12 +159,21 @@ class Committer:
         session: ConversationSession,
         version: int,
         last_event_id: int,
-        seq: int | None,
+        line_id: str | None,
         heard: str,
     ) -> None:
         """Save a session whose last reply was cut, and mark the logged line."""
         key: SessionKey = session.key
-        async with self.db.write() as conn:
-            await self.sessions.save_in(conn, session, version, last_event_id)
-            if seq is not None:
-                await self.conversations.mark_cut_in(conn, key, seq, heard)
+
+        async def write(tx: Tx) -> tuple[int, str]:
+            saved = await self.sessions.save_in(tx, session, version, last_event_id)
+            if line_id is not None:
+                await self.conversations.mark_cut_in(tx, key, line_id, heard)
+            return saved
+
+        try:
+            new_version, data = await self.db.fast.transaction(write)
+        except BaseException:
+            self.sessions.forget(key)
+            raise
+        self.sessions.remember(session, data, new_version, last_event_id, None)

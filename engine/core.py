@@ -231,7 +231,7 @@ class Engine:
             else uuid.uuid4().hex[:24]
         )
         async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
-            if message_id is not None and await self.store.processed(key, message_id):
+            if message_id is not None and self.store.recently_processed(key, message_id):
                 raise DuplicateMessageError(str(key), message_id)
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 loaded = await self.store.load(key)
@@ -280,7 +280,7 @@ class Engine:
     ) -> _Outcome:
         """Run the agent on ``loaded`` (or a new session); never raises for an agent's
         failure (the fallback reply answers it)."""
-        session = loaded.session if loaded else await self._new_session(key, test)
+        session = loaded.session if loaded else self._new_session(key, test)
         if context:
             session.context.update({k: str(v) for k, v in context.items() if v is not None})
         effects = Effects(turn_id, key, test=session.test)
@@ -326,11 +326,10 @@ class Engine:
             session.outcome = reply.outcome
         return _Outcome(reply, served_by, session, deltas, effects)
 
-    async def _new_session(self, key: SessionKey, test: bool) -> ConversationSession:
+    @staticmethod
+    def _new_session(key: SessionKey, test: bool) -> ConversationSession:
         session = ConversationSession.new(key)
         session.test = test
-        # A conversation whose session expired or was lost continues its log.
-        session.logged_messages = await self.conversation_log.next_seq(key)
         return session
 
     async def _fallback(
@@ -354,7 +353,7 @@ class Engine:
         TURN_ERRORS.labels(key.client_id, key.channel, type(exc).__name__).inc()
         # The agent may have changed the session: start again from what is stored.
         fresh = await self.store.load(key)
-        session = fresh.session if fresh else await self._new_session(key, test)
+        session = fresh.session if fresh else self._new_session(key, test)
         if context:
             session.context.update({k: str(v) for k, v in context.items() if v is not None})
         session.transcript.append(Turn(role="user", text=message, purpose=session.purpose))
@@ -399,11 +398,10 @@ class Engine:
         replay: Replay | None,
     ) -> TurnCommit:
         session = outcome.session
-        # Number the lines this turn added to the transcript for the durable log.
-        lines = [t for t in session.transcript if t.seq is None]
-        for line in lines:
-            line.seq = session.logged_messages
-            session.logged_messages += 1
+        # Name the lines this turn added to the transcript for the durable log.
+        lines = [t for t in session.transcript if t.line_id is None]
+        for n, line in enumerate(lines):
+            line.line_id = f"{turn_id}.{n}"
         last_event_id = loaded.last_event_id if loaded else 0
         events: list[tuple[int, str]] = []
         if replay is not None:
@@ -452,7 +450,7 @@ class Engine:
             last.cut = True
             session.updated_at = _utcnow()
             await self.committer.commit_heard(
-                session, loaded.version, loaded.last_event_id, last.seq, heard
+                session, loaded.version, loaded.last_event_id, last.line_id, heard
             )
         return True
 

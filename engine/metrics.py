@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-__all__ = ["ACTIVE_CONNECTIONS", "TURNS", "TURN_ERRORS", "TURN_SECONDS"]
+__all__ = [
+    "ACTIVE_CONNECTIONS",
+    "OUTBOX_ITEMS",
+    "OUTBOX_OLDEST_PENDING_SECONDS",
+    "TURNS",
+    "TURN_ERRORS",
+    "TURN_SECONDS",
+]
 
 TURNS = Counter(
     "gateway_turns_total", "Conversation turns handled", ["client_id", "channel", "purpose"]
@@ -29,3 +36,16 @@ OUTCOMES = Counter(
     ["client_id", "channel", "outcome"],
 )
 ACTIVE_CONNECTIONS = Gauge("gateway_active_connections", "Open realtime connections", ["channel"])
+
+# Read from the shared outbox table by every replica's worker (about every 5 s):
+# each replica reports the same figures, so aggregate with max, not sum.
+OUTBOX_ITEMS = Gauge(
+    "gateway_outbox_items",
+    "Outbox rows by state (pending, delivering, delivered, dead), all clients",
+    ["state"],
+)
+OUTBOX_OLDEST_PENDING_SECONDS = Gauge(
+    "gateway_outbox_oldest_pending_seconds",
+    "Age in seconds of the oldest outbox row not yet delivered (pending or delivering); "
+    "0 when there is none",
+)

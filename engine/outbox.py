@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import random
 import socket
 import time
@@ -44,11 +45,12 @@ from typing import Literal
 
 import sqlalchemy as sa
 from prometheus_client import Counter
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.db.database import Database
+from engine.db.fast import Tx
 from engine.db.schema import OUTBOX
 from engine.errors import GatewayError, StoreError, ToolError
+from engine.metrics import OUTBOX_ITEMS, OUTBOX_OLDEST_PENDING_SECONDS
 
 __all__ = [
     "Deliverer",
@@ -153,33 +155,32 @@ class Outbox:
             await asyncio.wait_for(self._wake.wait(), timeout_s)
         self._wake.clear()
 
-    async def enqueue_in(self, conn: AsyncConnection, items: Sequence[OutboxItem]) -> int:
+    async def enqueue_in(self, tx: Tx, items: Sequence[OutboxItem]) -> int:
         """Insert ``items`` in the caller's transaction; a key already present is
         skipped (that effect is already on its way). Returns rows inserted."""
         inserted = 0
         now = self.clock()
         for item in items:
-            values = {
-                "idempotency_key": item.key,
-                "client_id": item.client_id,
-                "kind": item.kind,
-                "payload": json.dumps(item.payload, ensure_ascii=False),
-                "state": "pending",
-                "attempts": 0,
-                "next_attempt_ts": now,
-                "created_ts": now,
-                "updated_ts": now,
-            }
-            result = await conn.execute(
-                self.db.insert_ignore(OUTBOX, ["idempotency_key"]).values(**values)
+            inserted += await tx.execute(
+                "INSERT INTO outbox (idempotency_key, client_id, kind, payload, state, attempts,"
+                " next_attempt_ts, created_ts, updated_ts)"
+                " VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5)"
+                " ON CONFLICT (idempotency_key) DO NOTHING",
+                item.key,
+                item.client_id,
+                item.kind,
+                json.dumps(item.payload, ensure_ascii=False),
+                now,
             )
-            inserted += result.rowcount or 0
         return inserted
 
     async def enqueue(self, items: Sequence[OutboxItem]) -> int:
         """Enqueue outside a turn (its own transaction) and wake the worker."""
-        async with self.db.write() as conn:
-            count = await self.enqueue_in(conn, items)
+
+        async def write(tx: Tx) -> int:
+            return await self.enqueue_in(tx, items)
+
+        count = await self.db.fast.transaction(write)
         self.wake()
         return count
 
@@ -353,9 +354,12 @@ class WorkerOptions:
     max_backoff_s: float = 15 * 60
     drain_s: float = 10.0
     housekeeping_s: float = 300.0
+    stats_s: float = 5.0
+    """How often the worker refreshes the ``gateway_outbox_items`` and
+    ``gateway_outbox_oldest_pending_seconds`` gauges from the table."""
 
     def __post_init__(self) -> None:
-        for name in ("poll_s", "claim_s", "base_backoff_s", "max_backoff_s", "drain_s"):
+        for name in ("poll_s", "claim_s", "base_backoff_s", "max_backoff_s", "drain_s", "stats_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"WorkerOptions.{name} must be > 0")
         if self.batch < 1 or self.concurrency < 1 or self.max_attempts < 1:
@@ -383,7 +387,8 @@ class OutboxWorker:
     """Claims and delivers outbox rows until stopped. One per replica.
 
     ``housekeeping``: called every ``options.housekeeping_s`` (purging expired
-    sessions and marks), errors logged, never fatal.
+    sessions and marks), errors logged, never fatal. The outbox gauges
+    (:mod:`engine.metrics`) are refreshed every ``options.stats_s`` the same way.
     """
 
     def __init__(
@@ -433,6 +438,7 @@ class OutboxWorker:
 
     async def _run(self) -> None:
         last_housekeeping = 0.0
+        last_stats = -math.inf
         while not self._stopping.is_set():
             claimed = 0
             try:
@@ -451,6 +457,9 @@ class OutboxWorker:
                 log.warning("outbox: claim failed: %s", exc)
             except Exception:
                 log.exception("outbox: worker loop error")
+            if time.monotonic() - last_stats >= self.options.stats_s:
+                last_stats = time.monotonic()
+                await self._update_gauges()
             if claimed == 0 and not self._stopping.is_set():
                 await self.outbox.wait(self.options.poll_s)
 
@@ -466,6 +475,19 @@ class OutboxWorker:
                 await result
         except Exception as exc:
             log.warning("outbox: housekeeping failed: %s", type(exc).__name__)
+
+    async def _update_gauges(self) -> None:
+        try:
+            counts, oldest_s = await self.outbox.stats()
+        except StoreError as exc:
+            log.warning("outbox: reading the outbox gauges failed: %s", exc)
+            return
+        except Exception:
+            log.exception("outbox: reading the outbox gauges failed")
+            return
+        for state, count in counts.items():
+            OUTBOX_ITEMS.labels(state).set(count)
+        OUTBOX_OLDEST_PENDING_SECONDS.set(oldest_s)
 
     async def _deliver_slot(self, row: OutboxRow) -> None:
         try:

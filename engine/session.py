@@ -12,6 +12,9 @@ atomic commit (:mod:`engine.commit`):
   (:class:`~engine.errors.CommitConflict`);
 - a per-session **replay log** (the web channel's events), kept with the
   session and trimmed to ``max_events``;
+- a **cache** of the sessions this replica committed, so a turn does not
+  read back what the last one wrote (a stale copy is caught by the versioned
+  save);
 - **processed-message marks**: an inbound message id a committed turn
   consumed; a second turn for it is refused
   (:class:`~engine.errors.DuplicateMessageError`).
@@ -24,17 +27,17 @@ runs it). Locks are :mod:`engine.locks`.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, JsonValue
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.db.database import Database
+from engine.db.fast import Row, Tx
 from engine.db.schema import PROCESSED_MESSAGES, SESSION_EVENTS, SESSIONS
 from engine.errors import CommitConflict, DuplicateMessageError
 
@@ -46,6 +49,8 @@ __all__ = [
     "Turn",
 ]
 
+RECENT_IDS = 32
+"""Message ids a cached session remembers for the quick duplicate check."""
 TRANSCRIPT_WINDOW = 40
 """Transcript items kept in the session itself (for prompts and flows); the
 whole conversation is in the durable conversation log."""
@@ -74,8 +79,8 @@ class Turn(BaseModel):
     at: datetime = Field(default_factory=_now)
     purpose: str | None = None
     cut: bool = False
-    seq: int | None = None
-    """Its line number in the durable conversation log (set when committed)."""
+    line_id: str | None = None
+    """Its id in the durable conversation log (set when committed)."""
 
 
 class ConversationSession(BaseModel):
@@ -96,9 +101,6 @@ class ConversationSession(BaseModel):
     outcome: str | None = None
     """Last notable outcome: ``booked``, ``escalated``, ``abandoned``..."""
     turn_count: int = 0
-    logged_messages: int = 0
-    """How many transcript lines the durable conversation log holds (the next
-    line's sequence number); the session keeps only the last lines."""
     test: bool = False
     """A conversation held for testing (``gateway chat``): kept out of the leads
     list unless asked for."""
@@ -122,12 +124,20 @@ class LoadedSession:
     last_event_id: int
 
 
-def _where(table: sa.Table, key: SessionKey) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        table.c.client_id == key.client_id,
-        table.c.channel == key.channel,
-        table.c.session_id == key.session_id,
-    )
+@dataclass(slots=True)
+class _Cached:
+    data: str
+    version: int
+    last_event_id: int
+    expires_ts: float
+    recent_ids: deque[str] = field(default_factory=lambda: deque(maxlen=RECENT_IDS))
+
+
+_KEY_SQL = "client_id = $1 AND channel = $2 AND session_id = $3"
+
+
+def _args(key: SessionKey) -> tuple[str, str, str]:
+    return key.client_id, key.channel, key.session_id
 
 
 class SessionStore:
@@ -135,7 +145,12 @@ class SessionStore:
 
     ``ttl_s``: seconds a session lives after its last commit. ``max_events``:
     replay events kept per session. ``clock``: epoch seconds (tests move it).
-    Reads raise :class:`~engine.errors.StoreError` when the database fails.
+    ``cache_size``: sessions this replica keeps in memory after committing
+    them, so a turn does not read back what it just wrote. A cached copy may
+    be stale when another replica committed since; the versioned save then
+    refuses the commit, the copy is dropped and the turn runs again on the
+    stored one (:meth:`forget`). Reads raise :class:`~engine.errors.StoreError`
+    when the database fails.
     """
 
     def __init__(
@@ -145,11 +160,14 @@ class SessionStore:
         ttl_s: float = 24 * 3600,
         max_events: int = 2000,
         clock: Callable[[], float] = time.time,
+        cache_size: int = 10_000,
     ) -> None:
         self.db = db
         self.ttl_s = ttl_s
         self.max_events = max_events
         self.clock = clock
+        self.cache_size = cache_size
+        self._cache: OrderedDict[SessionKey, _Cached] = OrderedDict()
 
     @property
     def backend(self) -> str:
@@ -158,60 +176,98 @@ class SessionStore:
     async def ping(self) -> bool:
         return await self.db.ping()
 
+    # -- the cache ----------------------------------------------------------------
+    def forget(self, key: SessionKey) -> None:
+        """Drop this replica's copy of a session (after a conflict or a failure)."""
+        self._cache.pop(key, None)
+
+    def remember(
+        self,
+        session: ConversationSession,
+        data: str,
+        version: int,
+        last_event_id: int,
+        message_id: str | None,
+    ) -> None:
+        """Keep what a commit just wrote (called after the transaction committed)."""
+        key = session.key
+        old = self._cache.pop(key, None)
+        entry = _Cached(data, version, last_event_id, self.clock() + self.ttl_s)
+        if old is not None:
+            entry.recent_ids.extend(old.recent_ids)
+        if message_id is not None:
+            entry.recent_ids.append(message_id)
+        self._cache[key] = entry
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
     # -- reads ------------------------------------------------------------------
     async def load(self, key: SessionKey) -> LoadedSession | None:
-        async def run() -> LoadedSession | None:
-            async with self.db.read() as conn:
-                row = (
-                    await conn.execute(
-                        sa.select(SESSIONS.c.data, SESSIONS.c.version, SESSIONS.c.last_event_id)
-                        .where(_where(SESSIONS, key))
-                        .where(SESSIONS.c.expires_ts > self.clock())
-                    )
-                ).first()
-            if row is None:
-                return None
+        cached = self._cache.get(key)
+        now = self.clock()
+        if cached is not None and cached.expires_ts > now:
+            self._cache.move_to_end(key)
             return LoadedSession(
-                ConversationSession.model_validate_json(row.data), row.version, row.last_event_id
+                ConversationSession.model_validate_json(cached.data),
+                cached.version,
+                cached.last_event_id,
+            )
+        self.forget(key)
+
+        async def read(tx: Tx) -> Row | None:
+            return await tx.fetchone(
+                "SELECT data, version, last_event_id FROM sessions"
+                f" WHERE {_KEY_SQL} AND expires_ts > $4",
+                *_args(key),
+                now,
             )
 
-        return await self.db.retry_once("session load", run)
+        row = await self.db.fast.query(read)
+        if row is None:
+            return None
+        return LoadedSession(ConversationSession.model_validate_json(row[0]), row[1], row[2])
 
     async def exists(self, key: SessionKey) -> bool:
+        """True if the database holds the session, unexpired (never from the cache)."""
+        self.forget(key)
         return await self.load(key) is not None
 
+    def recently_processed(self, key: SessionKey, message_id: str) -> bool:
+        """True if this replica committed ``message_id`` for the session lately.
+
+        A quick check that saves running a turn for a resent message; the
+        commit's processed mark is the authority (DuplicateMessageError)."""
+        cached = self._cache.get(key)
+        return cached is not None and message_id in cached.recent_ids
+
     async def processed(self, key: SessionKey, message_id: str) -> bool:
-        """True if a committed turn of this session already consumed ``message_id``."""
+        """True if a committed turn of this session consumed ``message_id`` (database)."""
+        now = self.clock()
 
-        async def run() -> bool:
-            async with self.db.read() as conn:
-                row = (
-                    await conn.execute(
-                        sa.select(PROCESSED_MESSAGES.c.turn_id)
-                        .where(_where(PROCESSED_MESSAGES, key))
-                        .where(PROCESSED_MESSAGES.c.message_id == message_id)
-                        .where(PROCESSED_MESSAGES.c.expires_ts > self.clock())
-                    )
-                ).first()
-            return row is not None
+        async def read(tx: Tx) -> Row | None:
+            return await tx.fetchone(
+                f"SELECT 1 FROM processed_messages WHERE {_KEY_SQL}"
+                " AND message_id = $4 AND expires_ts > $5",
+                *_args(key),
+                message_id,
+                now,
+            )
 
-        return await self.db.retry_once("processed check", run)
+        return await self.db.fast.query(read) is not None
 
     async def events_after(self, key: SessionKey, after_id: int) -> list[tuple[int, str]]:
-        """Replay events with id > ``after_id``, oldest first: ``(event_id, json_text)``."""
+        """Replay events with id > ``after_id``, oldest first: ``(event_id, json_text)``.
+        (They live as long as their session: check it exists first.)"""
 
-        async def run() -> list[tuple[int, str]]:
-            async with self.db.read() as conn:
-                rows = await conn.execute(
-                    sa.select(SESSION_EVENTS.c.event_id, SESSION_EVENTS.c.data)
-                    .where(_where(SESSION_EVENTS, key))
-                    .where(SESSION_EVENTS.c.event_id > after_id)
-                    .where(SESSION_EVENTS.c.expires_ts > self.clock())
-                    .order_by(SESSION_EVENTS.c.event_id)
-                )
-                return [(r.event_id, r.data) for r in rows]
+        async def read(tx: Tx) -> list[Row]:
+            return await tx.fetchall(
+                f"SELECT event_id, data FROM session_events WHERE {_KEY_SQL}"
+                " AND event_id > $4 ORDER BY event_id",
+                *_args(key),
+                after_id,
+            )
 
-        return await self.db.retry_once("replay read", run)
+        return [(int(r[0]), str(r[1])) for r in await self.db.fast.query(read)]
 
     async def last_event_id(self, key: SessionKey) -> int:
         """The highest replay event id committed for the session (0 if none)."""
@@ -221,119 +277,127 @@ class SessionStore:
     # -- writes, inside a turn's commit ------------------------------------------------
     async def save_in(
         self,
-        conn: AsyncConnection,
+        tx: Tx,
         session: ConversationSession,
         expected_version: int | None,
         last_event_id: int,
-    ) -> int:
+    ) -> tuple[int, str]:
         """Write ``session`` if its row is still at ``expected_version`` (None: must
-        not exist, or be expired). Returns the new version; raises CommitConflict."""
+        not exist, or be expired) and unexpired. Returns the new version and the
+        JSON written; raises CommitConflict."""
         now = self.clock()
         if len(session.transcript) > TRANSCRIPT_WINDOW:
             del session.transcript[: len(session.transcript) - TRANSCRIPT_WINDOW]
-        values = {
-            "data": session.model_dump_json(),
-            "last_event_id": last_event_id,
-            "expires_ts": now + self.ttl_s,
-            "updated_ts": now,
-        }
+        data = session.model_dump_json()
         key = session.key
+        expires = now + self.ttl_s
         if expected_version is not None:
-            result = await conn.execute(
-                SESSIONS.update()
-                .where(_where(SESSIONS, key))
-                .where(SESSIONS.c.version == expected_version)
-                .values(version=expected_version + 1, **values)
+            changed = await tx.execute(
+                "UPDATE sessions SET version = $5, data = $6, last_event_id = $7,"
+                f" expires_ts = $8, updated_ts = $9 WHERE {_KEY_SQL}"
+                " AND version = $4 AND expires_ts > $9",
+                *_args(key),
+                expected_version,
+                expected_version + 1,
+                data,
+                last_event_id,
+                expires,
+                now,
             )
-            if result.rowcount != 1:
+            if changed != 1:
                 raise CommitConflict(str(key))
-            return expected_version + 1
-        # A new session, or one whose row expired: replace an expired row only.
-        await conn.execute(
-            SESSIONS.delete().where(_where(SESSIONS, key)).where(SESSIONS.c.expires_ts <= now)
+            return expected_version + 1, data
+        inserted = await tx.execute(
+            "INSERT INTO sessions (client_id, channel, session_id, version, data,"
+            " last_event_id, expires_ts, updated_ts) VALUES ($1, $2, $3, 1, $4, $5, $6, $7)"
+            " ON CONFLICT (client_id, channel, session_id) DO NOTHING",
+            *_args(key),
+            data,
+            last_event_id,
+            expires,
+            now,
         )
-        try:
-            async with conn.begin_nested():
-                await conn.execute(
-                    SESSIONS.insert().values(
-                        client_id=key.client_id,
-                        channel=key.channel,
-                        session_id=key.session_id,
-                        version=1,
-                        **values,
-                    )
-                )
-        except IntegrityError as exc:
-            raise CommitConflict(str(key)) from exc
-        return 1
+        if inserted == 1:
+            return 1, data
+        # A row is there: take it over only if it expired (its events go with it).
+        replaced = await tx.fetchone(
+            "UPDATE sessions SET version = version + 1, data = $4, last_event_id = $5,"
+            f" expires_ts = $6, updated_ts = $7 WHERE {_KEY_SQL} AND expires_ts <= $7"
+            " RETURNING version",
+            *_args(key),
+            data,
+            last_event_id,
+            expires,
+            now,
+        )
+        if replaced is None:
+            raise CommitConflict(str(key))
+        await tx.execute(f"DELETE FROM session_events WHERE {_KEY_SQL}", *_args(key))
+        return int(replaced[0]), data
 
     async def mark_processed_in(
-        self, conn: AsyncConnection, key: SessionKey, message_id: str, turn_id: str
+        self, tx: Tx, key: SessionKey, message_id: str, turn_id: str
     ) -> None:
         """Record that ``message_id`` was consumed; raises DuplicateMessageError if it was."""
         now = self.clock()
-        await conn.execute(
-            PROCESSED_MESSAGES.delete()
-            .where(_where(PROCESSED_MESSAGES, key))
-            .where(PROCESSED_MESSAGES.c.message_id == message_id)
-            .where(PROCESSED_MESSAGES.c.expires_ts <= now)
+        inserted = await tx.execute(
+            "INSERT INTO processed_messages (client_id, channel, session_id, message_id,"
+            " turn_id, expires_ts) VALUES ($1, $2, $3, $4, $5, $6)"
+            " ON CONFLICT (client_id, channel, session_id, message_id) DO NOTHING",
+            *_args(key),
+            message_id,
+            turn_id,
+            now + self.ttl_s,
         )
-        try:
-            async with conn.begin_nested():
-                await conn.execute(
-                    PROCESSED_MESSAGES.insert().values(
-                        client_id=key.client_id,
-                        channel=key.channel,
-                        session_id=key.session_id,
-                        message_id=message_id,
-                        turn_id=turn_id,
-                        expires_ts=now + self.ttl_s,
-                    )
-                )
-        except IntegrityError as exc:
-            raise DuplicateMessageError(str(key), message_id) from exc
+        if inserted == 1:
+            return
+        renewed = await tx.execute(  # an expired mark no longer counts
+            "UPDATE processed_messages SET turn_id = $5, expires_ts = $6"
+            f" WHERE {_KEY_SQL} AND message_id = $4 AND expires_ts <= $7",
+            *_args(key),
+            message_id,
+            turn_id,
+            now + self.ttl_s,
+            now,
+        )
+        if renewed != 1:
+            raise DuplicateMessageError(str(key), message_id)
 
     async def append_events_in(
-        self, conn: AsyncConnection, key: SessionKey, events: Sequence[tuple[int, str]]
+        self, tx: Tx, key: SessionKey, events: Sequence[tuple[int, str]]
     ) -> None:
-        """Append ``(event_id, json_text)`` pairs (ids increasing) and trim the log
-        to the last ``max_events``; every event of the session gets the new expiry."""
+        """Append ``(event_id, json_text)`` pairs (ids increasing); every 64 events the
+        log is trimmed to the last ``max_events``."""
         if not events:
             return
-        expires = self.clock() + self.ttl_s
-        await conn.execute(
-            SESSION_EVENTS.insert(),
-            [
-                {
-                    "client_id": key.client_id,
-                    "channel": key.channel,
-                    "session_id": key.session_id,
-                    "event_id": event_id,
-                    "data": data,
-                    "expires_ts": expires,
-                }
-                for event_id, data in events
-            ],
+        await tx.executemany(
+            "INSERT INTO session_events (client_id, channel, session_id, event_id, data)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            [(*_args(key), event_id, data) for event_id, data in events],
         )
-        last = events[-1][0]
-        await conn.execute(
-            SESSION_EVENTS.delete()
-            .where(_where(SESSION_EVENTS, key))
-            .where(SESSION_EVENTS.c.event_id <= last - self.max_events)
-        )
-        await conn.execute(
-            SESSION_EVENTS.update()
-            .where(_where(SESSION_EVENTS, key))
-            .where(SESSION_EVENTS.c.event_id < events[0][0])
-            .values(expires_ts=expires)
-        )
+        first, last = events[0][0], events[-1][0]
+        if last > self.max_events and (first - 1) // 64 != last // 64:
+            await tx.execute(
+                f"DELETE FROM session_events WHERE {_KEY_SQL} AND event_id <= $4",
+                *_args(key),
+                last - self.max_events,
+            )
 
     async def purge_expired(self) -> int:
-        """Delete expired sessions, replay events and marks; returns rows deleted."""
+        """Delete expired sessions (with their replay events) and marks; returns rows deleted."""
         now = self.clock()
         total = 0
+        live = sa.select(SESSIONS.c.session_id).where(
+            SESSIONS.c.client_id == SESSION_EVENTS.c.client_id,
+            SESSIONS.c.channel == SESSION_EVENTS.c.channel,
+            SESSIONS.c.session_id == SESSION_EVENTS.c.session_id,
+        )
         async with self.db.write() as conn:
-            for table in (SESSIONS, SESSION_EVENTS, PROCESSED_MESSAGES):
+            for table in (SESSIONS, PROCESSED_MESSAGES):
                 result = await conn.execute(table.delete().where(table.c.expires_ts <= now))
                 total += result.rowcount or 0
+            result = await conn.execute(SESSION_EVENTS.delete().where(~live.exists()))
+            total += result.rowcount or 0
+        for key in [k for k, c in self._cache.items() if c.expires_ts <= now]:
+            self._cache.pop(key, None)
         return total

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -36,6 +36,7 @@ from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from engine.db.fast import FastDB, PgFast, SqliteFast
 from engine.errors import StoreError
 
 __all__ = ["Database", "normalize_url"]
@@ -75,9 +76,11 @@ def normalize_url(url: str) -> str:
 class Database:
     """An async SQLAlchemy engine plus the dialect facts the stores need."""
 
-    def __init__(self, engine: AsyncEngine, url: str) -> None:
+    def __init__(self, engine: AsyncEngine, url: str, fast: FastDB) -> None:
         self.engine = engine
         self.url = url
+        self.fast = fast
+        """The turn's hot path: plain SQL to the driver (:mod:`engine.db.fast`)."""
         self.dialect = engine.dialect.name
         """``sqlite`` or ``postgresql``."""
         self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
@@ -94,17 +97,21 @@ class Database:
     def open(cls, url: str) -> Database:
         """Create the engine (no connection is made yet). Raises ValueError for a bad URL."""
         sa_url = normalize_url(url)
+        fast: FastDB
         if sa_url.startswith("sqlite"):
             path = sa.engine.make_url(sa_url).database
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if not path or path == ":memory:":
+                raise ValueError("an in-memory SQLite database cannot be shared; give a file path")
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine = create_async_engine(sa_url, connect_args={"timeout": 5.0})
             _configure_sqlite(engine)
+            fast = SqliteFast(Path(path))
         else:
             engine = create_async_engine(
-                sa_url, pool_pre_ping=True, pool_size=10, max_overflow=10, pool_recycle=1800
+                sa_url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800
             )
-        return cls(engine, url)
+            fast = PgFast("postgresql" + sa_url[len("postgresql+asyncpg") :])
+        return cls(engine, url, fast)
 
     @classmethod
     def embedded(cls, data_dir: Path) -> Database:
@@ -169,6 +176,31 @@ class Database:
 
         return pg_insert(table).on_conflict_do_nothing(index_elements=conflict)
 
+    def upsert(
+        self,
+        table: sa.Table,
+        conflict: list[str],
+        row: Mapping[str, object],
+        changes: Mapping[str, object],
+    ) -> sa.Insert:
+        """``INSERT row ... ON CONFLICT (conflict) DO UPDATE SET changes``; in
+        ``changes``, columns of ``table`` refer to the existing row."""
+        if self.is_sqlite:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return (
+                sqlite_insert(table)
+                .values(row)
+                .on_conflict_do_update(index_elements=conflict, set_=changes)
+            )
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return (
+            pg_insert(table)
+            .values(row)
+            .on_conflict_do_update(index_elements=conflict, set_=changes)
+        )
+
     async def ping(self) -> bool:
         try:
             async with self.read() as conn:
@@ -215,6 +247,7 @@ class Database:
         return head
 
     async def close(self) -> None:
+        await self.fast.close()
         await self.engine.dispose()
 
 

@@ -8,10 +8,11 @@ them. JSON documents are stored as text: both engines, no extension needed.
 
     sessions            one row per conversation: the engine's session JSON, a
                         version (optimistic concurrency) and an expiry
-    session_events      a session's replay log (web chat events), by event id
+    session_events      a session's replay log (web chat events), by event id;
+                        it lives as long as its session
     processed_messages  inbound message ids a committed turn consumed
     conversations       one row per conversation for the admin API
-    conversation_messages  the durable transcript, append-only
+    conversation_messages  the durable transcript, append-only (ordered by id)
     bookings            the local calendar (never two overlapping per client)
     calendar_locks      one row per client, locked while a booking is written
     leads               the lead ledger (what /admin/api/leads reads)
@@ -77,7 +78,6 @@ SESSION_EVENTS = sa.Table(
     *_key_columns(),
     sa.Column("event_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("data", sa.Text, nullable=False),
-    sa.Column("expires_ts", sa.Float, nullable=False, index=True),
 )
 
 PROCESSED_MESSAGES = sa.Table(
@@ -107,13 +107,18 @@ CONVERSATIONS = sa.Table(
 CONVERSATION_MESSAGES = sa.Table(
     "conversation_messages",
     METADATA,
-    *_key_columns(),
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("session_id", sa.String(128), nullable=False),
+    sa.Column("line_id", sa.String(64), nullable=False),
     sa.Column("role", sa.String(16), nullable=False),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("purpose", sa.String(64)),
     sa.Column("cut", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("at_iso", sa.String(40), nullable=False),
+    sa.Index(None, "client_id", "channel", "session_id", "id"),
+    sa.Index(None, "client_id", "channel", "session_id", "line_id", unique=True),
 )
 
 BOOKINGS = sa.Table(

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.db.database import Database
-from engine.db.schema import BOOKINGS, CALENDAR_LOCKS
+from engine.db.fast import Row, Tx
+from engine.db.schema import BOOKINGS
 from engine.errors import SlotTakenError
 
 __all__ = ["Booking", "BookingRequest", "Calendar", "LocalCalendar"]
@@ -71,25 +71,6 @@ def _booking(m: sa.RowMapping) -> Booking:
     )
 
 
-_COLUMNS = (
-    BOOKINGS.c.booking_id,
-    BOOKINGS.c.client_id,
-    BOOKINGS.c.start_iso,
-    BOOKINGS.c.end_iso,
-    BOOKINGS.c.service,
-    BOOKINGS.c.name,
-)
-
-
-def _overlapping(client_id: str, start: datetime, end: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        BOOKINGS.c.client_id == client_id,
-        BOOKINGS.c.status == "booked",
-        BOOKINGS.c.start_ts < end.timestamp(),
-        BOOKINGS.c.end_ts > start.timestamp(),
-    )
-
-
 class LocalCalendar(Calendar):
     """The embedded calendar, in the gateway's database."""
 
@@ -97,69 +78,82 @@ class LocalCalendar(Calendar):
         self.db = db
 
     async def busy(self, client_id: str, start: datetime, end: datetime) -> list[Booking]:
-        async def run() -> list[Booking]:
-            async with self.db.read() as conn:
-                rows = await conn.execute(
-                    sa.select(*_COLUMNS)
-                    .where(_overlapping(client_id, start, end))
-                    .order_by(BOOKINGS.c.start_ts)
-                )
-                return [_booking(r._mapping) for r in rows]
+        async def read(tx: Tx) -> list[Row]:
+            return await tx.fetchall(
+                "SELECT booking_id, client_id, start_iso, end_iso, service, name FROM bookings"
+                " WHERE client_id = $1 AND status = 'booked' AND start_ts < $2 AND end_ts > $3"
+                " ORDER BY start_ts",
+                client_id,
+                end.timestamp(),
+                start.timestamp(),
+            )
 
-        return await self.db.retry_once("calendar read", run)
+        return [
+            Booking(
+                booking_id=r[0],
+                client_id=r[1],
+                start=datetime.fromisoformat(r[2]),
+                end=datetime.fromisoformat(r[3]),
+                service=r[4],
+                name=r[5],
+            )
+            for r in await self.db.fast.query(read)
+        ]
 
-    async def book_in(self, conn: AsyncConnection, request: BookingRequest) -> None:
+    async def book_in(self, tx: Tx, request: BookingRequest) -> None:
         """Write ``request`` in the caller's transaction. Raises SlotTakenError when
         ``capacity`` bookings already overlap it (the caller rolls back)."""
         booking = request.booking
-        if self.db.is_sqlite:
+        if not self.db.is_sqlite:
             # SQLite transactions here are BEGIN IMMEDIATE: writers are already serial.
-            pass
-        else:
-            await conn.execute(
-                sa.text(
-                    "INSERT INTO calendar_locks (client_id) VALUES (:c) ON CONFLICT DO NOTHING"
-                ),
-                {"c": booking.client_id},
+            await tx.execute(
+                "INSERT INTO calendar_locks (client_id) VALUES ($1) ON CONFLICT DO NOTHING",
+                booking.client_id,
             )
-            await conn.execute(
-                sa.select(CALENDAR_LOCKS.c.client_id)
-                .where(CALENDAR_LOCKS.c.client_id == booking.client_id)
-                .with_for_update()
+            await tx.fetchone(
+                "SELECT client_id FROM calendar_locks WHERE client_id = $1 FOR UPDATE",
+                booking.client_id,
             )
-        overlapping = (
-            await conn.execute(
-                sa.select(sa.func.count())
-                .select_from(BOOKINGS)
-                .where(_overlapping(booking.client_id, booking.start, booking.end))
-            )
-        ).scalar_one()
-        if overlapping >= request.capacity:
+        row = await tx.fetchone(
+            "SELECT COUNT(*) FROM bookings WHERE client_id = $1 AND status = 'booked'"
+            " AND start_ts < $2 AND end_ts > $3",
+            booking.client_id,
+            booking.end.timestamp(),
+            booking.start.timestamp(),
+        )
+        if row is not None and int(row[0]) >= request.capacity:
             raise SlotTakenError(booking.start.isoformat())
-        await conn.execute(
-            BOOKINGS.insert().values(
-                booking_id=booking.booking_id,
-                client_id=booking.client_id,
-                start_ts=booking.start.timestamp(),
-                end_ts=booking.end.timestamp(),
-                start_iso=booking.start.isoformat(),
-                end_iso=booking.end.isoformat(),
-                service=booking.service,
-                name=booking.name,
-                channel=request.channel,
-                session_id=request.session_id,
-                turn_id=request.turn_id,
-                status="booked",
-                test=request.test,
-                created_iso=datetime.now(UTC).isoformat(),
-            )
+        await tx.execute(
+            "INSERT INTO bookings (booking_id, client_id, start_ts, end_ts, start_iso, end_iso,"
+            " service, name, channel, session_id, turn_id, status, test, created_iso)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'booked', $12, $13)",
+            booking.booking_id,
+            booking.client_id,
+            booking.start.timestamp(),
+            booking.end.timestamp(),
+            booking.start.isoformat(),
+            booking.end.isoformat(),
+            booking.service,
+            booking.name,
+            request.channel,
+            request.session_id,
+            request.turn_id,
+            request.test,
+            datetime.now(UTC).isoformat(),
         )
 
     async def list(self, client_id: str) -> list[Booking]:
         """Every booked interval of a client, soonest first."""
         async with self.db.read() as conn:
             rows = await conn.execute(
-                sa.select(*_COLUMNS)
+                sa.select(
+                    BOOKINGS.c.booking_id,
+                    BOOKINGS.c.client_id,
+                    BOOKINGS.c.start_iso,
+                    BOOKINGS.c.end_iso,
+                    BOOKINGS.c.service,
+                    BOOKINGS.c.name,
+                )
                 .where(BOOKINGS.c.client_id == client_id, BOOKINGS.c.status == "booked")
                 .order_by(BOOKINGS.c.start_ts)
             )

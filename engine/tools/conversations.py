@@ -2,7 +2,7 @@
 
 Sessions expire and keep only their last lines; the log keeps each
 conversation whole. It is **append-only**: a turn's commit appends its lines
-(``conversation_messages``, numbered per conversation) and updates the
+(``conversation_messages``, in commit order) and updates the
 conversation's summary row; nothing is ever replaced, so a session that
 restarts under the same id (its state expired or was lost) continues the same
 transcript instead of overwriting it. The only edit is a voice channel's
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from time import time
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.db.database import Database
+from engine.db.fast import Tx
 from engine.db.schema import CONVERSATION_MESSAGES, CONVERSATIONS
 from engine.session import ConversationSession, SessionKey, Turn
 
@@ -54,105 +54,92 @@ class ConversationRecord:
         }
 
 
-def _where(table: sa.Table, key: SessionKey) -> sa.ColumnElement[bool]:
-    return sa.and_(
-        table.c.client_id == key.client_id,
-        table.c.channel == key.channel,
-        table.c.session_id == key.session_id,
-    )
-
-
 class ConversationLog:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def append_in(
         self,
-        conn: AsyncConnection,
+        tx: Tx,
         session: ConversationSession,
         lines: Sequence[Turn],
         purpose: str | None,
+        *,
+        new: bool = False,
     ) -> None:
-        """Append ``lines`` (their ``seq`` set) and update the summary row, in the
-        caller's transaction."""
+        """Append ``lines`` (their ``line_id`` set) and update the summary row, in the
+        caller's transaction. ``new``: the session is new (its summary row may be too)."""
         key = session.key
+        ident = (key.client_id, key.channel, key.session_id)
         if lines:
-            await conn.execute(
-                CONVERSATION_MESSAGES.insert(),
+            await tx.executemany(
+                "INSERT INTO conversation_messages (client_id, channel, session_id, line_id,"
+                " role, text, purpose, cut, at_iso) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 [
-                    {
-                        "client_id": key.client_id,
-                        "channel": key.channel,
-                        "session_id": key.session_id,
-                        "seq": line.seq,
-                        "role": line.role,
-                        "text": line.text,
-                        "purpose": line.purpose,
-                        "cut": line.cut,
-                        "at_iso": line.at.isoformat(),
-                    }
+                    (
+                        *ident,
+                        line.line_id,
+                        line.role,
+                        line.text,
+                        line.purpose,
+                        line.cut,
+                        line.at.isoformat(),
+                    )
                     for line in lines
                 ],
             )
-        summary = {
-            "purpose": purpose,
-            "outcome": session.outcome,
-            "turn_count": session.turn_count,
-            "message_count": session.logged_messages,
-            "test": session.test,
-            "updated_iso": session.updated_at.isoformat(),
-            "updated_ts": time(),
-        }
-        result = await conn.execute(
-            CONVERSATIONS.update()
-            .where(_where(CONVERSATIONS, key))
-            .values(
-                {
-                    **summary,
-                    "purpose": sa.func.coalesce(purpose, CONVERSATIONS.c.purpose),
-                    "outcome": sa.func.coalesce(session.outcome, CONVERSATIONS.c.outcome),
-                    "turn_count": CONVERSATIONS.c.turn_count + (1 if lines else 0),
-                    "message_count": sa.func.max(
-                        CONVERSATIONS.c.message_count, session.logged_messages
-                    )
-                    if self.db.is_sqlite
-                    else sa.func.greatest(CONVERSATIONS.c.message_count, session.logged_messages),
-                }
+        turns = 1 if lines else 0
+        updated_iso, updated_ts = session.updated_at.isoformat(), time()
+        if not new:
+            changed = await tx.execute(
+                "UPDATE conversations SET purpose = COALESCE($4, purpose),"
+                " outcome = COALESCE($5, outcome), turn_count = turn_count + $6,"
+                " message_count = message_count + $7, updated_iso = $8, updated_ts = $9"
+                " WHERE client_id = $1 AND channel = $2 AND session_id = $3",
+                *ident,
+                purpose,
+                session.outcome,
+                turns,
+                len(lines),
+                updated_iso,
+                updated_ts,
             )
-        )
-        if result.rowcount == 0:
-            await conn.execute(
-                CONVERSATIONS.insert().values(
-                    client_id=key.client_id,
-                    channel=key.channel,
-                    session_id=key.session_id,
-                    created_iso=session.created_at.isoformat(),
-                    **{**summary, "turn_count": 1 if lines else 0},
-                )
-            )
-
-    async def mark_cut_in(
-        self, conn: AsyncConnection, key: SessionKey, seq: int, heard: str
-    ) -> None:
-        """The caller heard only ``heard`` of line ``seq`` (a barge-in)."""
-        await conn.execute(
-            CONVERSATION_MESSAGES.update()
-            .where(_where(CONVERSATION_MESSAGES, key))
-            .where(CONVERSATION_MESSAGES.c.seq == seq)
-            .values(text=heard, cut=True)
+            if changed:
+                return
+        # A new conversation, or one whose session was lost: its log goes on.
+        await tx.execute(
+            "INSERT INTO conversations (client_id, channel, session_id, purpose, outcome,"
+            " turn_count, message_count, test, created_iso, updated_iso, updated_ts)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            " ON CONFLICT (client_id, channel, session_id) DO UPDATE SET"
+            " purpose = COALESCE(excluded.purpose, conversations.purpose),"
+            " outcome = COALESCE(excluded.outcome, conversations.outcome),"
+            " turn_count = conversations.turn_count + excluded.turn_count,"
+            " message_count = conversations.message_count + excluded.message_count,"
+            " updated_iso = excluded.updated_iso, updated_ts = excluded.updated_ts",
+            *ident,
+            purpose,
+            session.outcome,
+            turns,
+            len(lines),
+            session.test,
+            session.created_at.isoformat(),
+            updated_iso,
+            updated_ts,
         )
 
-    async def next_seq(self, key: SessionKey) -> int:
-        """The next line number of a conversation (0 for a new one)."""
-        async with self.db.read() as conn:
-            value = (
-                await conn.execute(
-                    sa.select(sa.func.max(CONVERSATION_MESSAGES.c.seq)).where(
-                        _where(CONVERSATION_MESSAGES, key)
-                    )
-                )
-            ).scalar_one_or_none()
-        return 0 if value is None else int(value) + 1
+    async def mark_cut_in(self, tx: Tx, key: SessionKey, line_id: str, heard: str) -> None:
+        """The caller heard only ``heard`` of line ``line_id`` (a barge-in)."""
+        await tx.execute(
+            "UPDATE conversation_messages SET text = $5, cut = $6"
+            " WHERE client_id = $1 AND channel = $2 AND session_id = $3 AND line_id = $4",
+            key.client_id,
+            key.channel,
+            key.session_id,
+            line_id,
+            heard,
+            True,
+        )
 
     async def list(
         self, client_id: str, limit: int = 200, *, include_test: bool = True
@@ -177,7 +164,7 @@ class ConversationLog:
                         sa.select(CONVERSATION_MESSAGES)
                         .where(CONVERSATION_MESSAGES.c.client_id == client_id)
                         .where(CONVERSATION_MESSAGES.c.session_id.in_(ids))
-                        .order_by(CONVERSATION_MESSAGES.c.seq)
+                        .order_by(CONVERSATION_MESSAGES.c.id)
                     )
                     for r in rows:
                         lines[(r.channel, r.session_id)].append(

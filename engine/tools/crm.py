@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from engine.db.database import Database
+from engine.db.fast import Tx
 from engine.db.schema import LEADS
 
 __all__ = ["Lead", "LeadLedger", "LeadRecord", "map_properties"]
@@ -83,27 +83,29 @@ class LeadLedger:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def record_in(self, conn: AsyncConnection, record: LeadRecord, turn_id: str) -> None:
+    async def record_in(self, tx: Tx, record: LeadRecord, turn_id: str) -> None:
         """Insert ``record`` in the caller's transaction (the turn's commit)."""
         lead = record.lead
-        await conn.execute(
-            LEADS.insert().values(
-                lead_id=record.lead_id,
-                client_id=lead.client_id,
-                channel=lead.channel,
-                session_id=lead.session_id,
-                status=lead.status,
-                booking_id=lead.booking_id,
-                service=lead.service,
-                start_iso=lead.start,
-                end_iso=lead.end,
-                fields=json.dumps(lead.fields, ensure_ascii=False),
-                properties=json.dumps(record.properties, ensure_ascii=False),
-                turn_id=turn_id,
-                test=record.test,
-                created_iso=record.created_at,
-                created_ts=datetime.fromisoformat(record.created_at).timestamp(),
-            )
+        await tx.execute(
+            "INSERT INTO leads (lead_id, client_id, channel, session_id, status, booking_id,"
+            " service, start_iso, end_iso, fields, properties, turn_id, test, created_iso,"
+            " created_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14,"
+            " $15)",
+            record.lead_id,
+            lead.client_id,
+            lead.channel,
+            lead.session_id,
+            lead.status,
+            lead.booking_id,
+            lead.service,
+            lead.start,
+            lead.end,
+            json.dumps(lead.fields, ensure_ascii=False),
+            json.dumps(record.properties, ensure_ascii=False),
+            turn_id,
+            record.test,
+            record.created_at,
+            datetime.fromisoformat(record.created_at).timestamp(),
         )
 
     async def list_leads(self, client_id: str, *, include_test: bool = False) -> list[LeadRecord]:

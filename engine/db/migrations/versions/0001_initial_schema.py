@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 09:39:52.899292
+Create Date: 2026-11-29
 """
 
 from __future__ import annotations
@@ -59,19 +59,30 @@ def upgrade() -> None:
 
     op.create_table(
         "conversation_messages",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("client_id", sa.String(length=128), nullable=False),
         sa.Column("channel", sa.String(length=16), nullable=False),
         sa.Column("session_id", sa.String(length=128), nullable=False),
-        sa.Column("seq", sa.Integer(), autoincrement=False, nullable=False),
+        sa.Column("line_id", sa.String(length=64), nullable=False),
         sa.Column("role", sa.String(length=16), nullable=False),
         sa.Column("text", sa.Text(), nullable=False),
         sa.Column("purpose", sa.String(length=64), nullable=True),
         sa.Column("cut", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("at_iso", sa.String(length=40), nullable=False),
-        sa.PrimaryKeyConstraint(
-            "client_id", "channel", "session_id", "seq", name=op.f("pk_conversation_messages")
-        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_conversation_messages")),
     )
+    with op.batch_alter_table("conversation_messages", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_conversation_messages_client_id_channel_session_id_id"),
+            ["client_id", "channel", "session_id", "id"],
+            unique=False,
+        )
+        batch_op.create_index(
+            batch_op.f("ix_conversation_messages_client_id_channel_session_id_line_id"),
+            ["client_id", "channel", "session_id", "line_id"],
+            unique=True,
+        )
+
     op.create_table(
         "conversations",
         sa.Column("client_id", sa.String(length=128), nullable=False),
@@ -173,16 +184,10 @@ def upgrade() -> None:
         sa.Column("session_id", sa.String(length=128), nullable=False),
         sa.Column("event_id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("data", sa.Text(), nullable=False),
-        sa.Column("expires_ts", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint(
             "client_id", "channel", "session_id", "event_id", name=op.f("pk_session_events")
         ),
     )
-    with op.batch_alter_table("session_events", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_session_events_expires_ts"), ["expires_ts"], unique=False
-        )
-
     op.create_table(
         "sessions",
         sa.Column("client_id", sa.String(length=128), nullable=False),
@@ -205,9 +210,6 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sessions_expires_ts"))
 
     op.drop_table("sessions")
-    with op.batch_alter_table("session_events", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_session_events_expires_ts"))
-
     op.drop_table("session_events")
     with op.batch_alter_table("processed_messages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_processed_messages_expires_ts"))
@@ -226,6 +228,12 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_conversations_client_id_updated_ts"))
 
     op.drop_table("conversations")
+    with op.batch_alter_table("conversation_messages", schema=None) as batch_op:
+        batch_op.drop_index(
+            batch_op.f("ix_conversation_messages_client_id_channel_session_id_line_id")
+        )
+        batch_op.drop_index(batch_op.f("ix_conversation_messages_client_id_channel_session_id_id"))
+
     op.drop_table("conversation_messages")
     with op.batch_alter_table("call_traces", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_call_traces_updated_ts"))
