@@ -1,6 +1,7 @@
 # The gateway image: embedded defaults (offline engine, pocketsphinx STT,
-# espeak-ng TTS, local SQLite tools). Set REDIS_URL to share sessions between
-# replicas; see docker-compose.yml.
+# espeak-ng TTS, SQLite under /app/data). Set DATABASE_URL (PostgreSQL) and
+# REDIS_URL to run replicas; see docker-compose.yml. Migrations ship inside the
+# package and are applied at start-up.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

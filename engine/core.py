@@ -233,28 +233,22 @@ class Engine:
         async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
             if message_id is not None and self.store.recently_processed(key, message_id):
                 raise DuplicateMessageError(str(key), message_id)
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                loaded = await self.store.load(key)
-                if loaded is None and expect_session:
-                    raise UnknownSessionError(str(key))
-                outcome = await self._attempt(
-                    client, key, loaded, purpose, message, context, turn_id, test
+            try:
+                commit, outcome, response = await self._turn(
+                    client,
+                    key,
+                    purpose,
+                    message,
+                    context,
+                    turn_id,
+                    message_id,
+                    replay,
+                    test,
+                    expect_session,
                 )
-                response = self._response(outcome)
-                commit = self._prepare(outcome, loaded, turn_id, message_id, response, replay)
-                try:
-                    await self.committer.commit(client, commit)
-                except (CommitConflict, SlotTakenError) as exc:
-                    if attempt == MAX_ATTEMPTS:
-                        raise
-                    log.info(
-                        "turn commit conflicted (%s); running it again: client=%s attempt=%d",
-                        type(exc).__name__,
-                        client_id,
-                        attempt,
-                    )
-                    continue
-                break
+            except BaseException:
+                self.store.forget(key)  # the cached session may hold this turn's changes
+                raise
         if replay is not None:
             replay.committed = list(commit.events)
         reply = outcome.reply
@@ -266,6 +260,44 @@ class Engine:
         for piece in outcome.deltas:
             yield TextDelta(piece)
         yield response
+
+    async def _turn(
+        self,
+        client: ClientConfig,
+        key: SessionKey,
+        purpose: str | None,
+        message: str,
+        context: Mapping[str, object] | None,
+        turn_id: str,
+        message_id: str | None,
+        replay: Replay | None,
+        test: bool,
+        expect_session: bool,
+    ) -> tuple[TurnCommit, _Outcome, ConversationResponse]:
+        """Run and commit the turn, again on fresh state after a conflict."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            loaded = await self.store.load(key)
+            if loaded is None and expect_session:
+                raise UnknownSessionError(str(key))
+            outcome = await self._attempt(
+                client, key, loaded, purpose, message, context, turn_id, test
+            )
+            response = self._response(outcome)
+            commit = self._prepare(outcome, loaded, turn_id, message_id, response, replay)
+            try:
+                await self.committer.commit(client, commit)
+            except (CommitConflict, SlotTakenError) as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise
+                log.info(
+                    "turn commit conflicted (%s); running it again: client=%s attempt=%d",
+                    type(exc).__name__,
+                    key.client_id,
+                    attempt,
+                )
+                continue
+            return commit, outcome, response
+        raise AssertionError("unreachable")
 
     async def _attempt(
         self,
@@ -352,6 +384,7 @@ class Engine:
         )
         TURN_ERRORS.labels(key.client_id, key.channel, type(exc).__name__).inc()
         # The agent may have changed the session: start again from what is stored.
+        self.store.forget(key)
         fresh = await self.store.load(key)
         session = fresh.session if fresh else self._new_session(key, test)
         if context:

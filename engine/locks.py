@@ -77,10 +77,13 @@ class LocalLocks(Locks):
             lease = self._locks[name] = _Lease()
         lease.users += 1
         try:
-            try:
-                await asyncio.wait_for(lease.lock.acquire(), timeout_s)
-            except TimeoutError as exc:
-                raise SessionBusyError(name, timeout_s) from exc
+            if not lease.lock.locked():
+                await lease.lock.acquire()  # free: no timer needed (the common case)
+            else:
+                try:
+                    await asyncio.wait_for(lease.lock.acquire(), timeout_s)
+                except TimeoutError as exc:
+                    raise SessionBusyError(name, timeout_s) from exc
             try:
                 yield
             finally:
@@ -116,9 +119,7 @@ class RedisLocks(Locks):
     ) -> None:
         import redis.asyncio as aioredis
 
-        self._redis: Any = aioredis.Redis.from_url(
-            url, decode_responses=True, retry_on_error=[ConnectionError, TimeoutError]
-        )
+        self._redis: Any = aioredis.Redis.from_url(url, decode_responses=True)
         self.lease_s = lease_s
         self.poll_s = poll_s
         self._prefix = prefix

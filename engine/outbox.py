@@ -47,7 +47,7 @@ import sqlalchemy as sa
 from prometheus_client import Counter
 
 from engine.db.database import Database
-from engine.db.fast import Tx
+from engine.db.fast import Row, Tx
 from engine.db.schema import OUTBOX
 from engine.errors import GatewayError, StoreError, ToolError
 from engine.metrics import OUTBOX_ITEMS, OUTBOX_OLDEST_PENDING_SECONDS
@@ -114,6 +114,29 @@ class OutboxRow:
             "delivered_ts": self.delivered_ts,
             "payload": self.payload,
         }
+
+
+_ROW_COLUMNS = (
+    "id, idempotency_key, client_id, kind, payload, state, attempts, next_attempt_ts,"
+    " last_error, created_ts, updated_ts, delivered_ts"
+)
+
+
+def _row_of(r: Row) -> OutboxRow:
+    return OutboxRow(
+        id=int(r[0]),
+        key=str(r[1]),
+        client_id=str(r[2]),
+        kind=str(r[3]),
+        payload=json.loads(str(r[4])),
+        state=str(r[5]),
+        attempts=int(r[6]),
+        next_attempt_ts=float(r[7]),
+        last_error=None if r[8] is None else str(r[8]),
+        created_ts=float(r[9]),
+        updated_ts=float(r[10]),
+        delivered_ts=None if r[11] is None else float(r[11]),
+    )
 
 
 def _row(r: sa.Row[tuple[object, ...]]) -> OutboxRow:
@@ -185,32 +208,28 @@ class Outbox:
         return count
 
     async def claim(self, worker_id: str, limit: int, claim_s: float) -> list[OutboxRow]:
-        """Take up to ``limit`` due rows for ``claim_s`` seconds."""
+        """Take up to ``limit`` due rows for ``claim_s`` seconds (PostgreSQL:
+        ``FOR UPDATE SKIP LOCKED``, so two replicas never take the same row)."""
         now = self.clock()
-        due = sa.or_(
-            sa.and_(OUTBOX.c.state == "pending", OUTBOX.c.next_attempt_ts <= now),
-            sa.and_(OUTBOX.c.state == "delivering", OUTBOX.c.claimed_until_ts < now),
-        )
-        pick = sa.select(OUTBOX.c.id).where(due).order_by(OUTBOX.c.next_attempt_ts).limit(limit)
-        if not self.db.is_sqlite:
-            pick = pick.with_for_update(skip_locked=True)
-        async with self.db.write() as conn:
-            ids = [r.id for r in await conn.execute(pick)]
-            if not ids:
-                return []
-            await conn.execute(
-                OUTBOX.update()
-                .where(OUTBOX.c.id.in_(ids))
-                .values(
-                    state="delivering",
-                    attempts=OUTBOX.c.attempts + 1,
-                    claimed_until_ts=now + claim_s,
-                    claimed_by=worker_id,
-                    updated_ts=now,
-                )
+        lock = "" if self.db.is_sqlite else " FOR UPDATE SKIP LOCKED"
+
+        async def write(tx: Tx) -> list[Row]:
+            return await tx.fetchall(
+                "UPDATE outbox SET state = 'delivering', attempts = attempts + 1,"
+                " claimed_until_ts = $1, claimed_by = $2, updated_ts = $3"
+                " WHERE id IN (SELECT id FROM outbox WHERE"
+                " (state = 'pending' AND next_attempt_ts <= $3)"
+                " OR (state = 'delivering' AND claimed_until_ts < $3)"
+                f" ORDER BY next_attempt_ts LIMIT $4{lock})"
+                f" RETURNING {_ROW_COLUMNS}",
+                now + claim_s,
+                worker_id,
+                now,
+                limit,
             )
-            rows = await conn.execute(sa.select(OUTBOX).where(OUTBOX.c.id.in_(ids)))
-            return sorted((_row(r) for r in rows), key=lambda r: r.next_attempt_ts)
+
+        rows = [_row_of(r) for r in await self.db.fast.transaction(write)]
+        return sorted(rows, key=lambda r: (r.next_attempt_ts, r.id))
 
     async def settle(
         self,
@@ -223,26 +242,24 @@ class Outbox:
     ) -> bool:
         """Record a delivery's outcome, if this worker still holds the claim."""
         now = self.clock()
-        values: dict[str, object] = {
-            "state": state,
-            "updated_ts": now,
-            "claimed_until_ts": None,
-            "claimed_by": None,
-            "last_error": error,
-        }
-        if state == "delivered":
-            values["delivered_ts"] = now
-        if next_attempt_ts is not None:
-            values["next_attempt_ts"] = next_attempt_ts
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                OUTBOX.update()
-                .where(OUTBOX.c.id == row_id)
-                .where(OUTBOX.c.state == "delivering")
-                .where(OUTBOX.c.claimed_by == worker_id)
-                .values(**values)
+
+        async def write(tx: Tx) -> int:
+            return await tx.execute(
+                "UPDATE outbox SET state = $3, updated_ts = $4, claimed_until_ts = NULL,"
+                " claimed_by = NULL, last_error = $5,"
+                " delivered_ts = COALESCE($7, delivered_ts),"
+                " next_attempt_ts = COALESCE($6, next_attempt_ts)"
+                " WHERE id = $1 AND state = 'delivering' AND claimed_by = $2",
+                row_id,
+                worker_id,
+                state,
+                now,
+                error,
+                next_attempt_ts,
+                now if state == "delivered" else None,
             )
-        return bool(result.rowcount)
+
+        return bool(await self.db.fast.transaction(write))
 
     # -- inspection and operator commands ----------------------------------------------
     async def list(
@@ -437,7 +454,7 @@ class OutboxWorker:
         return len(rows)
 
     async def _run(self) -> None:
-        last_housekeeping = 0.0
+        last_housekeeping = -math.inf
         last_stats = -math.inf
         while not self._stopping.is_set():
             claimed = 0

@@ -126,7 +126,7 @@ class LoadedSession:
 
 @dataclass(slots=True)
 class _Cached:
-    data: str
+    session: ConversationSession
     version: int
     last_event_id: int
     expires_ts: float
@@ -146,7 +146,9 @@ class SessionStore:
     ``ttl_s``: seconds a session lives after its last commit. ``max_events``:
     replay events kept per session. ``clock``: epoch seconds (tests move it).
     ``cache_size``: sessions this replica keeps in memory after committing
-    them, so a turn does not read back what it just wrote. A cached copy may
+    them, so a turn does not read back what it just wrote. ``load`` hands out
+    the cached object itself; whoever loads it must :meth:`forget` the key
+    unless its changes are committed (the engine does). A cached copy may
     be stale when another replica committed since; the versioned save then
     refuses the commit, the copy is dropped and the turn runs again on the
     stored one (:meth:`forget`). Reads raise :class:`~engine.errors.StoreError`
@@ -192,7 +194,7 @@ class SessionStore:
         """Keep what a commit just wrote (called after the transaction committed)."""
         key = session.key
         old = self._cache.pop(key, None)
-        entry = _Cached(data, version, last_event_id, self.clock() + self.ttl_s)
+        entry = _Cached(session, version, last_event_id, self.clock() + self.ttl_s)
         if old is not None:
             entry.recent_ids.extend(old.recent_ids)
         if message_id is not None:
@@ -206,12 +208,10 @@ class SessionStore:
         cached = self._cache.get(key)
         now = self.clock()
         if cached is not None and cached.expires_ts > now:
+            # The committed object itself: the turn that loads it either commits
+            # (and it is remembered again) or the engine forgets it.
             self._cache.move_to_end(key)
-            return LoadedSession(
-                ConversationSession.model_validate_json(cached.data),
-                cached.version,
-                cached.last_event_id,
-            )
+            return LoadedSession(cached.session, cached.version, cached.last_event_id)
         self.forget(key)
 
         async def read(tx: Tx) -> Row | None:

@@ -1,31 +1,55 @@
-"""The ``gateway`` command: serve, chat in the terminal, place a simulated call, validate client folders."""
+"""The ``gateway`` command: serve, chat in the terminal, place a simulated call,
+validate client folders, migrate the database, inspect and repair the outbox.
+
+Exit codes: 0 done; 1 the command ran and found a problem (unreachable
+database, schema behind, unknown row id, invalid client folder); 2 bad usage
+(an option's value, an unparseable ``DATABASE_URL`` or setting).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import enum
+import json
 import os
+import re
 import secrets
 import statistics
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from engine import load_clients
 
 if TYPE_CHECKING:
+    from engine.db.database import Database
+    from engine.outbox import Outbox, OutboxRow
     from gateway.caller import BotReply, CallReport, ServerTurn, Utterance
     from gateway.settings import Settings
+
+T = TypeVar("T")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Channel-adapter gateway.")
 clients_app = typer.Typer(no_args_is_help=True, help="Client folders.")
 app.add_typer(clients_app, name="clients")
+db_app = typer.Typer(
+    no_args_is_help=True,
+    help="The database (DATABASE_URL, else <GATEWAY_DATA_DIR>/gateway.sqlite): schema migrations.",
+)
+app.add_typer(db_app, name="db")
+outbox_app = typer.Typer(
+    no_args_is_help=True,
+    help="The outbox of side effects (Slack, email, call updates) on the database "
+    "`gateway serve` uses: inspect, retry, purge.",
+)
+app.add_typer(outbox_app, name="outbox")
 
 
 @app.command()
@@ -59,7 +83,13 @@ def chat(
         str, typer.Option(help="Channel to act as: web | whatsapp | phone.")
     ] = "web",
 ) -> None:
-    """Chat with a client's receptionist in the terminal, through the same engine."""
+    """Chat with a client's receptionist in the terminal, as a test conversation.
+
+    The same engine and database as `gateway serve`: bookings and leads are
+    written as in any chat (the slot is taken in the calendar), but the
+    conversation is marked test, so its leads stay out of /admin/api/leads
+    unless ?include_test=true is given.
+    """
     from gateway.app import open_gateway
     from gateway.settings import Settings
 
@@ -82,7 +112,7 @@ def chat(
                     continue
                 typer.echo("bot> ", nl=False)
                 async for event in gw.engine.stream_turn(
-                    client_id, channel, None, session_id, text
+                    client_id, channel, None, session_id, text, test=True
                 ):
                     if hasattr(event, "content"):
                         typer.echo(event.content, nl=False)
@@ -420,6 +450,371 @@ def validate(
     failed = registry.problems if strict else registry.errors
     if failed or not registry.clients:
         raise typer.Exit(1)
+
+
+# -- database and outbox ----------------------------------------------------------------
+def _fail(message: str, code: int = 1) -> NoReturn:
+    typer.secho(f"error: {message}", fg="red", err=True)
+    raise typer.Exit(code)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The database the settings name, described for messages (no password)."""
+
+    settings: Settings
+    label: str
+    sqlite_file: Path | None
+    """The SQLite file, or None on PostgreSQL."""
+
+    @property
+    def exists(self) -> bool:
+        return self.sqlite_file is None or self.sqlite_file.exists()
+
+
+def _target() -> _Target:
+    """Read the settings once; a bad setting or DATABASE_URL exits 2."""
+    import sqlalchemy as sa
+    from pydantic import ValidationError
+
+    from engine.db.database import normalize_url
+    from gateway.settings import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        _fail(f"invalid settings: {problems}", 2)
+    if not settings.database_url:
+        path = settings.data_dir / "gateway.sqlite"
+        return _Target(settings, f"the embedded SQLite database {path} (GATEWAY_DATA_DIR)", path)
+    try:
+        url = sa.engine.make_url(normalize_url(settings.database_url))
+    except (ValueError, sa.exc.ArgumentError) as exc:
+        _fail(f"DATABASE_URL: {exc}", 2)
+    if url.get_backend_name() == "sqlite":
+        path = Path(url.database or "")
+        return _Target(settings, f"the SQLite database {path} (DATABASE_URL)", path)
+    where = f"{url.host or 'localhost'}:{url.port or 5432}"
+    label = f"the PostgreSQL database {url.database or ''!r} at {where} (DATABASE_URL)"
+    return _Target(settings, label, None)
+
+
+def _on_database(
+    target: _Target, work: Callable[[Database], Awaitable[T]], *, schema: bool = True
+) -> T:
+    """Open the target's database, run ``work`` on it, close it.
+
+    ``schema``: first check that the schema is at head (operator commands do
+    not migrate; ``gateway db upgrade`` does). Errors reaching the database
+    exit 1 with one line naming it.
+    """
+    from engine.db.database import Database
+    from engine.errors import StoreError
+    from gateway.app import open_database
+
+    if schema and not target.exists:
+        _fail(f"{target.label} does not exist yet: run `gateway db upgrade` (or `gateway serve`)")
+    try:
+        db = open_database(target.settings)
+    except OSError as exc:
+        _fail(f"cannot open {target.label}: {exc.strerror or exc}")
+
+    async def run() -> T:
+        try:
+            if schema:
+                current, head = await db.current_revision(), Database.head_revision()
+                if current != head:
+                    _fail(
+                        f"{target.label} has schema {current or '(none)'}, this gateway needs "
+                        f"{head}: run `gateway db upgrade`"
+                    )
+            return await work(db)
+        finally:
+            await db.close()
+
+    try:
+        return asyncio.run(run())
+    except StoreError as exc:
+        _fail(f"cannot use {target.label}: {exc}{_driver_detail(exc)}")
+
+
+def _driver_detail(exc: BaseException) -> str:
+    """The driver's own words under a StoreError (``database "x" does not exist``),
+    for the operator at the terminal; the server log keeps to the type name."""
+    root, deeper = exc, exc.__cause__ or exc.__context__
+    while deeper is not None:
+        root, deeper = deeper, deeper.__cause__ or deeper.__context__
+    detail = " ".join(str(root).split())
+    return f" ({detail})" if root is not exc and detail else ""
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    from engine.db.database import MIGRATIONS_DIR
+
+    return {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the schema migrations (safe to run on every deploy; replicas take a lock).
+
+    Prints the revision before and after. `gateway serve` does the same at
+    start-up unless GATEWAY_DB_AUTO_UPGRADE=0.
+    """
+    from engine.db.database import Database
+
+    target = _target()
+    head = Database.head_revision()
+
+    async def upgrade(db: Database) -> str | None:
+        current = await db.current_revision()
+        if current is not None and current not in _known_revisions():
+            _fail(
+                f"{target.label} has schema {current}, which this gateway does not know "
+                "(a newer version migrated it): upgrade the gateway instead"
+            )
+        if current != head:
+            await db.upgrade()
+        return current
+
+    before = _on_database(target, upgrade, schema=False)
+    if before == head:
+        typer.echo(f"{target.label}: already at {head}")
+    else:
+        typer.echo(f"{target.label}: {before or '(empty)'} -> {head}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's schema revision and the one this gateway needs.
+
+    Exits 1 when they differ (run `gateway db upgrade`).
+    """
+    from engine.db.database import Database
+
+    target = _target()
+    head = Database.head_revision()
+
+    async def current(db: Database) -> str | None:
+        return await db.current_revision()
+
+    # An embedded file that is not there is an empty database; do not create it.
+    revision = _on_database(target, current, schema=False) if target.exists else None
+    typer.echo(f"database: {target.label}")
+    typer.echo(f"current:  {revision or '(empty)'}")
+    typer.echo(f"head:     {head}")
+    if revision == head:
+        return
+    if revision is not None and revision not in _known_revisions():
+        _fail(f"schema {revision} is unknown to this gateway (a newer version migrated it)")
+    _fail("the schema is behind: run `gateway db upgrade`")
+
+
+class _ListState(enum.StrEnum):
+    pending = "pending"
+    delivering = "delivering"
+    delivered = "delivered"
+    dead = "dead"
+
+
+class _RetryState(enum.StrEnum):
+    dead = "dead"
+    pending = "pending"
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: str) -> float:
+    """``7d``, ``12h``, ``30m``, ``90s`` -> seconds."""
+    match = _DURATION.fullmatch(value.strip().lower())
+    if match is None:
+        raise typer.BadParameter(f"{value!r} is not a duration: use e.g. 7d, 12h, 30m or 90s")
+    return float(match[1]) * _UNIT_S[match[2]]
+
+
+def _age(seconds: float) -> str:
+    """At most two units, the larger first: ``3d4h``, ``2h``, ``12m5s``, ``45s``."""
+    s = max(0, int(seconds))
+    units = ((86400, "d"), (3600, "h"), (60, "m"), (1, "s"))
+    for (size, unit), (next_size, next_unit) in zip(units, (*units[1:], (1, "")), strict=True):
+        if s >= size or size == 1:
+            rest = s % size // next_size if next_unit else 0
+            return f"{s // size}{unit}" + (f"{rest}{next_unit}" if rest else "")
+    raise AssertionError("unreachable")
+
+
+def _one_line(text: str | None, width: int) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _table(rows: list[OutboxRow], now: float) -> list[str]:
+    header = ("ID", "KIND", "CLIENT", "STATE", "ATTEMPTS", "AGE", "LAST ERROR")
+    cells = [
+        (
+            str(r.id),
+            r.kind,
+            r.client_id,
+            r.state,
+            str(r.attempts),
+            _age(now - r.created_ts),
+            _one_line(r.last_error, 72),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [header, *cells]) for i in range(len(header))]
+    right = {0, 4}  # numbers
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(
+            cell.rjust(w) if i in right else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    return [line(header), *(line(c) for c in cells)]
+
+
+async def _rows_by_id(outbox: Outbox, ids: list[int]) -> list[OutboxRow]:
+    """The rows named on the command line; an unknown id exits 1 before anything changes."""
+    rows = [(row_id, await outbox.get(row_id)) for row_id in ids]
+    missing = [str(row_id) for row_id, row in rows if row is None]
+    if len(missing) == 1:
+        _fail(f"no outbox row with id {missing[0]}; nothing changed")
+    if missing:
+        _fail(f"no outbox rows with ids {', '.join(missing)}; nothing changed")
+    return [row for _, row in rows if row is not None]
+
+
+def _report_skipped(rows: list[OutboxRow], state: str, client: str | None, action: str) -> None:
+    for row in rows:
+        if row.state != state:
+            typer.secho(f"#{row.id} not {action}: it is {row.state}, not {state}", fg="yellow")
+        elif client and row.client_id != client:
+            typer.secho(f"#{row.id} not {action}: it belongs to {row.client_id}", fg="yellow")
+
+
+_ClientOption = Annotated[str | None, typer.Option("--client", help="Only this client's rows.")]
+_IdsArgument = Annotated[list[int] | None, typer.Argument(metavar="ID", help="Only these row ids.")]
+
+
+@outbox_app.command("list")
+def outbox_list(
+    client: _ClientOption = None,
+    state: Annotated[_ListState | None, typer.Option(help="Only rows in this state.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="At most this many rows, newest first.")] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="A JSON array of full rows (with payloads).")
+    ] = False,
+) -> None:
+    """List outbox rows, newest first: id, kind, client, state, attempts, age, last error."""
+    from engine.outbox import Outbox
+
+    async def rows(db: Database) -> tuple[list[OutboxRow], float]:
+        outbox = Outbox(db)
+        found = await outbox.list(client_id=client, state=state and state.value, limit=limit)
+        return found, outbox.clock()
+
+    found, now = _on_database(_target(), rows)
+    if as_json:
+        typer.echo(json.dumps([r.as_json() for r in found], ensure_ascii=False, indent=2))
+        return
+    if not found:
+        typer.echo("no outbox rows" + (" match" if client or state else ""))
+        return
+    for line in _table(found, now):
+        typer.echo(line)
+    if len(found) == limit:
+        typer.secho(f"(the newest {limit}; --limit for more)", dim=True)
+
+
+@outbox_app.command("show")
+def outbox_show(row_id: Annotated[int, typer.Argument(metavar="ID", help="Row id.")]) -> None:
+    """Print one outbox row as JSON, payload included."""
+    from engine.outbox import Outbox
+
+    async def get(db: Database) -> OutboxRow | None:
+        return await Outbox(db).get(row_id)
+
+    row = _on_database(_target(), get)
+    if row is None:
+        _fail(f"no outbox row with id {row_id}")
+    typer.echo(json.dumps(row.as_json(), ensure_ascii=False, indent=2))
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    ids: _IdsArgument = None,
+    client: _ClientOption = None,
+    state: Annotated[
+        _RetryState,
+        typer.Option(help="dead: deliver again; pending: a row waiting out its backoff, now."),
+    ] = _RetryState.dead,
+) -> None:
+    """Make dead rows pending again, due now, with a fresh attempt count.
+
+    With no ID and no --client, every dead row. A running gateway's worker
+    picks them up at its next poll (GATEWAY_OUTBOX_POLL_S).
+    """
+    from engine.outbox import Outbox
+
+    async def retry(db: Database) -> tuple[int, list[OutboxRow]]:
+        outbox = Outbox(db)
+        named = await _rows_by_id(outbox, ids or [])
+        count = await outbox.retry(client_id=client, state=state.value, ids=ids or [])
+        return count, named
+
+    count, named = _on_database(_target(), retry)
+    _report_skipped(named, state.value, client, "retried")
+    typer.echo(f"retried {count} {state.value} row{'' if count == 1 else 's'}")
+
+
+@outbox_app.command("purge")
+def outbox_purge(
+    ids: _IdsArgument = None,
+    client: _ClientOption = None,
+    state: Annotated[
+        _ListState, typer.Option(help="delivered or dead (pending rows are never purged).")
+    ] = _ListState.delivered,
+    older_than: Annotated[
+        float | None,
+        typer.Option(
+            parser=_duration,
+            metavar="DURATION",
+            help="Only rows last changed longer ago than this: 7d, 12h, 30m, 90s.",
+        ),
+    ] = None,
+) -> None:
+    """Delete delivered (or, with --state dead, dead) rows.
+
+    With no ID, no --client and no --older-than, every row in that state.
+    """
+    from engine.outbox import Outbox
+
+    if state in (_ListState.pending, _ListState.delivering):
+        _fail(
+            f"{state.value} rows are never purged: they are not delivered yet "
+            "(use --state delivered or --state dead)",
+            2,
+        )
+
+    async def purge(db: Database) -> tuple[int, list[OutboxRow]]:
+        outbox = Outbox(db)
+        named = await _rows_by_id(outbox, ids or [])
+        count = await outbox.purge(
+            client_id=client, state=state.value, older_than_s=older_than or 0.0, ids=ids or []
+        )
+        return count, named
+
+    count, named = _on_database(_target(), purge)
+    _report_skipped(named, state.value, client, "purged")
+    typer.echo(f"purged {count} {state.value} row{'' if count == 1 else 's'}")
 
 
 def main() -> None:

@@ -1,14 +1,19 @@
-"""``gateway clients validate``: exit codes and messages naming file, key, reason."""
+"""``gateway clients validate``: exit codes and messages naming file, key, reason;
+``gateway chat``: a test conversation."""
 
 from __future__ import annotations
 
 import re
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
+from engine import Engine
 from gateway.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,5 +193,63 @@ def test_validate_empty_or_missing_dir_fails(runner: CliRunner, tmp_path: Path) 
 def test_help_lists_commands(runner: CliRunner) -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("serve", "chat", "clients"):
+    for command in ("serve", "chat", "clients", "db", "outbox"):
         assert command in result.output
+
+
+# Monday 2026-12-07, 09:00 in Los Angeles (the client's timezone): the engine's
+# "now" for the chat, so the requested slot is always bookable.
+CHAT_NOW = datetime(2026, 12, 7, 17, 0, tzinfo=UTC)
+CHAT_LINES = [
+    "Hi, I'd like to book an appointment",
+    "Maria Lopez",
+    "415 555 0134",
+    "maria@example.com",
+    "Manicure",
+    "December 15 at 2:30 pm",
+    "yes",
+]
+
+
+def test_chat_is_a_test_conversation_kept_out_of_the_leads_list(
+    runner: CliRunner,
+    monkeypatch: pytest.MonkeyPatch,
+    clients_dir: Path,
+    data_dir: Path,
+    running_gateway: Any,
+) -> None:
+    monkeypatch.setattr(Engine, "default_clock", staticmethod(lambda: CHAT_NOW))
+    result = runner.invoke(
+        app,
+        ["chat", "spa-del-sol", "--clients-dir", str(clients_dir)],
+        input="".join(f"{line}\n" for line in CHAT_LINES),
+        env={"GATEWAY_DATA_DIR": str(data_dir), "DATABASE_URL": None, "REDIS_URL": None},
+    )
+    assert result.exit_code == 0, result.output
+    assert "state=booked" not in result.output  # metadata shows purpose and expecting only
+    assert result.output.count("you> ") == len(CHAT_LINES) + 1  # then end of input
+    assert "(purpose=lead_capture expecting=None)" in result.output.splitlines()[-2]
+
+    # The same database, served: the booking's lead is there, marked test, and
+    # listed only when test conversations are asked for.
+    with running_gateway() as gw:
+        headers = {"Authorization": "Bearer test-admin-token"}
+        url = f"{gw.url}/admin/api/leads"
+        default = httpx.get(url, params={"client_id": "spa-del-sol"}, headers=headers)
+        with_test = httpx.get(
+            url, params={"client_id": "spa-del-sol", "include_test": "true"}, headers=headers
+        )
+    assert default.status_code == 200, default.text
+    assert default.json() == []
+    assert with_test.status_code == 200, with_test.text
+    (lead,) = with_test.json()
+    assert lead["test"] is True
+    assert lead["status"] == "booked"
+    assert lead["booking_id"]
+    assert lead["session_id"].startswith("cli-")
+    assert lead["start"].startswith("2026-12-15T14:30")
+    assert (lead["name"], lead["phone"], lead["email"]) == (
+        "Maria Lopez",
+        "+14155550134",
+        "maria@example.com",
+    )

@@ -73,6 +73,12 @@ def normalize_url(url: str) -> str:
     )
 
 
+def asyncpg_dsn(url: str) -> str:
+    """The URL asyncpg itself takes: scheme ``postgresql``, ``sslmode`` kept as is."""
+    parts = urlsplit(url.strip())
+    return urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, parts.fragment))
+
+
 class Database:
     """An async SQLAlchemy engine plus the dialect facts the stores need."""
 
@@ -110,7 +116,7 @@ class Database:
             engine = create_async_engine(
                 sa_url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800
             )
-            fast = PgFast("postgresql" + sa_url[len("postgresql+asyncpg") :])
+            fast = PgFast(asyncpg_dsn(url))
         return cls(engine, url, fast)
 
     @classmethod

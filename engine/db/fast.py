@@ -13,9 +13,10 @@ both engines; SQL uses PostgreSQL's ``$1, $2`` parameters (SQLite gets ``?1,
 (``ON CONFLICT``, ``RETURNING``).
 
 - :class:`SqliteFast`: one writer thread with its own SQLite connection runs
-  each write body whole (``BEGIN IMMEDIATE`` ... ``COMMIT``; the body's awaits
-  on the SQLite Tx never suspend, so the thread drives it straight through):
-  one thread hop per commit, and writers are serial as SQLite wants them.
+  each write body whole (the body's awaits on the SQLite Tx never suspend, so
+  the thread drives it straight through): one thread hop per commit, writers
+  serial as SQLite wants them, and the bodies waiting together share one
+  ``BEGIN IMMEDIATE``/``COMMIT`` (group commit), each in its own savepoint.
   Reads run on a second thread and connection (WAL: they never wait for the
   writer). Never blocks the caller's event loop.
 - :class:`PgFast`: an ``asyncpg`` pool; bodies run in a transaction on one
@@ -35,6 +36,7 @@ import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -94,28 +96,23 @@ def _sqlite_sql(sql: str) -> str:
     return re.sub(r"\$(\d+)", r"?\1", sql)
 
 
-def _sqlite_arg(value: object) -> object:
-    return int(value) if isinstance(value, bool) else value
-
-
 class _SqliteTx(Tx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
+    # (sqlite3 binds bool as the integer it is: no conversion needed.)
     async def execute(self, sql: str, *args: object) -> int:
-        return self.conn.execute(_sqlite_sql(sql), [_sqlite_arg(a) for a in args]).rowcount
+        return self.conn.execute(_sqlite_sql(sql), args).rowcount
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
-        self.conn.executemany(_sqlite_sql(sql), [[_sqlite_arg(a) for a in r] for r in rows])
+        self.conn.executemany(_sqlite_sql(sql), rows)
 
     async def fetchone(self, sql: str, *args: object) -> Row | None:
-        row: Row | None = self.conn.execute(
-            _sqlite_sql(sql), [_sqlite_arg(a) for a in args]
-        ).fetchone()
+        row: Row | None = self.conn.execute(_sqlite_sql(sql), args).fetchone()
         return row
 
     async def fetchall(self, sql: str, *args: object) -> list[Row]:
-        return self.conn.execute(_sqlite_sql(sql), [_sqlite_arg(a) for a in args]).fetchall()
+        return self.conn.execute(_sqlite_sql(sql), args).fetchall()
 
 
 def _drive(coro: Coroutine[Any, Any, T]) -> T:
@@ -128,26 +125,110 @@ def _drive(coro: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a SQLite transaction body awaited something other than its Tx")
 
 
-class _Worker:
-    """A daemon thread holding one SQLite connection and running bodies one by one.
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = None
 
-    A body is driven to completion in the thread (:func:`_drive`); its result
-    goes back to the caller's loop with ``call_soon_threadsafe``: one hop each way.
+
+def _settle(jobs: list[_Job]) -> None:
+    for job in jobs:
+        if job.future.cancelled():
+            continue
+        if job.error is not None:
+            job.future.set_exception(job.error)
+        else:
+            job.future.set_result(job.result)
+
+
+class _Worker:
+    """A daemon thread holding one SQLite connection and running jobs in order.
+
+    A job is driven to completion in the thread; results go back to the
+    callers' loops with one ``call_soon_threadsafe`` per batch. With
+    ``group_commit``, the jobs waiting when the thread gets to them (up to
+    ``MAX_GROUP``) share one transaction, each inside its own savepoint: a job
+    that raises is rolled back alone, the others commit together — one
+    ``BEGIN IMMEDIATE``/``COMMIT`` for many turns under load.
     """
 
-    def __init__(self, path: Path, name: str) -> None:
+    MAX_GROUP = 64
+
+    def __init__(self, path: Path, name: str, *, group_commit: bool = False) -> None:
         self.path = path
+        self.group_commit = group_commit
         self.conn: sqlite3.Connection | None = None
-        self.jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self.jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            job()
+        stopping = False
+        while not stopping:
+            first = self.jobs.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self.MAX_GROUP:
+                try:
+                    job = self.jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stopping = True
+                    break
+                batch.append(job)
+            if self.group_commit:
+                self._transaction(batch)
+            else:
+                for job in batch:
+                    self._one(job)
+            loops: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+            for job in batch:
+                loops.setdefault(job.loop, []).append(job)
+            for loop, jobs in loops.items():
+                loop.call_soon_threadsafe(_settle, jobs)
         if self.conn is not None:
             self.conn.close()
             self.conn = None
+
+    def _one(self, job: _Job) -> None:
+        try:
+            job.result = job.fn(self.connection())
+        except BaseException as exc:  # handed to the caller, whatever it is
+            job.error = exc
+
+    def _transaction(self, batch: list[_Job]) -> None:
+        try:
+            conn = self.connection()
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            for job in batch:
+                job.error = exc
+            return
+        for job in batch:
+            try:
+                conn.execute("SAVEPOINT job")
+            except BaseException as exc:
+                job.error = exc
+                continue
+            try:
+                job.result = job.fn(conn)
+            except BaseException as exc:
+                job.error = exc
+                conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
+        try:
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for job in batch:
+                if job.error is None:
+                    job.error, job.result = exc, None
 
     def connection(self) -> sqlite3.Connection:
         if self.conn is None:
@@ -161,24 +242,7 @@ class _Worker:
     async def submit(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-
-        def settle(result: T | None, error: BaseException | None) -> None:
-            if future.cancelled():
-                return
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)  # type: ignore[arg-type]
-
-        def job() -> None:
-            try:
-                result = fn(self.connection())
-            except BaseException as exc:  # handed to the caller, whatever it is
-                loop.call_soon_threadsafe(settle, None, exc)
-            else:
-                loop.call_soon_threadsafe(settle, result, None)
-
-        self.jobs.put(job)
+        self.jobs.put(_Job(fn, loop, future))
         return await future
 
     def stop(self) -> None:
@@ -198,7 +262,7 @@ class SqliteFast(FastDB):
     def _threads(self) -> tuple[_Worker, _Worker]:
         with self._lock:
             if self._writer is None or self._reader is None:
-                self._writer = _Worker(self.path, "gateway-sqlite-writer")
+                self._writer = _Worker(self.path, "gateway-sqlite-writer", group_commit=True)
                 self._reader = _Worker(self.path, "gateway-sqlite-reader")
             return self._writer, self._reader
 
@@ -206,14 +270,7 @@ class SqliteFast(FastDB):
         writer, _ = self._threads()
 
         def run(conn: sqlite3.Connection) -> T:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = _drive(body(_SqliteTx(conn)))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return result
+            return _drive(body(_SqliteTx(conn)))  # inside the group's transaction
 
         return await self._mapped("write", writer.submit(run))
 
