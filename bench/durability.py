@@ -63,20 +63,28 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from bench._server import HOST, ServerProcess, free_port
+from bench._services import (
+    OffScript,
+    chat_turn,
+    check_postgres,
+    check_redis,
+    pg_server,
+    redis_keys_cleanup,
+    throwaway_postgres,
+)
 
 # The gateway's modules are imported inside the functions that use them: the
 # Slack stub's child process imports this module and needs none of them.
@@ -99,46 +107,6 @@ FIRST += ["Kira", "Luis", "Maya", "Nils", "Olga", "Pedro", "Rosa", "Sam", "Tara"
 LAST = ["Souza", "Ito", "Novak", "Quinn", "Reyes", "Berg", "Costa", "Doyle", "Ekström", "Fox"]
 LAST += ["Garcia", "Haas", "Ibarra", "Jensen", "Kovac", "Lopez", "Moreau", "Nakata", "Olsen"]
 LAST += ["Perez"]
-
-
-# --- throwaway PostgreSQL databases ------------------------------------------------------
-
-
-def _pg_server(url: str) -> str:
-    """``postgresql://user@host:port`` of ``url`` (database part dropped)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme or "postgresql", parts.netloc, "", "", ""))
-
-
-async def _pg_admin(server: str, sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"{server}/postgres", timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@asynccontextmanager
-async def throwaway_postgres(server: str) -> AsyncIterator[str]:
-    """A fresh database ``gw_bench_<hex>`` on ``server``, dropped on the way out."""
-    name = f"gw_bench_{uuid.uuid4().hex[:16]}"
-    await _pg_admin(server, f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{server}/{name}"
-    finally:
-        await _pg_admin(server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def check_postgres(server: str) -> None:
-    try:
-        asyncio.run(_pg_admin(server, "SELECT 1"))
-    except Exception as exc:  # asyncpg's errors, OSError, TimeoutError
-        raise SystemExit(
-            f"PostgreSQL does not answer at {server} ({type(exc).__name__}: {exc}); start it "
-            "(scripts/setup) or leave out --databases postgresql and --parts race"
-        ) from exc
 
 
 # --- the Slack stub, in a process of its own ---------------------------------------------
@@ -448,20 +416,6 @@ class Outcome:
     detail: str = ""
 
 
-class OffScript(Exception):
-    pass
-
-
-async def _turn(ws: ClientConnection, text: str) -> dict[str, Any]:
-    await ws.send(json.dumps({"type": "message", "text": text, "id": uuid.uuid4().hex}))
-    while True:
-        event: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), TURN_TIMEOUT_S))
-        if event.get("type") == "complete":
-            return event
-        if event.get("type") == "error":
-            raise OffScript(f"error event {event.get('code')}: {event.get('message')}")
-
-
 async def customer(url: str, n: int, slots: int, gate: Gate) -> Outcome:
     slot = n % slots
     name = f"{FIRST[n % len(FIRST)]} {LAST[(n // len(FIRST)) % len(LAST)]}"
@@ -475,7 +429,7 @@ async def customer(url: str, n: int, slots: int, gate: Gate) -> Outcome:
             first = json.loads(await asyncio.wait_for(ws.recv(), TURN_TIMEOUT_S))
             if first.get("type") != "session":
                 raise OffScript(f"expected a session event, got {first.get('type')!r}")
-            offer = await _turn(ws, ask)
+            offer = await chat_turn(ws, ask, TURN_TIMEOUT_S)
             meta = offer.get("metadata", {})
             if meta.get("expecting") != "confirmation":
                 raise OffScript(
@@ -486,7 +440,7 @@ async def customer(url: str, n: int, slots: int, gate: Gate) -> Outcome:
             arrived = True
             await gate.open.wait()
             sent = time.perf_counter()
-            done = await _turn(ws, "yes")
+            done = await chat_turn(ws, "yes", TURN_TIMEOUT_S)
             yes_s = time.perf_counter() - sent
     except (OffScript, TimeoutError, OSError, WebSocketException) as exc:
         return Outcome(n, slot, "failed", detail=f"{type(exc).__name__}: {exc}")
@@ -607,34 +561,6 @@ async def race_part(
     )
 
 
-def check_redis(url: str) -> None:
-    import redis
-    from redis.exceptions import RedisError
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except (RedisError, OSError) as exc:
-        raise SystemExit(
-            f"Redis does not answer at {url} ({exc}); start it (scripts/setup) or use "
-            "--parts outbox"
-        ) from exc
-    finally:
-        client.close()
-
-
-def redis_keys_cleanup(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        keys = list(client.scan_iter(match="gw:*", count=1000))
-        for i in range(0, len(keys), 1000):
-            client.delete(*keys[i : i + 1000])
-    finally:
-        client.close()
-
-
 # --- report --------------------------------------------------------------------------------
 
 
@@ -716,11 +642,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--customers must be in [--slots, {MAX_CUSTOMERS}]")
     if not (_loopback(args.postgres_url) and _loopback(args.redis_url)):
         parser.error("--postgres-url and --redis-url must be on loopback")
-    postgres = _pg_server(args.postgres_url)
+    postgres = pg_server(args.postgres_url)
     if "race" in parts or ("outbox" in parts and "postgresql" in databases):
-        check_postgres(postgres)
+        check_postgres(postgres, "leave out --databases postgresql and --parts race")
     if "race" in parts:
-        check_redis(args.redis_url)
+        check_redis(args.redis_url, "use --parts outbox")
 
     print(
         f"durability bench: outbox {rows} rows x {','.join(databases)}; race {customers} "

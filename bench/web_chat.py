@@ -52,20 +52,27 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import yaml
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
 from bench._server import HOST, ServerProcess, cpu_seconds, free_port
+from bench._services import (
+    OffScript,
+    chat_turn,
+    check_redis,
+    create_postgres,
+    drop_postgres,
+    pg_server,
+    redis_keys_cleanup,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "clients" / "spa-del-sol"
@@ -188,10 +195,6 @@ class Server(ServerProcess):
 # --- the load --------------------------------------------------------------------------------
 
 
-class OffScript(Exception):
-    pass
-
-
 @dataclass
 class Stats:
     latencies_s: list[float] = field(default_factory=list)
@@ -203,16 +206,6 @@ class Stats:
         self.failures += 1
         if len(self.failure_samples) < 5:
             self.failure_samples.append(reason)
-
-
-async def _turn(ws: ClientConnection, text: str) -> dict[str, Any]:
-    await ws.send(json.dumps({"type": "message", "text": text, "id": uuid.uuid4().hex}))
-    while True:
-        event: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), TURN_TIMEOUT_S))
-        if event.get("type") == "complete":
-            return event
-        if event.get("type") == "error":
-            raise OffScript(f"error event {event.get('code')}: {event.get('message')}")
 
 
 async def conversation(url: str, first_day: date, deadline: float, stats: Stats) -> None:
@@ -227,7 +220,7 @@ async def conversation(url: str, first_day: date, deadline: float, stats: Stats)
                     if time.monotonic() >= deadline:
                         return
                     sent = time.perf_counter()
-                    complete = await _turn(ws, text)
+                    complete = await chat_turn(ws, text, TURN_TIMEOUT_S)
                     stats.latencies_s.append(time.perf_counter() - sent)
                     got = complete.get("metadata", {}).get("expecting")
                     if got != expecting:
@@ -319,77 +312,6 @@ def run_store(
     )
 
 
-def redis_keys_cleanup(url: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(url)
-    try:
-        batch = []
-        for key in client.scan_iter(match="gw:*", count=1000):
-            batch.append(key)
-            if len(batch) >= 1000:
-                client.delete(*batch)
-                batch.clear()
-        if batch:
-            client.delete(*batch)
-    finally:
-        client.close()
-
-
-@dataclass
-class _PostgresDatabase:
-    server: str
-    name: str
-
-    @property
-    def url(self) -> str:
-        return f"{self.server}/{self.name}"
-
-    def drop(self) -> None:
-        _pg_admin(self.server, f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-
-
-def _pg_admin(server: str, sql: str) -> None:
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(f"{server}/postgres", timeout=5)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-def postgres_database(server: str) -> _PostgresDatabase:
-    """A new empty database on ``server`` (dropped by the caller)."""
-    database = _PostgresDatabase(server.rstrip("/"), f"gw_bench_{uuid.uuid4().hex[:12]}")
-    try:
-        _pg_admin(database.server, f'CREATE DATABASE "{database.name}"')
-    except OSError as exc:
-        raise SystemExit(
-            f"PostgreSQL does not answer at {server} ({exc}); start it (scripts/setup) "
-            "or leave postgresql out of --stores"
-        ) from exc
-    return database
-
-
-def check_redis(url: str) -> None:
-    import redis
-    from redis.exceptions import RedisError
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=3)
-    try:
-        client.ping()
-    except (RedisError, OSError) as exc:
-        raise SystemExit(
-            f"Redis does not answer at {url} ({exc}); start it (scripts/setup) or use --stores embedded"
-        ) from exc
-    finally:
-        client.close()
-
-
 def _table(results: list[Result]) -> Iterator[str]:
     yield (
         f"{'store':<10} {'turns':>7} {'bookings':>8} {'turns/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
@@ -443,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     if {"redis", "postgresql"} & set(stores):
         if host not in ("127.0.0.1", "localhost", "::1"):
             parser.error("--redis-url must be on loopback")
-        check_redis(args.redis_url)
+        check_redis(args.redis_url, "leave redis and postgresql out of --stores")
 
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     results: list[Result] = []
@@ -458,7 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for store in stores:
             redis_url = args.redis_url if store in ("redis", "postgresql") else None
-            database = postgres_database(args.postgres_url) if store == "postgresql" else None
+            database = (
+                asyncio.run(create_postgres(pg_server(args.postgres_url)))
+                if store == "postgresql"
+                else None
+            )
             try:
                 result = run_store(
                     store,
@@ -467,13 +393,13 @@ def main(argv: list[str] | None = None) -> int:
                     client_ids,
                     args.seconds,
                     redis_url,
-                    database.url if database else None,
+                    database,
                 )
             finally:
                 if redis_url:
                     redis_keys_cleanup(redis_url)
                 if database:
-                    database.drop()
+                    asyncio.run(drop_postgres(database))
             results.append(result)
             print(f"  {store}: done ({result.turns} turns in {result.elapsed_s:.1f} s)", flush=True)
     finally:

@@ -33,7 +33,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -171,6 +171,19 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'gateway.sqlite'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Any]:
+    """An :class:`engine.db.Database` on ``database_url``, migrated to head."""
+    from engine.db.database import Database
+
+    database = Database.open(database_url)
+    await database.upgrade()
+    try:
+        yield database
+    finally:
+        await database.close()
 
 
 @pytest.fixture

@@ -674,3 +674,25 @@ async def test_memory_notifier_records_instead_of_sending() -> None:
     esc = make_escalation(created_at=datetime(2026, 11, 29, tzinfo=UTC))
     await notifier.send("frontdesk@spadelsol.example", esc)
     assert notifier.sent == [("frontdesk@spadelsol.example", esc)]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("2", 2.0),
+        ("0", 0.0),
+        ("-3", None),
+        ("soon", None),
+        ("Sun, 29 Nov 2026 10:00:30 GMT", 30.0),  # an HTTP date, 30 s after "now"
+        ("Sun, 29 Nov 2026 09:00:00 GMT", 0.0),  # already past
+    ],
+)
+def test_retry_after_reads_both_rfc_9110_forms(header: str, expected: float | None) -> None:
+    from datetime import UTC, datetime
+
+    from engine.tools.http import retry_after_s
+
+    response = httpx.Response(429, headers={"Retry-After": header})
+    now = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+    assert retry_after_s(response, now) == expected
+    assert retry_after_s(httpx.Response(503), now) is None

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from fakes import FakeClock
 
 from engine.db.database import Database
 from engine.db.fast import Tx
@@ -25,32 +24,9 @@ T0 = 1_800_000_000.0
 CLIENT = "spa-del-sol"
 
 
-@dataclass
-class FakeClock:
-    """Epoch seconds that only move when a test says so."""
-
-    now: float = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.open(database_url)
-    await database.upgrade()
-    try:
-        yield database
-    finally:
-        await database.close()
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

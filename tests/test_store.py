@@ -10,13 +10,13 @@ the tests.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
+from fakes import FakeClock
 
 from engine.db.database import Database, normalize_url
 from engine.db.fast import Tx
@@ -38,32 +38,9 @@ KEY = SessionKey("spa-del-sol", "web", "web:7f3a")
 OTHER = SessionKey("spa-del-sol", "whatsapp", "wa:+14155550123")
 
 
-@dataclass
-class FakeClock:
-    """Epoch seconds that only move when a test says so."""
-
-    now: float = T0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = Database.open(database_url)
-    await database.upgrade()
-    try:
-        yield database
-    finally:
-        await database.close()
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(T0)
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ from twilio.twiml.voice_response import VoiceResponse
 
 from engine.config import ClientConfig
 from engine.errors import ToolError
+from engine.tools.http import retry_after_s
 
 __all__ = ["DEFAULT_API_BASE_URL", "CallState", "TwilioCallError", "TwilioCalls"]
 
@@ -277,15 +278,5 @@ def _error_from_response(what: str, response: httpx.Response) -> TwilioCallError
         http_status=status,
         code=code,
         more_info=more_info,
-        retry_after_s=_retry_after_s(response) if retryable else None,
+        retry_after_s=retry_after_s(response) if retryable else None,
     )
-
-
-def _retry_after_s(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (only the delta-seconds form; dates are ignored)."""
-    value = response.headers.get("Retry-After", "").strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None

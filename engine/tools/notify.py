@@ -68,6 +68,7 @@ import aiosmtplib
 import httpx
 
 from engine.errors import ToolError
+from engine.tools.http import retry_after_s
 
 __all__ = [
     "Channel",
@@ -554,7 +555,7 @@ def _slack_error(what: str, response: httpx.Response, webhook_url: str) -> Deliv
         "slack",
         reason,
         retryable=retryable,
-        retry_after_s=_retry_after_s(response) if retryable else None,
+        retry_after_s=retry_after_s(response) if retryable else None,
         status=status,
     )
 
@@ -584,16 +585,6 @@ def _scrub(text: str, url: str) -> str:
         if len(secret) > 1:
             text = text.replace(secret, "…")
     return text
-
-
-def _retry_after_s(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds (the delta-seconds form; HTTP dates are ignored)."""
-    value = response.headers.get("Retry-After", "").strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        return None
-    return seconds if seconds >= 0 else None
 
 
 # --------------------------------------------------------------------------- email
