@@ -110,9 +110,10 @@ class _Outcome:
     reply: AgentReply
     served_by: str | None
     session: ConversationSession
+    loaded: LoadedSession | None
+    """What ``session`` was loaded as (its version is what the commit checks)."""
     deltas: list[str]
     effects: Effects
-    failed: bool = False
 
 
 class Engine:
@@ -283,7 +284,7 @@ class Engine:
                 client, key, loaded, purpose, message, context, turn_id, test
             )
             response = self._response(outcome)
-            commit = self._prepare(outcome, loaded, turn_id, message_id, response, replay)
+            commit = self._prepare(outcome, turn_id, message_id, response, replay)
             try:
                 await self.committer.commit(client, commit)
             except (CommitConflict, SlotTakenError) as exc:
@@ -356,7 +357,7 @@ class Engine:
         session.updated_at = _utcnow()
         if reply.outcome:
             session.outcome = reply.outcome
-        return _Outcome(reply, served_by, session, deltas, effects)
+        return _Outcome(reply, served_by, session, loaded, deltas, effects)
 
     @staticmethod
     def _new_session(key: SessionKey, test: bool) -> ConversationSession:
@@ -401,7 +402,7 @@ class Engine:
         session.turn_count += 1
         session.updated_at = _utcnow()
         effects = Effects(turn_id, key, test=session.test)
-        return _Outcome(reply, None, session, list(chunk_text(reply.text)), effects, failed=True)
+        return _Outcome(reply, None, session, fresh, list(chunk_text(reply.text)), effects)
 
     @staticmethod
     def _response(outcome: _Outcome) -> ConversationResponse:
@@ -424,13 +425,12 @@ class Engine:
     @staticmethod
     def _prepare(
         outcome: _Outcome,
-        loaded: LoadedSession | None,
         turn_id: str,
         message_id: str | None,
         response: ConversationResponse,
         replay: Replay | None,
     ) -> TurnCommit:
-        session = outcome.session
+        session, loaded = outcome.session, outcome.loaded
         # Name the lines this turn added to the transcript for the durable log.
         lines = [t for t in session.transcript if t.line_id is None]
         for n, line in enumerate(lines):

@@ -53,10 +53,6 @@ class Effects:
         digest = hashlib.sha256(f"{self.turn_id}:{kind}:{self._count}".encode()).hexdigest()
         return digest[:12]
 
-    @property
-    def empty(self) -> bool:
-        return not (self.bookings or self.leads or self.escalations or self.deliveries)
-
     def book(
         self,
         start: datetime,

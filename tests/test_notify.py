@@ -34,7 +34,6 @@ from engine.tools.notify import (
     DeliveryError,
     EmailNotifier,
     Escalation,
-    MemoryNotifier,
     SlackNotifier,
     parse_smtp_url,
     render_email,
@@ -669,13 +668,6 @@ def test_email_notifier_rejects_a_bad_url_at_construction() -> None:
         EmailNotifier("smtp.example.com:587")
 
 
-async def test_memory_notifier_records_instead_of_sending() -> None:
-    notifier = MemoryNotifier()
-    esc = make_escalation(created_at=datetime(2026, 11, 29, tzinfo=UTC))
-    await notifier.send("frontdesk@spadelsol.example", esc)
-    assert notifier.sent == [("frontdesk@spadelsol.example", esc)]
-
-
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
@@ -688,7 +680,7 @@ async def test_memory_notifier_records_instead_of_sending() -> None:
     ],
 )
 def test_retry_after_reads_both_rfc_9110_forms(header: str, expected: float | None) -> None:
-    from datetime import UTC, datetime
+    from datetime import datetime
 
     from engine.tools.http import retry_after_s
 

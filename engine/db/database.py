@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypeVar
@@ -171,41 +171,6 @@ class Database:
                 isinstance(exc, DBAPIError) and exc.connection_invalidated
             ) or isinstance(exc, OSError | ConnectionError)
             raise error from exc
-
-    def insert_ignore(self, table: sa.Table, conflict: list[str]) -> sa.Insert:
-        """``INSERT ... ON CONFLICT (conflict) DO NOTHING`` in this dialect."""
-        if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            return sqlite_insert(table).on_conflict_do_nothing(index_elements=conflict)
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(table).on_conflict_do_nothing(index_elements=conflict)
-
-    def upsert(
-        self,
-        table: sa.Table,
-        conflict: list[str],
-        row: Mapping[str, object],
-        changes: Mapping[str, object],
-    ) -> sa.Insert:
-        """``INSERT row ... ON CONFLICT (conflict) DO UPDATE SET changes``; in
-        ``changes``, columns of ``table`` refer to the existing row."""
-        if self.is_sqlite:
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            return (
-                sqlite_insert(table)
-                .values(row)
-                .on_conflict_do_update(index_elements=conflict, set_=changes)
-            )
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return (
-            pg_insert(table)
-            .values(row)
-            .on_conflict_do_update(index_elements=conflict, set_=changes)
-        )
 
     async def ping(self) -> bool:
         try:

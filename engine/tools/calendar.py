@@ -19,7 +19,6 @@ import sqlalchemy as sa
 
 from engine.db.database import Database
 from engine.db.fast import Row, Tx
-from engine.db.schema import BOOKINGS
 from engine.errors import SlotTakenError
 
 __all__ = ["Booking", "BookingRequest", "Calendar", "LocalCalendar"]
@@ -141,20 +140,3 @@ class LocalCalendar(Calendar):
             request.test,
             datetime.now(UTC).isoformat(),
         )
-
-    async def list(self, client_id: str) -> list[Booking]:
-        """Every booked interval of a client, soonest first."""
-        async with self.db.read() as conn:
-            rows = await conn.execute(
-                sa.select(
-                    BOOKINGS.c.booking_id,
-                    BOOKINGS.c.client_id,
-                    BOOKINGS.c.start_iso,
-                    BOOKINGS.c.end_iso,
-                    BOOKINGS.c.service,
-                    BOOKINGS.c.name,
-                )
-                .where(BOOKINGS.c.client_id == client_id, BOOKINGS.c.status == "booked")
-                .order_by(BOOKINGS.c.start_ts)
-            )
-            return [_booking(r._mapping) for r in rows]

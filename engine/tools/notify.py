@@ -75,7 +75,6 @@ __all__ = [
     "DeliveryError",
     "EmailNotifier",
     "Escalation",
-    "MemoryNotifier",
     "Notifier",
     "Role",
     "SlackNotifier",
@@ -292,18 +291,6 @@ class Notifier(Protocol):
     name: str
 
     async def send(self, target: str, esc: Escalation, /) -> None: ...
-
-
-class MemoryNotifier:
-    """Offline notifier: records ``(target, escalation)`` in :attr:`sent` and
-    delivers nothing (tests, demos without Slack or SMTP)."""
-
-    def __init__(self, name: str = "memory") -> None:
-        self.name = name
-        self.sent: list[tuple[str, Escalation]] = []
-
-    async def send(self, target: str, esc: Escalation, /) -> None:
-        self.sent.append((target, esc))
 
 
 # --------------------------------------------------------------------------- text helpers

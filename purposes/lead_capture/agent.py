@@ -22,7 +22,6 @@ offers a human.
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -48,8 +47,6 @@ from purposes.lead_capture.validators import (
 )
 
 __all__ = ["LeadCaptureAgent", "LeadState", "Stage"]
-
-log = logging.getLogger("purposes.lead_capture")
 
 MAX_FAILURES = 3
 CONFIRMATION = "confirmation"

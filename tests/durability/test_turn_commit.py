@@ -165,3 +165,33 @@ async def test_a_conversation_whose_session_expired_continues_its_log(
     [record] = await gw.conversations.list(CLIENT)
     texts = [line["text"] for line in record.transcript if line["role"] == "user"]
     assert texts == ["I'd like to book a massage", "Maria Lopez", "hello again"]
+
+
+async def test_a_requested_delivery_is_queued_by_the_commit_and_only_by_it(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent = gw.engine.agents["lead_capture"]
+    original = type(agent).handle
+
+    async def delivering(self: Any, ctx: Any) -> Any:
+        ctx.effects.deliver("twilio.call", {"call_sid": "CA1", "action": "hangup"})
+        return await original(self, ctx)
+
+    monkeypatch.setattr(type(agent), "handle", delivering)
+    real_record = type(gw.leads).record_in
+
+    async def failing(self: Any, tx: Any, record: Any, turn_id: str) -> None:
+        raise StoreError("leads table unavailable (test)")
+
+    await confirming(gw, "s-1")
+    monkeypatch.setattr(type(gw.leads), "record_in", failing)
+    with pytest.raises(StoreError):
+        await turn(gw, "s-1", "yes", "m-2")
+    rows = await gw.outbox.list(client_id=CLIENT)
+    assert [r.kind for r in rows] == ["twilio.call"]  # only the first turn's, committed
+
+    monkeypatch.setattr(type(gw.leads), "record_in", real_record)
+    await turn(gw, "s-1", "yes", "m-2")
+    rows = await gw.outbox.list(client_id=CLIENT)
+    assert len(rows) == 2 and len({r.key for r in rows}) == 2
+    assert all(r.state == "pending" and r.payload["call_sid"] == "CA1" for r in rows)
