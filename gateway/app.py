@@ -186,8 +186,20 @@ def _worker(gw: Gateway, http: httpx.AsyncClient) -> OutboxWorker:
             twilio_base_url=settings.twilio_base_url,
         ),
         options,
-        housekeeping=gw.store.purge_expired,
+        housekeeping=lambda: _housekeeping(gw),
     )
+
+
+DELIVERED_KEEP_S = 7 * 24 * 3600
+"""Delivered outbox rows are kept this long (for `gateway outbox list`), then purged."""
+
+
+async def _housekeeping(gw: Gateway) -> None:
+    """Every few minutes, on each replica: expired sessions, replay logs and marks
+    go; delivered outbox rows older than :data:`DELIVERED_KEEP_S` go (dead rows
+    stay until an operator retries or purges them)."""
+    await gw.store.purge_expired()
+    await gw.outbox.purge(state="delivered", older_than_s=DELIVERED_KEEP_S)
 
 
 def create_app(
