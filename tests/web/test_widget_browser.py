@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -294,5 +295,81 @@ def test_widget_reconnects_and_resumes_after_the_socket_drops(
             assert resume["type"] == "resume"
             assert resume["last_event_id"] > 0
             assert [f["type"] for f in sockets[1][1][1:]] == ["message"]
+        finally:
+            browser.close()
+
+
+class _FailOnce:
+    """Wraps the engine's committer: the first commit fails (the database hiccups)."""
+
+    def __init__(self, committer: Any) -> None:
+        self._committer = committer
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._committer, name)
+
+    async def commit(self, client: Any, turn: Any) -> int:
+        if not self.failed:
+            self.failed = True
+            from engine.errors import StoreError
+
+            raise StoreError("database write failed (test)")
+        result: int = await self._committer.commit(client, turn)
+        return result
+
+
+def test_widget_resends_after_a_failed_turn_and_says_when_a_conversation_expired(
+    running_gateway: Any, clients_dir: Path, data_dir: Path, host_server: ThreadingHTTPServer
+) -> None:
+    """Regression: after an ``unavailable`` error the widget dropped the message
+    (and a resend with its id used to be swallowed by the server); and a
+    conversation that expired under the open widget restarted silently."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    origin = f"http://127.0.0.1:{host_server.server_address[1]}"
+    allow_origin(clients_dir, "spa-del-sol", origin)
+
+    with running_gateway() as gw, sync_api.sync_playwright() as p:
+        engine = gw.app.state.engine
+        engine.committer = _FailOnce(engine.committer)
+        _Page.body = HOST_PAGE.format(gateway=gw.url).encode()
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            expect.set_options(timeout=UI_TIMEOUT_MS)
+            page.goto(origin)
+            host = page.locator("cg-chat-widget")
+            bot_lines = host.locator(".msg.bot")
+            user_lines = host.locator(".msg.user")
+            field = host.get_by_role("textbox", name="Type your message")
+            notice = host.locator(".notice")
+            host.locator("button.bubble").click()
+            expect(host).to_have_attribute("data-connection", "online")
+
+            field.fill("I'd like to book a massage")
+            field.press("Enter")
+            # The first try fails on the server; the widget sends it again, once.
+            expect(bot_lines).to_have_count(2)
+            expect(host).to_have_attribute("aria-busy", "false")
+            expect(host).to_have_attribute("data-expecting", "name")
+            assert engine.committer.failed
+            assert user_lines.all_inner_texts() == ["I'd like to book a massage"]
+            expect(notice).not_to_contain_text("could not be sent")
+
+            # The conversation expires on the server while the widget is open.
+            with sqlite3.connect(data_dir / "gateway.sqlite") as raw:
+                raw.execute("UPDATE sessions SET expires_ts = 0")
+            field.fill("Maria Lopez")
+            field.press("Enter")
+            expect(notice).to_contain_text("expired")
+            # The old lines are gone; the unanswered message is kept and answered
+            # in the new conversation.
+            expect(bot_lines).to_have_count(1)
+            expect(host).to_have_attribute("aria-busy", "false")
+            assert user_lines.all_inner_texts() == ["Maria Lopez"]
+            lines = host.locator(".msg").all_inner_texts()
+            assert lines[0] == "Maria Lopez" and len(lines) == 2
         finally:
             browser.close()
