@@ -51,6 +51,7 @@ from engine.errors import (
 from engine.locks import Locks
 from engine.messages import (
     CHANNELS,
+    ChannelContext,
     ConversationResponse,
     NormalizedMessage,
     QuickReply,
@@ -164,7 +165,7 @@ class Engine:
         purpose: str | None,
         session_id: str,
         message: str,
-        context: Mapping[str, object] | None = None,
+        context: ChannelContext | None = None,
         *,
         message_id: str | None = None,
         test: bool = False,
@@ -203,7 +204,7 @@ class Engine:
         purpose: str | None,
         session_id: str,
         message: str,
-        context: Mapping[str, object] | None = None,
+        context: ChannelContext | None = None,
         *,
         message_id: str | None = None,
         replay: Replay | None = None,
@@ -268,7 +269,7 @@ class Engine:
         key: SessionKey,
         purpose: str | None,
         message: str,
-        context: Mapping[str, object] | None,
+        context: ChannelContext | None,
         turn_id: str,
         message_id: str | None,
         replay: Replay | None,
@@ -307,15 +308,14 @@ class Engine:
         loaded: LoadedSession | None,
         purpose: str | None,
         message: str,
-        context: Mapping[str, object] | None,
+        context: ChannelContext | None,
         turn_id: str,
         test: bool,
     ) -> _Outcome:
         """Run the agent on ``loaded`` (or a new session); never raises for an agent's
         failure (the fallback reply answers it)."""
         session = loaded.session if loaded else self._new_session(key, test)
-        if context:
-            session.context.update({k: str(v) for k, v in context.items() if v is not None})
+        session.context = session.context.merged(context)
         effects = Effects(turn_id, key, test=session.test)
         msg = NormalizedMessage(
             client_id=key.client_id,
@@ -323,7 +323,7 @@ class Engine:
             session_id=key.session_id,
             text=message,
             purpose=purpose,
-            context=dict(session.context),
+            context=session.context,
         )
         ctx = TurnContext(
             client=client,
@@ -371,7 +371,7 @@ class Engine:
         loaded: LoadedSession | None,
         message: str,
         exc: BaseException,
-        context: Mapping[str, object] | None,
+        context: ChannelContext | None,
         turn_id: str,
         test: bool,
     ) -> _Outcome:
@@ -388,8 +388,7 @@ class Engine:
         self.store.forget(key)
         fresh = await self.store.load(key)
         session = fresh.session if fresh else self._new_session(key, test)
-        if context:
-            session.context.update({k: str(v) for k, v in context.items() if v is not None})
+        session.context = session.context.merged(context)
         session.transcript.append(Turn(role="user", text=message, purpose=session.purpose))
         reply = AgentReply(
             text=FALLBACK_TEXT,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "Action",
     "Channel",
+    "ChannelContext",
     "ConversationResponse",
     "NormalizedMessage",
     "QuickReply",
@@ -31,13 +32,43 @@ PURPOSES = ("lead_capture", "support")
 JsonScalar = str | int | float | bool | None
 
 
+class ChannelContext(BaseModel):
+    """What the channel knows about the conversation, typed (never vendor payloads).
+
+    Set by the adapter on each turn and kept in the session (a field set once
+    stays until a later turn sets it again). Phone numbers are E.164
+    (``+14155550123``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    caller_number: str | None = None
+    """The customer's number: the phone caller's ID, the WhatsApp/SMS sender."""
+    called_number: str | None = None
+    """The business's number the customer reached."""
+    call_sid: str | None = None
+    """Twilio's Call SID of a phone call."""
+    whatsapp_id: str | None = None
+    """The customer's WhatsApp id (``wa_id``)."""
+    web_origin: str | None = None
+    """The page origin a web chat runs on (``https://spadelsol.example``)."""
+    visitor_id: str | None = None
+    """A web visitor's stable id, when the widget has one."""
+
+    def merged(self, newer: ChannelContext | None) -> ChannelContext:
+        """This context with every field ``newer`` sets taken from it."""
+        if newer is None:
+            return self
+        changes = newer.model_dump(exclude_none=True)
+        return self.model_copy(update=changes) if changes else self
+
+
 @dataclass(frozen=True, slots=True)
 class NormalizedMessage:
     """One inbound user message, channel-independent.
 
     ``text`` is cleaned user text (for calls: the final transcript). ``context``
-    carries channel facts the flows may use, e.g. ``caller_number`` (E.164) on
-    phone and WhatsApp; never vendor payloads.
+    carries the channel facts the flows may use (:class:`ChannelContext`).
     """
 
     client_id: str
@@ -46,7 +77,7 @@ class NormalizedMessage:
     text: str
     purpose: str | None = None
     message_id: str | None = None
-    context: dict[str, str] = field(default_factory=dict)
+    context: ChannelContext = field(default_factory=ChannelContext)
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 

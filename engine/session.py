@@ -40,6 +40,7 @@ from engine.db.database import Database
 from engine.db.fast import Row, Tx
 from engine.db.schema import PROCESSED_MESSAGES, SESSION_EVENTS, SESSIONS
 from engine.errors import CommitConflict, DuplicateMessageError
+from engine.messages import ChannelContext
 
 __all__ = [
     "ConversationSession",
@@ -97,7 +98,7 @@ class ConversationSession(BaseModel):
     purpose: str | None = None
     purpose_state: dict[str, dict[str, JsonValue]] = Field(default_factory=dict)
     transcript: list[Turn] = Field(default_factory=list)
-    context: dict[str, str] = Field(default_factory=dict)
+    context: ChannelContext = Field(default_factory=ChannelContext)
     outcome: str | None = None
     """Last notable outcome: ``booked``, ``escalated``, ``abandoned``..."""
     turn_count: int = 0

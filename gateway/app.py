@@ -57,7 +57,7 @@ class Gateway:
 def open_database(settings: Settings) -> Database:
     """The database the settings name: ``DATABASE_URL``, else the embedded SQLite file."""
     if settings.database_url:
-        return Database.open(settings.database_url)
+        return Database.open(settings.database_url, pool_size=settings.db_pool_size)
     return Database.embedded(settings.data_dir)
 
 

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, validation_alias="DATABASE_URL")
     """PostgreSQL (``postgresql://user:pass@host/db``) shared by replicas; unset:
     the embedded SQLite file ``<GATEWAY_DATA_DIR>/gateway.sqlite``."""
+    db_pool_size: int = Field(10, ge=1, validation_alias="GATEWAY_DB_POOL_SIZE")
+    """PostgreSQL connections a replica uses for turns (plus at most 4 for the rest)."""
     db_auto_upgrade: bool = Field(True, validation_alias="GATEWAY_DB_AUTO_UPGRADE")
     """Apply pending schema migrations at start-up (under a lock replicas share)."""
     smtp_url: str | None = Field(None, validation_alias="GATEWAY_SMTP_URL")

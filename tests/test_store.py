@@ -22,6 +22,7 @@ from engine.db.database import Database, normalize_url
 from engine.db.fast import Tx
 from engine.db.schema import PROCESSED_MESSAGES, SESSION_EVENTS, SESSIONS
 from engine.errors import CommitConflict, DuplicateMessageError, StoreError
+from engine.messages import ChannelContext
 from engine.session import (
     TRANSCRIPT_WINDOW,
     ConversationSession,
@@ -58,7 +59,9 @@ def make_session(key: SessionKey = KEY, *, note: str = "first") -> ConversationS
         Turn(role="user", text="你好，我叫王伟"),
         Turn(role="assistant", text="Nice to meet you, 王伟. What number can we call?"),
     ]
-    session.context = {"caller_number": "+14155550123", "locale": "zh-CN"}
+    session.context = ChannelContext(
+        caller_number="+14155550123", web_origin="https://例子.example"
+    )
     return session
 
 
@@ -262,7 +265,9 @@ async def test_new_session_round_trips_at_version_1(store: SessionStore) -> None
         "你好，我叫王伟",
         "Nice to meet you, 王伟. What number can we call?",
     ]
-    assert loaded.session.context == {"caller_number": "+14155550123", "locale": "zh-CN"}
+    assert loaded.session.context == ChannelContext(
+        caller_number="+14155550123", web_origin="https://例子.example"
+    )
     assert await store.exists(KEY) is True
     assert await store.load(OTHER) is None
 

@@ -103,7 +103,7 @@ from adapters.speech.stt import SttStream
 from adapters.speech.tts import split_sentences, split_text
 from adapters.speech.vad import VOICED_PERIODICITY, WebRtcVad, frame_energy_dbfs, periodicity
 from engine.config import ClientConfig
-from engine.messages import Action, ConversationResponse, QuickReply, TextDelta
+from engine.messages import Action, ChannelContext, ConversationResponse, QuickReply, TextDelta
 from engine.outbox import Outbox, OutboxItem
 
 __all__ = ["MARK_GRACE_S", "START_TIMEOUT_S", "media_router", "speech_specs"]
@@ -189,6 +189,10 @@ def _turn_config(client: ClientConfig) -> TurnConfig:
         silence_timeout_s=tt.silence_timeout_s,
         max_call_s=phone.max_call_minutes * 60,
     )
+
+
+def _e164(value: str | None) -> str | None:
+    return value if value and re.fullmatch(r"\+[1-9]\d{1,14}", value) else None
 
 
 def _words(text: str) -> str:
@@ -280,7 +284,7 @@ class _Call:
         self.backchannels = frozenset(_words(b) for b in phone.turn_taking.backchannels)
         self.fillers = itertools.cycle(phone.filler) if phone.filler else None
         self.call_sid = ""
-        self.context: dict[str, str] = {}
+        self.context = ChannelContext()
         self.trace = CallTrace("", client.client_id)
         self.player: PacedPlayer | None = None
         self.stt: SttStream | None = None
@@ -306,8 +310,13 @@ class _Call:
                 return
             self.call_sid = start.call_sid
             params = start.custom_parameters
-            self.context = {k: params[k] for k in ("caller", "call_sid", "to") if params.get(k)}
-            self.context.setdefault("call_sid", start.call_sid)
+            # Our own TwiML passes these (adapters.phone.webhook.STREAM_PARAMETERS);
+            # the caller's number is left out when the caller ID is withheld.
+            self.context = ChannelContext(
+                caller_number=_e164(params.get("caller")),
+                called_number=_e164(params.get("to")),
+                call_sid=params.get("call_sid") or start.call_sid,
+            )
             self.trace = self.traces.open(start.call_sid, self.client.client_id)
             log.info(
                 "media stream started: client=%s call=%s", self.client.client_id, start.call_sid

@@ -74,7 +74,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 
 from fastapi import APIRouter, WebSocket
@@ -102,7 +101,7 @@ from engine.errors import (
     SessionBusyError,
     UnknownSessionError,
 )
-from engine.messages import TextDelta, TurnEvent
+from engine.messages import ChannelContext, TextDelta, TurnEvent
 from engine.metrics import ACTIVE_CONNECTIONS
 from engine.session import SessionKey, SessionStore
 
@@ -211,7 +210,7 @@ class _Connection:
         self.can_resume = True
         self.open = True
         origin = websocket.headers.get("origin")
-        self.context: Mapping[str, object] | None = {"web_origin": origin} if origin else None
+        self.context = ChannelContext(web_origin=origin) if origin else None
 
     @property
     def session_tag(self) -> str:

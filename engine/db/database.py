@@ -100,8 +100,12 @@ class Database:
         return self.dialect
 
     @classmethod
-    def open(cls, url: str) -> Database:
-        """Create the engine (no connection is made yet). Raises ValueError for a bad URL."""
+    def open(cls, url: str, *, pool_size: int = 10) -> Database:
+        """Create the engine (no connection is made yet). Raises ValueError for a bad URL.
+
+        ``pool_size``: PostgreSQL connections for turns (asyncpg); SQLAlchemy's
+        pool for everything else holds at most 4 more. Mind the server's
+        ``max_connections`` when running many replicas."""
         sa_url = normalize_url(url)
         fast: FastDB
         if sa_url.startswith("sqlite"):
@@ -114,9 +118,9 @@ class Database:
             fast = SqliteFast(Path(path))
         else:
             engine = create_async_engine(
-                sa_url, pool_pre_ping=True, pool_size=5, max_overflow=10, pool_recycle=1800
+                sa_url, pool_pre_ping=True, pool_size=2, max_overflow=2, pool_recycle=1800
             )
-            fast = PgFast(asyncpg_dsn(url))
+            fast = PgFast(asyncpg_dsn(url), min_size=1, max_size=pool_size)
         return cls(engine, url, fast)
 
     @classmethod

@@ -719,7 +719,7 @@ class LeadCaptureAgent(Agent):
         name = find_name(text, expecting=False)
         if name:
             turn.set("name", name)
-        callback = st.slots.get("phone") or turn.ctx.session.context.get("caller_number")
+        callback = st.slots.get("phone") or turn.ctx.session.context.caller_number
         if not callback:
             return self._reply(
                 turn,

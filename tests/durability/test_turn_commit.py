@@ -195,3 +195,19 @@ async def test_a_requested_delivery_is_queued_by_the_commit_and_only_by_it(
     rows = await gw.outbox.list(client_id=CLIENT)
     assert len(rows) == 2 and len({r.key for r in rows}) == 2
     assert all(r.state == "pending" and r.payload["call_sid"] == "CA1" for r in rows)
+
+
+async def test_the_channel_context_is_typed_and_kept_across_turns(gw: Gateway) -> None:
+    from engine.messages import ChannelContext
+
+    first = ChannelContext(caller_number="+14155550123", call_sid="CA" + "1" * 32)
+    await gw.engine.handle_turn(CLIENT, "phone", None, "CA-1", "hello", first)
+    await gw.engine.handle_turn(
+        CLIENT, "phone", None, "CA-1", "I'd like a massage", ChannelContext(called_number="+1415")
+    )
+    gw.store.forget(SessionKey(CLIENT, "phone", "CA-1"))  # read it back from the database
+    loaded = await gw.store.load(SessionKey(CLIENT, "phone", "CA-1"))
+    assert loaded is not None
+    assert loaded.session.context == ChannelContext(
+        caller_number="+14155550123", call_sid="CA" + "1" * 32, called_number="+1415"
+    )

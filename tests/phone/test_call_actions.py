@@ -53,6 +53,7 @@ def client(
         GATEWAY_DATA_DIR=tmp_path,
         TWILIO_BASE_URL=twilio.url,
         GATEWAY_OUTBOX_BASE_BACKOFF_S=0.05,
+        GATEWAY_ADMIN_TOKEN="test-admin-token",
     )
     with TestClient(create_app(settings)) as test_client:
         yield test_client
@@ -92,3 +93,51 @@ def test_a_transfer_is_delivered_to_twilio_after_the_reply_played(
     assert len(updates) == 2
     assert all(f"<Dial>{TRANSFER_TO}</Dial>" in (r.field("Twiml") or "") for r in updates)
     assert updates[-1].auth == (ACCOUNT, TOKEN)
+
+
+def test_a_caller_asking_for_a_person_is_transferred_without_being_asked_for_a_number(
+    client: TestClient, twilio: TwilioStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: the phone adapter set ``caller``, the flow read ``caller_number``,
+    so a caller who asked for a person was asked for their number instead of
+    being transferred. The context is typed now (``ChannelContext``)."""
+    engine = client.app.state.engine  # type: ignore[attr-defined]
+    real = engine.stream_turn
+    seen: list[Any] = []
+
+    def heard_as_asking_for_a_person(*args: Any, **kwargs: Any) -> AsyncIterator[TurnEvent]:
+        # Whatever the offline recogniser made of the audio, the caller asked for
+        # a person: what is under test is the channel context, not STT accuracy.
+        client_id, channel, purpose, session_id, _text, context = args
+        seen.append(context)
+        return real(  # type: ignore[no-any-return]
+            client_id, channel, purpose, session_id, "I'd like to talk to a person", context
+        )
+
+    monkeypatch.setattr(engine, "stream_turn", heard_as_asking_for_a_person)
+    call_sid = "CA" + "8" * 32
+    twilio.add_call(call_sid, ACCOUNT)
+    with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
+        caller = FakeTwilio(ws, call_sid)
+        caller.connect()
+        caller.start()  # customParameters: caller +14155550123
+        caller.read_until(is_end_mark)  # the greeting
+        caller.media(utterance("can I talk to somebody please"))
+        caller.read_until(is_end_mark)  # "Let me connect you..."
+        deadline = time.monotonic() + 30
+        while not [r for r in twilio.requests if r.field("Twiml")]:
+            assert time.monotonic() < deadline, "the transfer never reached Twilio"
+            time.sleep(0.05)
+    assert seen and seen[0].caller_number == "+14155550123"
+    assert seen[0].call_sid == call_sid
+    [update] = [r for r in twilio.requests if r.field("Twiml")]
+    assert f"<Dial>{TRANSFER_TO}</Dial>" in (update.field("Twiml") or "")
+    leads = client.get(
+        "/admin/api/leads",
+        params={"client_id": CLIENT},
+        headers={"Authorization": "Bearer test-admin-token"},
+    )
+    assert leads.status_code == 200
+    assert [(lead["status"], lead["phone"]) for lead in leads.json()] == [
+        ("callback_requested", "+14155550123")
+    ]
