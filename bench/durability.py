@@ -85,6 +85,7 @@ from bench._services import (
     redis_keys_cleanup,
     throwaway_postgres,
 )
+from bench.web_chat import percentile
 
 # The gateway's modules are imported inside the functions that use them: the
 # Slack stub's child process imports this module and needs none of them.
@@ -454,13 +455,6 @@ async def customer(url: str, n: int, slots: int, gate: Gate) -> Outcome:
         return Outcome(n, slot, "taken", yes_s)
     detail = f"state={meta.get('state')!r} expecting={meta.get('expecting')!r}"
     return Outcome(n, slot, "failed", yes_s, f"{detail}: {str(done.get('text', ''))[:160]!r}")
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
 @dataclass
