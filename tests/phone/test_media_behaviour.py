@@ -249,7 +249,10 @@ def test_the_call_trace_is_served_to_the_admin(client: TestClient) -> None:
     body: Mapping[str, Any] = response.json()
     assert body["call_sid"] == call_sid
     turn = body["turns"][1]
-    assert turn["kind"] == "speech" and "massage" in turn["user_text"]
+    # The trace shows exactly what the engine was given (whatever the offline
+    # recogniser made of the audio on a loaded machine: not what is under test).
+    heard = [t["text"] for t in transcript(client, call_sid) if t["role"] == "user"]
+    assert turn["kind"] == "speech" and turn["user_text"] and [turn["user_text"]] == heard
     stages = turn["stages_ms"]
     assert set(stages) == {
         "endpointing",
