@@ -496,10 +496,12 @@ class _Call:
             return ""
         finally:
             await stream.aclose()
+        # Words and confidence only: what a caller says is personal data and stays
+        # in the transcript store (and the admin call trace), never in logs.
         log.info(
-            "call %s: heard %r (confidence %.2f)",
+            "call %s: heard %d word(s) (confidence %.2f)",
             self.call_sid,
-            transcript.text,
+            len(transcript.text.split()),
             transcript.confidence,
         )
         return transcript.text.strip()
@@ -537,7 +539,7 @@ class _Call:
             self._barge_outcome("resumed")
             PHONE_EVENTS.labels("backchannel").inc()
             self.player.resume()
-            log.info("call %s: %r did not interrupt; resuming", self.call_sid, text)
+            log.info("call %s: a backchannel did not interrupt; resuming", self.call_sid)
             return
         if held:
             self._barge_outcome("answered")

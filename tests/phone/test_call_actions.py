@@ -9,6 +9,7 @@ sometimes does, so the delivery is retried, not lost and not doubled.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -96,7 +97,10 @@ def test_a_transfer_is_delivered_to_twilio_after_the_reply_played(
 
 
 def test_a_caller_asking_for_a_person_is_transferred_without_being_asked_for_a_number(
-    client: TestClient, twilio: TwilioStub, monkeypatch: pytest.MonkeyPatch
+    client: TestClient,
+    twilio: TwilioStub,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Regression: the phone adapter set ``caller``, the flow read ``caller_number``,
     so a caller who asked for a person was asked for their number instead of
@@ -117,6 +121,7 @@ def test_a_caller_asking_for_a_person_is_transferred_without_being_asked_for_a_n
     monkeypatch.setattr(engine, "stream_turn", heard_as_asking_for_a_person)
     call_sid = "CA" + "8" * 32
     twilio.add_call(call_sid, ACCOUNT)
+    caplog.set_level(logging.DEBUG)
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
         caller = FakeTwilio(ws, call_sid)
         caller.connect()
@@ -128,6 +133,11 @@ def test_a_caller_asking_for_a_person_is_transferred_without_being_asked_for_a_n
         while not [r for r in twilio.requests if r.field("Twiml")]:
             assert time.monotonic() < deadline, "the transfer never reached Twilio"
             time.sleep(0.05)
+    # What the caller said and their number stay out of the logs (personal data).
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith(("adapters", "engine"))]
+    assert any("heard" in line for line in ours), ours
+    assert not [line for line in ours if "+14155550123" in line or "somebody" in line]
+    assert not [line for line in ours if "talk to a person" in line]
     assert seen and seen[0].caller_number == "+14155550123"
     assert seen[0].call_sid == call_sid
     [update] = [r for r in twilio.requests if r.field("Twiml")]
