@@ -126,12 +126,10 @@ class Committer:
             items.extend(escalation_items(client, session, request))
         key = session.key
 
-        async def write(tx: Tx) -> tuple[int, str]:
+        async def write(tx: Tx) -> int:
             if turn.message_id is not None:
                 await self.sessions.mark_processed_in(tx, key, turn.message_id, turn.turn_id)
-            version, data = await self.sessions.save_in(
-                tx, session, turn.version, turn.last_event_id
-            )
+            version = await self.sessions.save_in(tx, session, turn.version, turn.last_event_id)
             for booking in effects.bookings:
                 await self.calendar.book_in(tx, booking)
             for lead in effects.leads:
@@ -142,14 +140,14 @@ class Committer:
             )
             if items:
                 await self.outbox.enqueue_in(tx, items)
-            return version, data
+            return version
 
         try:
-            version, data = await self.db.fast.transaction(write)
+            version = await self.db.fast.transaction(write)
         except BaseException:
             self.sessions.forget(key)
             raise
-        self.sessions.remember(session, data, version, turn.last_event_id, turn.message_id)
+        self.sessions.remember(session, version, turn.last_event_id, turn.message_id)
         if items:
             self.outbox.wake()
         return version
@@ -165,15 +163,15 @@ class Committer:
         """Save a session whose last reply was cut, and mark the logged line."""
         key: SessionKey = session.key
 
-        async def write(tx: Tx) -> tuple[int, str]:
+        async def write(tx: Tx) -> int:
             saved = await self.sessions.save_in(tx, session, version, last_event_id)
             if line_id is not None:
                 await self.conversations.mark_cut_in(tx, key, line_id, heard)
             return saved
 
         try:
-            new_version, data = await self.db.fast.transaction(write)
+            new_version = await self.db.fast.transaction(write)
         except BaseException:
             self.sessions.forget(key)
             raise
-        self.sessions.remember(session, data, new_version, last_event_id, None)
+        self.sessions.remember(session, new_version, last_event_id, None)

@@ -187,7 +187,6 @@ class SessionStore:
     def remember(
         self,
         session: ConversationSession,
-        data: str,
         version: int,
         last_event_id: int,
         message_id: str | None,
@@ -282,10 +281,10 @@ class SessionStore:
         session: ConversationSession,
         expected_version: int | None,
         last_event_id: int,
-    ) -> tuple[int, str]:
+    ) -> int:
         """Write ``session`` if its row is still at ``expected_version`` (None: must
-        not exist, or be expired) and unexpired. Returns the new version and the
-        JSON written; raises CommitConflict."""
+        not exist, or be expired) and unexpired. Returns the new version; raises
+        CommitConflict."""
         now = self.clock()
         if len(session.transcript) > TRANSCRIPT_WINDOW:
             del session.transcript[: len(session.transcript) - TRANSCRIPT_WINDOW]
@@ -307,7 +306,7 @@ class SessionStore:
             )
             if changed != 1:
                 raise CommitConflict(str(key))
-            return expected_version + 1, data
+            return expected_version + 1
         inserted = await tx.execute(
             "INSERT INTO sessions (client_id, channel, session_id, version, data,"
             " last_event_id, expires_ts, updated_ts) VALUES ($1, $2, $3, 1, $4, $5, $6, $7)"
@@ -319,7 +318,7 @@ class SessionStore:
             now,
         )
         if inserted == 1:
-            return 1, data
+            return 1
         # A row is there: take it over only if it expired (its events go with it).
         replaced = await tx.fetchone(
             "UPDATE sessions SET version = version + 1, data = $4, last_event_id = $5,"
@@ -334,7 +333,7 @@ class SessionStore:
         if replaced is None:
             raise CommitConflict(str(key))
         await tx.execute(f"DELETE FROM session_events WHERE {_KEY_SQL}", *_args(key))
-        return int(replaced[0]), data
+        return int(replaced[0])
 
     async def mark_processed_in(
         self, tx: Tx, key: SessionKey, message_id: str, turn_id: str
