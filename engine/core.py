@@ -62,7 +62,7 @@ from engine.messages import (
 from engine.metrics import OUTCOMES, TURN_ERRORS, TURN_SECONDS, TURNS
 from engine.router import Router
 from engine.session import ConversationSession, LoadedSession, SessionKey, SessionStore, Turn
-from engine.tools import Tools
+from engine.tools import ToolRegistry
 from engine.tools.conversations import ConversationLog
 
 __all__ = ["Engine", "Replay", "clean_text"]
@@ -136,7 +136,7 @@ class Engine:
         locks: Locks,
         committer: Committer,
         agents: Sequence[Agent],
-        tools: Tools,
+        tools: ToolRegistry,
         *,
         conversation_log: ConversationLog | None = None,
         router: Router | None = None,
@@ -329,7 +329,7 @@ class Engine:
             client=client,
             session=session,
             message=msg,
-            tools=self.tools,
+            tools=self.tools.for_client(client),
             now=self.clock(),
             available_purposes=self.purposes,
             effects=effects,

@@ -15,13 +15,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "Action",
+    "AgentEvent",
     "Channel",
     "ChannelContext",
     "ConversationResponse",
+    "Discard",
+    "Handoff",
     "NormalizedMessage",
     "QuickReply",
     "ResponseMetadata",
     "TextDelta",
+    "ToolCall",
+    "ToolResult",
     "TurnEvent",
 ]
 
@@ -141,5 +146,59 @@ class TextDelta:
     content: str
 
 
-TurnEvent = TextDelta | ConversationResponse
-"""What :func:`engine.Engine.stream_turn` yields: deltas, then one response."""
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """An agent calls a tool (``name``) with JSON ``arguments``; ``call_id`` pairs it
+    with its :class:`ToolResult`. Internal: channels do not show it to customers."""
+
+    call_id: str
+    name: str
+    arguments: dict[str, JsonScalar | list[JsonScalar] | dict[str, JsonScalar]] = field(
+        default_factory=dict
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """What the tool ``name`` returned for ``call_id``: a JSON-able ``result``, or
+    ``error`` (a short, user-data-free reason) when it failed."""
+
+    call_id: str
+    name: str
+    result: object = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """Control moves between agents within a turn.
+
+    ``mode``: ``handoff`` (``target`` takes the conversation) or ``delegate``
+    (``target`` runs as a tool and its handback returns to ``source``);
+    ``resume`` marks a return to a suspended journey. Internal, like ToolCall.
+    """
+
+    source: str
+    target: str
+    mode: Literal["handoff", "delegate", "resume", "handback"] = "handoff"
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Discard:
+    """Withdraw every :class:`TextDelta` streamed so far in this turn.
+
+    Emitted when streamed text turns out not to be the reply (the agent failed
+    mid-stream, or the turn's commit conflicted and the turn runs again). The
+    web channel sends ``{"type":"discard"}``; the phone stops speaking it. The
+    deltas that follow, and the final response, replace it.
+    """
+
+    reason: Literal["failed", "conflict"] = "failed"
+
+
+AgentEvent = TextDelta | ToolCall | ToolResult | Handoff | Discard
+"""What agents stream besides their final reply."""
+
+TurnEvent = TextDelta | ToolCall | ToolResult | Handoff | Discard | ConversationResponse
+"""What :func:`engine.Engine.stream_turn` yields: events, then one final response."""

@@ -26,7 +26,7 @@ from engine.commit import Committer
 from engine.db.database import Database
 from engine.locks import LocalLocks, Locks, RedisLocks
 from engine.outbox import Outbox, OutboxWorker, WorkerOptions
-from engine.tools import ConversationLog, LeadLedger, LocalCalendar, Tools
+from engine.tools import ConversationLog, LeadLedger, LocalCalendar, ToolRegistry, Tools
 from engine.tools.calltraces import CallTraceStore
 from gateway.settings import Settings
 from purposes.lead_capture import LeadCaptureAgent
@@ -127,7 +127,7 @@ async def open_gateway(
             locks,
             committer,
             [LeadCaptureAgent()],
-            Tools(calendar=calendar),
+            ToolRegistry(Tools(calendar=calendar)),
             conversation_log=conversations,
             lock_timeout_s=settings.lock_timeout_s,
             clock=clock or Engine.default_clock,

@@ -9,6 +9,10 @@ the same interfaces.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.config import ClientConfig
 
 from engine.tools.calendar import Booking, BookingRequest, Calendar, LocalCalendar
 from engine.tools.conversations import ConversationLog, ConversationRecord
@@ -24,6 +28,7 @@ __all__ = [
     "LeadLedger",
     "LeadRecord",
     "LocalCalendar",
+    "ToolRegistry",
     "Tools",
     "map_properties",
 ]
@@ -34,3 +39,13 @@ class Tools:
     """What agents read during a turn. Writes are effects (``ctx.effects``)."""
 
     calendar: Calendar
+
+
+class ToolRegistry:
+    """Each client's tools, per its config (placeholder: one shared set)."""
+
+    def __init__(self, shared: Tools) -> None:
+        self._shared = shared
+
+    def for_client(self, client: ClientConfig) -> Tools:
+        return self._shared
