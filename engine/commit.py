@@ -80,7 +80,7 @@ def escalation_items(
         email=request.email,
         fields=dict(request.fields),
         transcript=tuple(
-            (t.role, t.text) for t in session.transcript[-TRANSCRIPT_EXCERPT:] if t.role != "system"
+            (t.role, t.text) for t in session.lines()[-TRANSCRIPT_EXCERPT:] if t.role != "system"
         ),
         created_at=datetime.now(UTC),
     )

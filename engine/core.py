@@ -30,18 +30,18 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from engine.agents import Agent, AgentReply, Handback, TurnContext, chunk_text
+from engine.agents import Agent, AgentReply, TurnContext, chunk_text
 from engine.commit import Committer, TurnCommit
 from engine.config import ClientConfig, ClientRegistry
+from engine.coordinator import Agents, Coordinator, GoLive, Settled
 from engine.effects import Effects
 from engine.errors import (
     CommitConflict,
     DuplicateMessageError,
-    GatewayError,
     SessionBusyError,
     SlotTakenError,
     StoreError,
@@ -53,14 +53,14 @@ from engine.messages import (
     CHANNELS,
     ChannelContext,
     ConversationResponse,
+    Discard,
     NormalizedMessage,
-    QuickReply,
     ResponseMetadata,
     TextDelta,
     TurnEvent,
 )
 from engine.metrics import OUTCOMES, TURN_ERRORS, TURN_SECONDS, TURNS
-from engine.router import Router
+from engine.router import HUMAN_CHOICE, Router
 from engine.session import ConversationSession, LoadedSession, SessionKey, SessionStore, Turn
 from engine.tools import ToolRegistry
 from engine.tools.conversations import ConversationLog
@@ -95,15 +95,37 @@ def clean_text(text: str) -> str:
 class Replay:
     """A channel's replay log for one turn (the web chat's event log).
 
-    ``encode(event_id, event)`` renders a turn event as the channel's JSON;
+    ``encode(event_id, event)`` renders a turn event as the channel's JSON, or
+    None for events the channel does not show (tool calls, handoffs);
     ``after`` is the highest id the connection already used. The engine numbers
-    the turn's events after ``max(after, last committed id)``, commits them with
-    the turn and leaves them in ``committed`` (``(event_id, json_text)``).
+    the turn's events after ``max(after, last committed id)`` in ``log`` as it
+    emits them, and commits them with the turn: events streamed before the
+    commit (a live agent's tokens, a ``discard``) and the rest. The channel
+    sends what :meth:`unsent` returns after each event the turn yields.
     """
 
-    encode: Callable[[int, TurnEvent], str]
+    encode: Callable[[int, TurnEvent], str | None]
     after: int = 0
-    committed: list[tuple[int, str]] = field(default_factory=list)
+    log: list[tuple[int, str]] = field(default_factory=list)
+    sent: int = 0
+
+    def add(self, base: int, event: TurnEvent) -> None:
+        """Number ``event`` after ``base`` (the session's last committed id) and log it."""
+        last = self.log[-1][0] if self.log else 0
+        event_id = max(base, self.after, last) + 1
+        text = self.encode(event_id, event)
+        if text is not None:
+            self.log.append((event_id, text))
+
+    def unsent(self) -> list[tuple[int, str]]:
+        """Logged events not yet handed to the channel (then marked handed)."""
+        fresh = self.log[self.sent :]
+        self.sent = len(self.log)
+        return fresh
+
+    @property
+    def last_id(self) -> int:
+        return self.log[-1][0] if self.log else 0
 
 
 @dataclass(slots=True)
@@ -113,14 +135,44 @@ class _Outcome:
     session: ConversationSession
     loaded: LoadedSession | None
     """What ``session`` was loaded as (its version is what the commit checks)."""
-    deltas: list[str]
+    events: list[TurnEvent]
+    """The turn's events not yet emitted (all of them unless the turn went live)."""
     effects: Effects
+
+
+@dataclass(slots=True)
+class _TurnRun:
+    """One turn's inputs, fixed across its attempts."""
+
+    client: ClientConfig
+    key: SessionKey
+    purpose: str | None
+    message: str
+    context: ChannelContext | None
+    turn_id: str
+    message_id: str | None
+    replay: Replay | None
+    test: bool
+    committed_upto: int = 0
+    """Replay log entries emitted before this attempt's post-commit events."""
+
+    def emit(self, loaded: LoadedSession | None, event: TurnEvent) -> TurnEvent:
+        """Log a live event in the replay (numbered now) and pass it on."""
+        if self.replay is not None:
+            self.replay.add(loaded.last_event_id if loaded else 0, event)
+        return event
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    outcome: _Outcome
 
 
 class Engine:
     """Runs turns for every loaded client.
 
-    ``agents``: one per purpose. ``store``: sessions in the database;
+    ``agents``: one per purpose (the registry adds the built-in ``human``
+    agent); ``tools``: each client's tools. ``store``: sessions in the database;
     ``locks``: one writer per session; ``committer``: the atomic turn commit.
     ``clock`` returns the current aware datetime (tests pin it).
     ``lock_timeout_s``: how long a turn waits for the session lock before
@@ -147,16 +199,17 @@ class Engine:
         self.store = store
         self.locks = locks
         self.committer = committer
-        self.agents: Mapping[str, Agent] = {a.purpose: a for a in agents}
+        self.agents = Agents(agents)
+        self.coordinator = Coordinator(self.agents, router)
         self.tools = tools
         self.conversation_log = conversation_log or committer.conversations
-        self.router = router or Router()
         self.clock = clock
         self.lock_timeout_s = lock_timeout_s
 
     @property
     def purposes(self) -> tuple[str, ...]:
-        return tuple(self.agents)
+        """The purposes this engine serves (a client config may name these or ``auto``)."""
+        return self.agents.names
 
     async def handle_turn(
         self,
@@ -211,8 +264,14 @@ class Engine:
         expect_session: bool = False,
         test: bool = False,
     ) -> AsyncGenerator[TurnEvent, None]:
-        """Like :meth:`handle_turn`, but yields :class:`TextDelta` pieces of the
-        reply, then the final :class:`ConversationResponse` — after the commit.
+        """Like :meth:`handle_turn`, but yields the turn's events (:data:`TurnEvent`)
+        and last the final :class:`ConversationResponse`.
+
+        Rule agents' replies are streamed after the commit, so their text
+        always describes what was committed. A live agent's (an LLM's) events
+        go out as they are generated, before the commit; if the turn then
+        fails or its commit conflicts, a :class:`Discard` withdraws them and
+        the events of the answer that did commit follow.
 
         ``replay``: the channel's event log to commit with the turn.
         ``expect_session``: the caller holds a conversation it believes exists;
@@ -232,132 +291,138 @@ class Engine:
             if message_id is not None
             else uuid.uuid4().hex[:24]
         )
+        turn = _TurnRun(client, key, purpose, message, context, turn_id, message_id, replay, test)
+        done: _Done | None = None
         async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
             if message_id is not None and self.store.recently_processed(key, message_id):
                 raise DuplicateMessageError(str(key), message_id)
             try:
-                commit, outcome, response = await self._turn(
-                    client,
-                    key,
-                    purpose,
-                    message,
-                    context,
-                    turn_id,
-                    message_id,
-                    replay,
-                    test,
-                    expect_session,
-                )
+                async for item in self._turn(turn, expect_session):
+                    if isinstance(item, _Done):
+                        done = item
+                    else:
+                        yield item  # a live agent's events, before the commit
             except BaseException:
                 self.store.forget(key)  # the cached session may hold this turn's changes
                 raise
-        if replay is not None:
-            replay.committed = list(commit.events)
+        assert done is not None
+        outcome = done.outcome
         reply = outcome.reply
         if reply.outcome:
             OUTCOMES.labels(client_id, channel, reply.outcome).inc()
         label = outcome.served_by or "router"
         TURNS.labels(client_id, channel, label).inc()
         TURN_SECONDS.labels(client_id, channel, label).observe(time.perf_counter() - started)
-        for piece in outcome.deltas:
-            yield TextDelta(piece)
-        yield response
+        for event in outcome.events:
+            yield event
 
     async def _turn(
-        self,
-        client: ClientConfig,
-        key: SessionKey,
-        purpose: str | None,
-        message: str,
-        context: ChannelContext | None,
-        turn_id: str,
-        message_id: str | None,
-        replay: Replay | None,
-        test: bool,
-        expect_session: bool,
-    ) -> tuple[TurnCommit, _Outcome, ConversationResponse]:
-        """Run and commit the turn, again on fresh state after a conflict."""
+        self, turn: _TurnRun, expect_session: bool
+    ) -> AsyncGenerator[TurnEvent | _Done, None]:
+        """Run and commit the turn, again on fresh state after a conflict.
+
+        Yields the events of a turn that went live as they happen (with a
+        :class:`Discard` when streamed text is withdrawn), then one ``_Done``.
+        """
+        streamed = False
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            loaded = await self.store.load(key)
+            loaded = await self.store.load(turn.key)
             if loaded is None and expect_session:
-                raise UnknownSessionError(str(key))
-            outcome = await self._attempt(
-                client, key, loaded, purpose, message, context, turn_id, test
-            )
+                raise UnknownSessionError(str(turn.key))
+            if streamed:
+                yield turn.emit(loaded, Discard("conflict"))
+            base = loaded.last_event_id if loaded else 0
+            outcome: _Outcome | None = None
+            async for item in self._attempt(turn, loaded):
+                if isinstance(item, _Outcome):
+                    outcome = item
+                else:
+                    streamed = True
+                    yield turn.emit(loaded, item)
+            assert outcome is not None
             response = self._response(outcome)
-            commit = self._prepare(outcome, turn_id, message_id, response, replay)
+            outcome.events.append(response)
+            commit = self._prepare(outcome, turn, base)
             try:
-                await self.committer.commit(client, commit)
+                await self.committer.commit(turn.client, commit)
             except (CommitConflict, SlotTakenError) as exc:
                 if attempt == MAX_ATTEMPTS:
                     raise
                 log.info(
                     "turn commit conflicted (%s); running it again: client=%s attempt=%d",
                     type(exc).__name__,
-                    key.client_id,
+                    turn.key.client_id,
                     attempt,
                 )
+                if turn.replay is not None:
+                    del turn.replay.log[turn.committed_upto :]
                 continue
-            return commit, outcome, response
+            yield _Done(outcome)
+            return
         raise AssertionError("unreachable")
 
     async def _attempt(
-        self,
-        client: ClientConfig,
-        key: SessionKey,
-        loaded: LoadedSession | None,
-        purpose: str | None,
-        message: str,
-        context: ChannelContext | None,
-        turn_id: str,
-        test: bool,
-    ) -> _Outcome:
-        """Run the agent on ``loaded`` (or a new session); never raises for an agent's
-        failure (the fallback reply answers it)."""
-        session = loaded.session if loaded else self._new_session(key, test)
-        session.context = session.context.merged(context)
-        effects = Effects(turn_id, key, test=session.test)
+        self, turn: _TurnRun, loaded: LoadedSession | None
+    ) -> AsyncIterator[TurnEvent | _Outcome]:
+        """Run the agents on ``loaded`` (or a new session); never raises for an
+        agent's failure (the fallback reply answers it). Yields the events of
+        a live agent as they come, then the ``_Outcome`` (whose ``events`` are
+        the ones still to emit)."""
+        key = turn.key
+        session = loaded.session if loaded else self._new_session(key, turn.test)
+        session.context = session.context.merged(turn.context)
+        effects = Effects(turn.turn_id, key, test=session.test)
         msg = NormalizedMessage(
             client_id=key.client_id,
             channel=key.channel,  # type: ignore[arg-type]
             session_id=key.session_id,
-            text=message,
-            purpose=purpose,
+            text=turn.message,
+            purpose=turn.purpose,
             context=session.context,
         )
         ctx = TurnContext(
-            client=client,
+            client=turn.client,
             session=session,
             message=msg,
-            tools=self.tools.for_client(client),
+            tools=self.tools.for_client(turn.client),
             now=self.clock(),
-            available_purposes=self.purposes,
             effects=effects,
         )
-        session.transcript.append(Turn(role="user", text=message, purpose=session.purpose))
-        deltas: list[str] = []
-        reply: AgentReply | None = None
-        served_by: str | None = None
+        session.transcript.append(Turn(role="user", text=turn.message, purpose=session.purpose))
+        buffered: list[TurnEvent] = []
+        live = False
+        settled: Settled | None = None
         try:
-            async for piece in self._run(ctx, purpose):
-                if isinstance(piece, str):
-                    deltas.append(piece)
-                elif isinstance(piece, AgentReply):
-                    reply = piece
+            async for item in self.coordinator.run(ctx, turn.purpose):
+                if isinstance(item, Settled):
+                    settled = item
+                elif isinstance(item, GoLive):
+                    live = True
+                    for event in buffered:
+                        yield event
+                    buffered.clear()
+                elif live:
+                    yield item
                 else:
-                    served_by = piece[0]
-            if reply is None:
-                raise RuntimeError("agent ended without a reply")
+                    buffered.append(item)
+            if settled is None:
+                raise RuntimeError("the coordinator ended without a reply")
         except (SessionBusyError, StoreError):
             raise
         except Exception as exc:
-            return await self._fallback(key, loaded, message, exc, context, turn_id, test)
-        session.transcript.append(Turn(role="assistant", text=reply.text, purpose=served_by))
+            if live:
+                yield Discard("failed")
+            yield await self._fallback(turn, exc)
+            return
+        reply = settled.reply
+        session.transcript.append(
+            Turn(role="assistant", text=reply.text, purpose=settled.served_by)
+        )
         session.turn_count += 1
         session.updated_at = _utcnow()
         if reply.outcome:
             session.outcome = reply.outcome
-        return _Outcome(reply, served_by, session, loaded, deltas, effects)
+        yield _Outcome(reply, settled.served_by, session, loaded, buffered, effects)
 
     @staticmethod
     def _new_session(key: SessionKey, test: bool) -> ConversationSession:
@@ -365,43 +430,33 @@ class Engine:
         session.test = test
         return session
 
-    async def _fallback(
-        self,
-        key: SessionKey,
-        loaded: LoadedSession | None,
-        message: str,
-        exc: BaseException,
-        context: ChannelContext | None,
-        turn_id: str,
-        test: bool,
-    ) -> _Outcome:
+    async def _fallback(self, turn: _TurnRun, exc: BaseException) -> _Outcome:
+        key = turn.key
         # The type name only: exception text may quote the user's message.
         log.error(
             "turn failed, answering with fallback: client=%s channel=%s error=%s",
             key.client_id,
             key.channel,
             type(exc).__name__,
-            exc_info=exc if not isinstance(exc, GatewayError) else None,
         )
         TURN_ERRORS.labels(key.client_id, key.channel, type(exc).__name__).inc()
-        # The agent may have changed the session: start again from what is stored.
+        # The agents may have changed the session: start again from what is stored.
         self.store.forget(key)
         fresh = await self.store.load(key)
-        session = fresh.session if fresh else self._new_session(key, test)
-        session.context = session.context.merged(context)
-        session.transcript.append(Turn(role="user", text=message, purpose=session.purpose))
+        session = fresh.session if fresh else self._new_session(key, turn.test)
+        session.context = session.context.merged(turn.context)
+        session.transcript.append(Turn(role="user", text=turn.message, purpose=session.purpose))
         reply = AgentReply(
             text=FALLBACK_TEXT,
-            quick_replies=(
-                QuickReply(title="Talk to a person", value="I'd like to talk to a person"),
-            ),
+            quick_replies=(HUMAN_CHOICE,),
             state="fallback",
         )
         session.transcript.append(Turn(role="assistant", text=reply.text))
         session.turn_count += 1
         session.updated_at = _utcnow()
-        effects = Effects(turn_id, key, test=session.test)
-        return _Outcome(reply, None, session, fresh, list(chunk_text(reply.text)), effects)
+        effects = Effects(turn.turn_id, key, test=session.test)
+        events: list[TurnEvent] = [TextDelta(piece) for piece in chunk_text(reply.text)]
+        return _Outcome(reply, None, session, fresh, events, effects)
 
     @staticmethod
     def _response(outcome: _Outcome) -> ConversationResponse:
@@ -416,39 +471,31 @@ class Engine:
                 slots=dict(reply.slots),
                 confidence=reply.confidence,
                 state=reply.state,
-                lead_id=reply.lead_id,
-                booking_id=reply.booking_id,
+                purpose_data=dict(reply.metadata),
             ),
         )
 
     @staticmethod
-    def _prepare(
-        outcome: _Outcome,
-        turn_id: str,
-        message_id: str | None,
-        response: ConversationResponse,
-        replay: Replay | None,
-    ) -> TurnCommit:
+    def _prepare(outcome: _Outcome, turn: _TurnRun, base: int) -> TurnCommit:
         session, loaded = outcome.session, outcome.loaded
         # Name the lines this turn added to the transcript for the durable log.
-        lines = [t for t in session.transcript if t.line_id is None]
+        lines = [t for t in session.transcript if isinstance(t, Turn) and t.line_id is None]
         for n, line in enumerate(lines):
-            line.line_id = f"{turn_id}.{n}"
+            line.line_id = f"{turn.turn_id}.{n}"
         last_event_id = loaded.last_event_id if loaded else 0
         events: list[tuple[int, str]] = []
+        replay = turn.replay
         if replay is not None:
-            next_id = max(last_event_id, replay.after) + 1
-            turn_events: list[TurnEvent] = [TextDelta(d) for d in outcome.deltas if d]
-            turn_events.append(response)
-            for event in turn_events:
-                events.append((next_id, replay.encode(next_id, event)))
-                next_id += 1
-            last_event_id = next_id - 1
+            turn.committed_upto = len(replay.log)
+            for event in outcome.events:
+                replay.add(base, event)
+            events = list(replay.log)
+            last_event_id = max(last_event_id, replay.last_id)
         return TurnCommit(
             session=session,
             version=loaded.version if loaded else None,
-            turn_id=turn_id,
-            message_id=message_id,
+            turn_id=turn.turn_id,
+            message_id=turn.message_id,
             effects=outcome.effects,
             lines=lines,
             purpose=outcome.served_by or session.purpose,
@@ -485,65 +532,3 @@ class Engine:
                 session, loaded.version, loaded.last_event_id, last.line_id, heard
             )
         return True
-
-    async def _run(
-        self, ctx: TurnContext, purpose: str | None
-    ) -> AsyncIterator[str | AgentReply | tuple[str]]:
-        """Pick the agent and stream it. Yields deltas, ``(purpose,)`` naming who
-        served the turn, and the final AgentReply."""
-        session, client = ctx.session, ctx.client
-        explicit = purpose if purpose not in (None, "auto") else None
-        configured = client.purpose_for(session.channel)
-        target = explicit or session.purpose or (configured if configured != "auto" else None)
-        if session.purpose is None and explicit is None and configured == "auto":
-            target = None
-        tried: set[str] = set()
-        for _hop in range(2):
-            if target is None:
-                available = tuple(p for p in self.purposes if p not in tried)
-                decision = self.router.route(ctx.message.text, client, available)
-                if decision.wants_human and "lead_capture" in available:
-                    target = "lead_capture"
-                elif decision.purpose is None:
-                    yield ("router",)
-                    for piece in chunk_text(decision.text):
-                        yield piece
-                    yield AgentReply(
-                        text=decision.text, quick_replies=decision.quick_replies, state="routing"
-                    )
-                    return
-                else:
-                    target = decision.purpose
-            agent = self.agents.get(target)
-            if agent is None:
-                # A purpose the client asked for that this gateway cannot serve yet.
-                decision = self.router.route("?", client, tuple(self.purposes))
-                yield ("router",)
-                for piece in chunk_text(decision.text):
-                    yield piece
-                yield AgentReply(
-                    text=decision.text, quick_replies=decision.quick_replies, state="unavailable"
-                )
-                return
-            yield (target,)
-            reply: AgentReply | None = None
-            async for part in agent.stream(ctx):
-                if isinstance(part, AgentReply):
-                    reply = part
-                else:
-                    yield part
-            if reply is None:
-                raise RuntimeError(f"agent {target} ended without a reply")
-            handback: Handback | None = reply.handback
-            if handback is None:
-                session.purpose = target
-                yield reply
-                return
-            session.purpose = None
-            if handback.reason == "out_of_scope" and not reply.text:
-                tried.add(target)
-                target = None
-                continue
-            yield reply
-            return
-        raise RuntimeError("routing did not settle")

@@ -32,7 +32,6 @@ __all__ = [
 
 Channel = Literal["phone", "whatsapp", "web"]
 CHANNELS: tuple[Channel, ...] = ("phone", "whatsapp", "web")
-PURPOSES = ("lead_capture", "support")
 
 JsonScalar = str | int | float | bool | None
 
@@ -124,8 +123,10 @@ class ResponseMetadata(BaseModel):
     confidence: float | None = None
     state: str | None = None
     """The flow's named state after this turn (e.g. ``collecting``, ``booked``)."""
-    lead_id: str | None = None
-    booking_id: str | None = None
+    purpose_data: dict[str, JsonScalar] = Field(default_factory=dict)
+    """Facts specific to the purpose that answered (lead capture: ``lead_id``,
+    ``booking_id``). Channels render them beside the generic fields (the web
+    protocol puts them in ``metadata`` itself)."""
 
 
 class ConversationResponse(BaseModel):

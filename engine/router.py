@@ -1,29 +1,32 @@
-"""The coordinator: picks the purpose agent for a conversation that has none.
+"""The router: picks the agent for a message no journey holds.
 
-Offline rules (no LLM): a message about booking, a service name or a time goes
-to ``lead_capture``; a question (``?``, *where*, *how much*, *policy*...) goes
-to ``support``. When the chosen purpose has no agent loaded (``support`` is not
-built yet), the router says so plainly and offers what it can do instead,
-rather than pretending. An unclear first message gets a short menu.
+Offline rules (no LLM), driven by the agents themselves: each registered
+agent scores the message (:meth:`engine.agents.Agent.intent`, in [0, 1]) and
+the best score of at least :data:`MIN_INTENT` wins. Around that the router
+answers what belongs to no agent: thanks, a request for a person (the
+built-in ``human`` agent), a question no agent claims (said plainly, with
+what it *can* do instead, rather than pretending), and an unclear first
+message (a short menu of the agents' :attr:`~engine.agents.Agent.menu`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-from rapidfuzz import fuzz
+from typing import TYPE_CHECKING
 
 from engine.config import ClientConfig
 from engine.messages import QuickReply
 
-__all__ = ["RouteDecision", "Router", "wants_human"]
+if TYPE_CHECKING:
+    from engine.agents import Agent
 
-_BOOKING = re.compile(
-    r"\b(book|booking|appointment|appt|schedule|reserve|reservation|slot|availability|available"
-    r"|come in|sign me up|make an? (?:appointment|booking))\b",
-    re.IGNORECASE,
-)
+__all__ = ["MIN_INTENT", "RouteDecision", "Router", "is_cancel", "wants_human"]
+
+MIN_INTENT = 0.5
+"""Lowest intent score that routes a message to an agent."""
+
 _QUESTION = re.compile(
     r"(\?|^\s*(where|what|when|how|why|who|which|is|are|do|does|can|could)\b"
     r"|\b(policy|parking|located|location|address|price|prices|cost|gift card|accessible|refund|cancel)\b)",
@@ -38,11 +41,26 @@ _HUMAN = re.compile(
     r"representative|operator|call me back|callback|call back)\b",
     re.IGNORECASE,
 )
+_CANCEL = re.compile(
+    r"^\s*(cancel( that| it| this)?|never ?mind|forget (it|about it)|stop|quit|i changed my mind|"
+    r"not interested|no thanks,? (i'?m|that'?s) (good|fine|ok)|leave it)\b",
+    re.IGNORECASE,
+)
+HUMAN_CHOICE = QuickReply(title="Talk to a person", value="I'd like to talk to a person")
 
 
 def wants_human(text: str) -> bool:
     """True when the user asks for a person (shared by the router and the flows)."""
     return _HUMAN.search(text) is not None
+
+
+def is_cancel(text: str) -> bool:
+    """True when the message calls off what is going on ("never mind", "cancel that")."""
+    return _CANCEL.match(text) is not None
+
+
+def is_question(text: str) -> bool:
+    return _QUESTION.search(text) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,59 +71,58 @@ class RouteDecision:
     text: str = ""
     quick_replies: tuple[QuickReply, ...] = ()
     wants_human: bool = False
+    state: str = "routing"
 
 
 class Router:
-    def mentions_service(self, text: str, client: ClientConfig) -> bool:
-        low = text.lower()
-        for svc in client.services:
-            for name in (svc.name, *svc.aliases):
-                if fuzz.partial_ratio(name.lower(), low) >= 90 and len(name) >= 4:
-                    return True
-        return False
-
-    def route(self, text: str, client: ClientConfig, available: tuple[str, ...]) -> RouteDecision:
-        booking = bool(_BOOKING.search(text)) or self.mentions_service(text, client)
-        question = bool(_QUESTION.search(text))
-        if _THANKS.match(text) and not booking and not question:
+    def route(self, text: str, client: ClientConfig, agents: Sequence[Agent]) -> RouteDecision:
+        """Decide for ``text`` among ``agents`` (the ones that may take it now)."""
+        scored = sorted(
+            ((agent.intent(text, client), agent.purpose) for agent in agents),
+            reverse=True,
+        )
+        best_score, best = scored[0] if scored else (0.0, "")
+        question = is_question(text)
+        if _THANKS.match(text) and best_score < MIN_INTENT and not question:
             return RouteDecision(
                 None,
                 text="You're welcome! Is there anything else I can help you with?",
-                quick_replies=self._menu(available, human=False),
+                quick_replies=self.menu(agents, human=False),
             )
-        if wants_human(text) and not booking:
+        if wants_human(text) and best_score < 0.9:
             return RouteDecision(None, wants_human=True)
-        # "Can I book a massage?" is a booking, not a support question.
-        if booking and "lead_capture" in available:
-            return RouteDecision("lead_capture")
+        if best_score >= MIN_INTENT:
+            return RouteDecision(best)
         if question:
-            if "support" in available:
-                return RouteDecision("support")
-            return RouteDecision(
-                None,
-                text=(
-                    f"I'm not able to answer questions about {client.name} in this chat yet. "
-                    "I can book an appointment for you, or pass your question on to the team."
-                ),
-                quick_replies=self._menu(available, human=True),
-            )
+            return self.cannot_answer(client, agents)
         services = ", ".join(s.name for s in client.services[:4])
         offer = f" We offer {services}." if services else ""
         return RouteDecision(
             None,
             text=f"Hi! This is {client.name}.{offer} How can I help you today?",
-            quick_replies=self._menu(available, human=False),
+            quick_replies=self.menu(agents, human=False),
+        )
+
+    def cannot_answer(
+        self, client: ClientConfig, agents: Sequence[Agent], *, state: str = "routing"
+    ) -> RouteDecision:
+        """The honest reply to a question no agent here can answer."""
+        offers = [a.offer for a in agents if a.offer]
+        can = (
+            f"I can {', '.join(offers)}, or pass your question on to the team."
+            if offers
+            else "I can pass your question on to the team."
+        )
+        return RouteDecision(
+            None,
+            text=f"I'm not able to answer questions about {client.name} in this chat yet. {can}",
+            quick_replies=self.menu(agents, human=True),
+            state=state,
         )
 
     @staticmethod
-    def _menu(available: tuple[str, ...], *, human: bool) -> tuple[QuickReply, ...]:
-        items: list[QuickReply] = []
-        if "lead_capture" in available:
-            items.append(
-                QuickReply(title="Book an appointment", value="I'd like to book an appointment")
-            )
-        if "support" in available:
-            items.append(QuickReply(title="Ask a question", value="I have a question"))
-        if human or "support" not in available:
-            items.append(QuickReply(title="Talk to a person", value="I'd like to talk to a person"))
+    def menu(agents: Sequence[Agent], *, human: bool) -> tuple[QuickReply, ...]:
+        items = [a.menu for a in agents if a.menu is not None]
+        if human or len(items) < 2:
+            items.append(HUMAN_CHOICE)
         return tuple(items)

@@ -31,7 +31,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, Field, JsonValue
@@ -44,10 +44,16 @@ from engine.messages import ChannelContext
 
 __all__ = [
     "ConversationSession",
+    "HandoffItem",
+    "HistoryItem",
     "LoadedSession",
     "SessionKey",
     "SessionStore",
+    "SuspendedJourney",
+    "ToolCallItem",
+    "ToolResultItem",
     "Turn",
+    "window",
 ]
 
 RECENT_IDS = 32
@@ -72,8 +78,8 @@ def _now() -> datetime:
 
 
 class Turn(BaseModel):
-    """One line of the transcript. ``cut`` marks a bot reply the caller interrupted
-    (``text`` is then only what was actually heard)."""
+    """A user or assistant line of the history. ``cut`` marks a bot reply the
+    caller interrupted (``text`` is then only what was actually heard)."""
 
     role: Literal["user", "assistant", "system"]
     text: str
@@ -82,6 +88,63 @@ class Turn(BaseModel):
     cut: bool = False
     line_id: str | None = None
     """Its id in the durable conversation log (set when committed)."""
+
+
+class ToolCallItem(BaseModel):
+    """An agent called a tool (history item; not shown to the customer)."""
+
+    role: Literal["tool_call"] = "tool_call"
+    call_id: str
+    name: str
+    arguments: dict[str, JsonValue] = Field(default_factory=dict)
+    purpose: str | None = None
+    at: datetime = Field(default_factory=_now)
+
+
+class ToolResultItem(BaseModel):
+    """What a tool returned (``result``) or why it failed (``error``)."""
+
+    role: Literal["tool_result"] = "tool_result"
+    call_id: str
+    name: str
+    result: JsonValue = None
+    error: str | None = None
+    purpose: str | None = None
+    at: datetime = Field(default_factory=_now)
+
+
+class HandoffItem(BaseModel):
+    """Control moved between agents (``mode``: handoff, delegate, resume, handback)."""
+
+    role: Literal["handoff"] = "handoff"
+    source: str
+    target: str
+    mode: str = "handoff"
+    reason: str = ""
+    at: datetime = Field(default_factory=_now)
+
+
+HistoryItem = Annotated[
+    Turn | ToolCallItem | ToolResultItem | HandoffItem, Field(discriminator="role")
+]
+"""One typed item of a conversation's history."""
+
+
+class SuspendedJourney(BaseModel):
+    """A journey put aside for an interruption, resumed when it is over."""
+
+    purpose: str
+    reason: str = ""
+    at: datetime = Field(default_factory=_now)
+
+
+def window(items: Sequence[HistoryItem], max_items: int = 20) -> list[HistoryItem]:
+    """The last ``max_items`` history items for a prompt, never starting on a
+    tool result whose call was cut off."""
+    recent = list(items[-max_items:]) if max_items > 0 else []
+    while recent and isinstance(recent[0], ToolResultItem):
+        recent.pop(0)
+    return recent
 
 
 class ConversationSession(BaseModel):
@@ -97,7 +160,11 @@ class ConversationSession(BaseModel):
     session_id: str
     purpose: str | None = None
     purpose_state: dict[str, dict[str, JsonValue]] = Field(default_factory=dict)
-    transcript: list[Turn] = Field(default_factory=list)
+    transcript: list[HistoryItem] = Field(default_factory=list)
+    """Typed history, the last ``TRANSCRIPT_WINDOW`` items (the durable
+    conversation log keeps every line)."""
+    suspended: list[SuspendedJourney] = Field(default_factory=list)
+    """Journeys interrupted by another purpose, most recent last."""
     context: ChannelContext = Field(default_factory=ChannelContext)
     outcome: str | None = None
     """Last notable outcome: ``booked``, ``escalated``, ``abandoned``..."""
@@ -107,6 +174,10 @@ class ConversationSession(BaseModel):
     list unless asked for."""
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
+
+    def lines(self) -> list[Turn]:
+        """The user and assistant lines of the history, in order."""
+        return [t for t in self.transcript if isinstance(t, Turn)]
 
     @property
     def key(self) -> SessionKey:

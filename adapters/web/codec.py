@@ -14,12 +14,23 @@ docstring for how ids are allocated)::
     {"type": "session", "event_id": N, "session_id": "...", "resumed": bool,
      "greeting": "...", "client_name": "..."}
     {"type": "token", "event_id": N, "content": "...", "reply_to": id | null}
+    {"type": "discard", "event_id": N, "reason": "failed" | "conflict", "reply_to": id | null}
     {"type": "complete", "event_id": N, "text": "...", "quick_replies": [{"title", "value"}],
      "actions": [{"type", "target"}], "metadata": {...}, "reply_to": id | null}
     {"type": "error", "event_id": N, "code": "...", "message": "...", "reply_to": id | null}
 
 ``resumed``, ``greeting``, ``client_name`` and ``reply_to`` are additions to
 the contract; clients that do not know them can ignore them.
+
+``discard`` (an addition) withdraws every ``token`` of the current reply
+received so far: the tokens after it, and the ``complete`` event, replace
+them. It is sent when streamed text turns out not to be the reply (the agent
+failed mid-stream; the turn's commit conflicted and the turn ran again). A
+client that ignores it still gets the right text in ``complete``.
+
+``metadata`` holds the generic fields (``purpose``, ``expecting``, ``slots``,
+``confidence``, ``state``) and, beside them, the answering purpose's own
+facts (lead capture: ``lead_id``, ``booking_id`` once set).
 
 :func:`parse_frame` turns one websocket frame into a :class:`MessageFrame` or
 :class:`ResumeFrame`, or raises :class:`ProtocolError` with one of the codes
@@ -51,11 +62,12 @@ from pydantic import (
     ValidationError,
 )
 
-from engine.messages import Action, ConversationResponse, QuickReply, ResponseMetadata
+from engine.messages import Action, ConversationResponse, JsonScalar, QuickReply
 
 __all__ = [
     "ClientFrame",
     "CompleteEvent",
+    "DiscardEvent",
     "ErrorCode",
     "ErrorEvent",
     "MessageFrame",
@@ -65,6 +77,7 @@ __all__ = [
     "SessionEvent",
     "TokenEvent",
     "complete_event",
+    "discard_event",
     "dump_event",
     "error_event",
     "load_event",
@@ -270,13 +283,35 @@ class TokenEvent(_Event):
     reply_to: str | None = None
 
 
+class DiscardEvent(_Event):
+    """Withdraw the tokens of the current reply streamed so far."""
+
+    type: Literal["discard"] = "discard"
+    event_id: int
+    reason: str = "failed"
+    reply_to: str | None = None
+
+
+class WireMetadata(BaseModel):
+    """A reply's ``metadata`` on the wire: the generic fields, plus the
+    answering purpose's own facts as extra keys (``booking_id``...)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    purpose: str | None = None
+    expecting: str | None = None
+    slots: dict[str, str] = Field(default_factory=dict)
+    confidence: float | None = None
+    state: str | None = None
+
+
 class CompleteEvent(_Event):
     type: Literal["complete"] = "complete"
     event_id: int
     text: str
     quick_replies: tuple[QuickReply, ...] = ()
     actions: tuple[Action, ...] = ()
-    metadata: ResponseMetadata = ResponseMetadata()
+    metadata: WireMetadata = WireMetadata()
     reply_to: str | None = None
 
 
@@ -290,20 +325,17 @@ class ErrorEvent(_Event):
     reply_to: str | None = None
 
 
-ServerEvent = Annotated[
-    SessionEvent | TokenEvent | CompleteEvent | ErrorEvent, Field(discriminator="type")
-]
-_SERVER_EVENT: TypeAdapter[SessionEvent | TokenEvent | CompleteEvent | ErrorEvent] = TypeAdapter(
-    ServerEvent
-)
+AnyServerEvent = SessionEvent | TokenEvent | DiscardEvent | CompleteEvent | ErrorEvent
+ServerEvent = Annotated[AnyServerEvent, Field(discriminator="type")]
+_SERVER_EVENT: TypeAdapter[AnyServerEvent] = TypeAdapter(ServerEvent)
 
 
-def dump_event(event: SessionEvent | TokenEvent | CompleteEvent | ErrorEvent) -> str:
+def dump_event(event: AnyServerEvent) -> str:
     """The event as one compact JSON text frame."""
     return event.model_dump_json()
 
 
-def load_event(text: str) -> SessionEvent | TokenEvent | CompleteEvent | ErrorEvent:
+def load_event(text: str) -> AnyServerEvent:
     """Parse a server event (for tests and tools); raises ``ValidationError``."""
     return _SERVER_EVENT.validate_json(text)
 
@@ -331,16 +363,31 @@ def token_event(event_id: int, content: str, reply_to: str | None = None) -> str
     return dump_event(TokenEvent(event_id=event_id, content=content, reply_to=reply_to))
 
 
+def discard_event(event_id: int, reason: str, reply_to: str | None = None) -> str:
+    return dump_event(DiscardEvent(event_id=event_id, reason=reason, reply_to=reply_to))
+
+
 def complete_event(
     event_id: int, response: ConversationResponse, reply_to: str | None = None
 ) -> str:
+    meta = response.metadata
+    extra: dict[str, JsonScalar] = {
+        k: v for k, v in meta.purpose_data.items() if k not in WireMetadata.model_fields
+    }
     return dump_event(
         CompleteEvent(
             event_id=event_id,
             text=response.text,
             quick_replies=response.quick_replies,
             actions=response.actions,
-            metadata=response.metadata,
+            metadata=WireMetadata(
+                purpose=meta.purpose,
+                expecting=meta.expecting,
+                slots=meta.slots,
+                confidence=meta.confidence,
+                state=meta.state,
+                **extra,
+            ),
             reply_to=reply_to,
         )
     )

@@ -87,6 +87,7 @@ from adapters.web.codec import (
     ProtocolError,
     ResumeFrame,
     complete_event,
+    discard_event,
     error_event,
     parse_frame,
     session_event,
@@ -101,7 +102,7 @@ from engine.errors import (
     SessionBusyError,
     UnknownSessionError,
 )
-from engine.messages import ChannelContext, TextDelta, TurnEvent
+from engine.messages import ChannelContext, ConversationResponse, Discard, TextDelta, TurnEvent
 from engine.metrics import ACTIVE_CONNECTIONS
 from engine.session import SessionKey, SessionStore
 
@@ -404,12 +405,18 @@ class _Connection:
             )
 
     async def _stream(self, key: SessionKey, frame: MessageFrame) -> None:
-        """Run the engine turn; its events are committed with it, then sent."""
+        """Run the engine turn and send its events: a rule agent's after the
+        commit, a live agent's as they come (then a ``discard`` withdraws
+        tokens that did not make it into the committed reply)."""
 
-        def encode(event_id: int, event: TurnEvent) -> str:
+        def encode(event_id: int, event: TurnEvent) -> str | None:
             if isinstance(event, TextDelta):
                 return token_event(event_id, event.content, frame.id)
-            return complete_event(event_id, event, frame.id)
+            if isinstance(event, Discard):
+                return discard_event(event_id, event.reason, frame.id)
+            if isinstance(event, ConversationResponse):
+                return complete_event(event_id, event, frame.id)
+            return None  # tool calls, results and handoffs stay inside the engine
 
         replay = Replay(encode, after=self.cursor)
         stream = self.engine.stream_turn(
@@ -425,11 +432,10 @@ class _Connection:
         )
         async with contextlib.aclosing(stream) as events:
             async for _event in events:
-                pass  # the committed events below are what goes on the wire
+                for event_id, text in replay.unsent():
+                    self.cursor = max(self.cursor, event_id)
+                    await self._send(text)
         self.started = True
-        for event_id, text in replay.committed:
-            self.cursor = max(self.cursor, event_id)
-            await self._send(text)
 
     async def _error(self, code: ErrorCode, message: str, reply_to: str | None = None) -> None:
         key = await self._ensure_session()

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import Literal
 
-import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from rapidfuzz import fuzz
 
 from engine.config import Service
+from engine.contact import SlotError, find_phone
 
 __all__ = [
     "SlotError",
@@ -38,12 +38,6 @@ __all__ = [
     "is_no",
     "is_yes",
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class SlotError:
-    slot: str
-    message: str
 
 
 # --- yes / no ---------------------------------------------------------------
@@ -115,64 +109,6 @@ def find_email(text: str, expecting: bool) -> tuple[str | None, SlotError | None
 
 
 # --- phone ------------------------------------------------------------------
-
-_PHONE_CANDIDATE = re.compile(r"(?<![\w:])\+?\(?\d[\d\s().-]{4,}\d(?![\w:])")
-_DATE_LIKE = re.compile(r"\b\d{4}-\d{1,2}-\d{1,2}\b|\b\d{1,2}/\d{1,2}(?:/\d{2,4})?\b")
-
-
-def find_phone(text: str, region: str, expecting: bool) -> tuple[str | None, SlotError | None, str]:
-    """Find a phone number; return it as E.164 (``+14155550134``).
-
-    A digit run that looks like a phone number but is not valid for the region
-    gives an error asking for the full number with area code.
-    """
-    for match in phonenumbers.PhoneNumberMatcher(
-        text, region, leniency=phonenumbers.Leniency.VALID
-    ):
-        e164 = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
-        rest = text[: match.start] + " " + text[match.end :]
-        return e164, None, rest
-    scrubbed = _DATE_LIKE.sub(" ", text)
-    for cand in _PHONE_CANDIDATE.finditer(scrubbed):
-        digits = re.sub(r"\D", "", cand.group(0))
-        if len(digits) >= 7 or (expecting and len(digits) >= 5):
-            try:
-                number = phonenumbers.parse(cand.group(0), region)
-                if phonenumbers.is_valid_number(number):
-                    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-                    return e164, None, text.replace(cand.group(0), " ")
-            except phonenumbers.NumberParseException:
-                pass
-            example = _example_number(region)
-            return (
-                None,
-                SlotError(
-                    "phone",
-                    f"“{cand.group(0).strip()}” isn't a complete phone number. "
-                    f"Please send it with the area code, like {example}.",
-                ),
-                text.replace(cand.group(0), " "),
-            )
-    if expecting and re.search(r"\d", text) and not re.search(r"[a-z]{3,}", text, re.IGNORECASE):
-        return (
-            None,
-            SlotError(
-                "phone",
-                f"Please send a phone number with the area code, like {_example_number(region)}.",
-            ),
-            text,
-        )
-    return None, None, text
-
-
-def _example_number(region: str) -> str:
-    if region == "US":
-        return "(415) 555-0134"
-    example = phonenumbers.example_number(region)
-    if example is None:
-        return "+1 415 555 0134"
-    return phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.NATIONAL)
-
 
 # --- service ----------------------------------------------------------------
 
