@@ -4,8 +4,9 @@ Public names are re-exported here; the modules behind them are the
 implementation. See DESIGN.md, "The engine contract".
 """
 
-from engine.agents import Agent, AgentReply, Handback, TurnContext
+from engine.agents import Agent, AgentReply, Handback, HandbackStatus, HandOff, TurnContext
 from engine.config import ClientConfig, ClientRegistry, ConfigProblem, load_client, load_clients
+from engine.coordinator import Agents, Coordinator
 from engine.core import Engine
 from engine.errors import (
     CommitConflict,
@@ -22,11 +23,17 @@ from engine.errors import (
 )
 from engine.messages import (
     Action,
+    AgentEvent,
+    ChannelContext,
     ConversationResponse,
+    Discard,
+    Handoff,
     NormalizedMessage,
     QuickReply,
     ResponseMetadata,
     TextDelta,
+    ToolCall,
+    ToolResult,
     TurnEvent,
 )
 from engine.session import ConversationSession, LoadedSession, SessionKey, SessionStore, Turn
@@ -34,7 +41,10 @@ from engine.session import ConversationSession, LoadedSession, SessionKey, Sessi
 __all__ = [
     "Action",
     "Agent",
+    "AgentEvent",
     "AgentReply",
+    "Agents",
+    "ChannelContext",
     "ClientConfig",
     "ClientRegistry",
     "CommitConflict",
@@ -42,10 +52,15 @@ __all__ = [
     "ConfigProblem",
     "ConversationResponse",
     "ConversationSession",
+    "Coordinator",
+    "Discard",
     "DuplicateMessageError",
     "Engine",
     "GatewayError",
+    "HandOff",
     "Handback",
+    "HandbackStatus",
+    "Handoff",
     "LoadedSession",
     "NormalizedMessage",
     "QuickReply",
@@ -56,7 +71,9 @@ __all__ = [
     "SlotTakenError",
     "StoreError",
     "TextDelta",
+    "ToolCall",
     "ToolError",
+    "ToolResult",
     "Turn",
     "TurnContext",
     "TurnEvent",

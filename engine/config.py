@@ -47,7 +47,10 @@ __all__ = [
     "load_clients",
 ]
 
-Purpose = Literal["lead_capture", "support", "auto"]
+Purpose = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+"""A purpose name: ``auto`` (the router decides) or an agent the gateway
+registers (``lead_capture``...); checked against the engine's registry at
+start-up (:meth:`ClientConfig.unknown_purposes`)."""
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CLIENT_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -230,14 +233,34 @@ class BookingRules(_Frozen):
         return value
 
 
+def _provider_name(value: object) -> str:
+    """A provider's name as the tool registry knows it (``local``, ``google_calendar``).
+
+    Only its shape is checked here; whether a provider of that name is
+    registered is the tool registry's check (``engine.tools.ToolRegistry``),
+    reported with this file and key when the gateway starts.
+    """
+    name = value.strip().lower() if isinstance(value, str) else ""
+    if not re.fullmatch(r"[a-z][a-z0-9_-]{0,40}", name):
+        raise ValueError(f"expected a provider name such as 'local', got {value!r}")
+    return name
+
+
+ProviderName = Annotated[str, BeforeValidator(_provider_name)]
+
+
 class BookingConfig(_Frozen):
-    provider: Literal["local", "google_calendar", "calendly"] = "local"
+    provider: ProviderName = "local"
+    """The calendar: ``local`` (bookings in the gateway's database), or another
+    provider registered in the gateway."""
     slot_minutes: int = Field(default=30, gt=0, le=240)
     rules: BookingRules = BookingRules()
 
 
 class CrmConfig(_Frozen):
-    provider: Literal["local", "hubspot", "pipedrive", "airtable", "webhook"] = "local"
+    provider: ProviderName = "local"
+    """Where leads are kept: ``local`` (the gateway's lead ledger), or another
+    provider registered in the gateway."""
     map: dict[str, str] = Field(default_factory=dict)
     """Lead field -> CRM property name (e.g. ``name: full_name``)."""
 
@@ -346,6 +369,16 @@ class ClientConfig(_Frozen):
             if svc.name == name:
                 return svc
         return None
+
+    def unknown_purposes(self, known: tuple[str, ...]) -> list[str]:
+        """``channels.<name>.purpose: value`` entries naming no purpose in ``known``
+        (besides ``auto``), for a start-up warning."""
+        out = []
+        for name in ("phone", "whatsapp", "web"):
+            purpose = getattr(self.channels, name).purpose
+            if purpose != "auto" and purpose not in known:
+                out.append(f"channels.{name}.purpose: {purpose}")
+        return out
 
     def purpose_for(self, channel: str) -> str:
         chan = getattr(self.channels, channel, None)

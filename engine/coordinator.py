@@ -27,7 +27,7 @@ engine only knows the built-in ``human`` agent.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from engine.agents import (
@@ -79,6 +79,13 @@ class Agents:
 
     def get(self, name: str) -> Agent | None:
         return self._by_name.get(name)
+
+    def __getitem__(self, name: str) -> Agent:
+        return self._by_name[name]
+
+    def __iter__(self) -> Iterator[Agent]:
+        """Every agent, the built-in ``human`` one included."""
+        return iter(self._by_name.values())
 
     @property
     def names(self) -> tuple[str, ...]:

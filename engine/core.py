@@ -30,7 +30,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -42,6 +42,7 @@ from engine.effects import Effects
 from engine.errors import (
     CommitConflict,
     DuplicateMessageError,
+    GatewayError,
     SessionBusyError,
     SlotTakenError,
     StoreError,
@@ -49,6 +50,7 @@ from engine.errors import (
     UnknownSessionError,
 )
 from engine.locks import Locks
+from engine.logs import describe
 from engine.messages import (
     CHANNELS,
     ChannelContext,
@@ -205,6 +207,14 @@ class Engine:
         self.conversation_log = conversation_log or committer.conversations
         self.clock = clock
         self.lock_timeout_s = lock_timeout_s
+
+    def replace_agents(self, agents: Iterable[Agent]) -> Agents:
+        """Serve with these agents from the next turn on (tests and tools swap
+        in scripted agents); returns the registry that was in use."""
+        previous = self.agents
+        self.agents = Agents(agents)
+        self.coordinator.agents = self.agents
+        return previous
 
     @property
     def purposes(self) -> tuple[str, ...]:
@@ -432,12 +442,12 @@ class Engine:
 
     async def _fallback(self, turn: _TurnRun, exc: BaseException) -> _Outcome:
         key = turn.key
-        # The type name only: exception text may quote the user's message.
+        # Type and stack only: exception text may quote the user's message.
         log.error(
             "turn failed, answering with fallback: client=%s channel=%s error=%s",
             key.client_id,
             key.channel,
-            type(exc).__name__,
+            type(exc).__name__ if isinstance(exc, GatewayError) else describe(exc),
         )
         TURN_ERRORS.labels(key.client_id, key.channel, type(exc).__name__).inc()
         # The agents may have changed the session: start again from what is stored.

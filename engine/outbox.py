@@ -50,6 +50,7 @@ from engine.db.database import Database
 from engine.db.fast import Row, Tx
 from engine.db.schema import OUTBOX
 from engine.errors import GatewayError, StoreError, ToolError
+from engine.logs import describe
 from engine.metrics import OUTBOX_ITEMS, OUTBOX_OLDEST_PENDING_SECONDS
 
 __all__ = [
@@ -472,8 +473,8 @@ class OutboxWorker:
                     await self._housekeeping()
             except StoreError as exc:
                 log.warning("outbox: claim failed: %s", exc)
-            except Exception:
-                log.exception("outbox: worker loop error")
+            except Exception as exc:
+                log.error("outbox: worker loop error: %s", describe(exc))
             if time.monotonic() - last_stats >= self.options.stats_s:
                 last_stats = time.monotonic()
                 await self._update_gauges()
@@ -499,8 +500,8 @@ class OutboxWorker:
         except StoreError as exc:
             log.warning("outbox: reading the outbox gauges failed: %s", exc)
             return
-        except Exception:
-            log.exception("outbox: reading the outbox gauges failed")
+        except Exception as exc:
+            log.error("outbox: reading the outbox gauges failed: %s", describe(exc))
             return
         for state, count in counts.items():
             OUTBOX_ITEMS.labels(state).set(count)
@@ -531,7 +532,7 @@ class OutboxWorker:
         except GatewayError as exc:
             retryable, reason = False, str(exc)
         except Exception as exc:
-            log.exception("outbox: %s delivery %d raised", row.kind, row.id)
+            log.error("outbox: %s delivery %d raised %s", row.kind, row.id, describe(exc))
             reason = f"{type(exc).__name__}: {exc}"
         else:
             await self._settle(row, "delivered")

@@ -1,20 +1,28 @@
-"""Operational and admin routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/admin/api/*``."""
+"""Operational and admin routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/admin/api/*``.
+
+Each factory takes a provider of the running :class:`~gateway.app.Gateway`
+(built in the app's lifespan), never reading ``app.state``.
+"""
 
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from adapters.phone.trace import CallTraces
 
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
 __all__ = ["admin_router", "ops_router"]
 
 
-def ops_router() -> APIRouter:
+def ops_router(gateway: Callable[[], Gateway]) -> APIRouter:
     router = APIRouter()
 
     @router.get("/healthz")
@@ -22,8 +30,8 @@ def ops_router() -> APIRouter:
         return {"status": "ok"}
 
     @router.get("/readyz")
-    async def readyz(request: Request) -> JSONResponse:
-        gw = request.app.state.gateway
+    async def readyz() -> JSONResponse:
+        gw = gateway()
         store_ok = await gw.store.ping()
         locks_ok = await gw.locks.ping()
         ready = store_ok and locks_ok and bool(gw.registry.clients)
@@ -43,8 +51,14 @@ def ops_router() -> APIRouter:
     return router
 
 
-def _require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    token = request.app.state.gateway.settings.admin_token
+def _admin_guard(gateway: Callable[[], Gateway]) -> Callable[..., None]:
+    def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
+        _check_token(gateway().settings.admin_token, authorization)
+
+    return require_admin
+
+
+def _check_token(token: str | None, authorization: str | None) -> None:
     if not token:
         raise HTTPException(404, "admin API is off: set GATEWAY_ADMIN_TOKEN to enable it")
     scheme, _, given = (authorization or "").partition(" ")
@@ -54,42 +68,43 @@ def _require_admin(request: Request, authorization: Annotated[str | None, Header
         )
 
 
-def admin_router() -> APIRouter:
-    router = APIRouter(prefix="/admin/api", dependencies=[Depends(_require_admin)])
+def admin_router(
+    gateway: Callable[[], Gateway], call_traces: Callable[[], CallTraces]
+) -> APIRouter:
+    """``/admin/api/*``; ``call_traces``: the phone channel's traces (live calls
+    of this replica, and every replica's finished calls)."""
+    router = APIRouter(prefix="/admin/api", dependencies=[Depends(_admin_guard(gateway))])
 
-    def _client(request: Request, client_id: str) -> None:
-        if request.app.state.gateway.registry.get(client_id) is None:
+    def _client(client_id: str) -> Gateway:
+        gw = gateway()
+        if gw.registry.get(client_id) is None:
             raise HTTPException(404, f"unknown client {client_id!r}")
+        return gw
 
     @router.get("/leads")
     async def leads(
-        request: Request,
         client_id: Annotated[str, Query()],
         include_test: Annotated[bool, Query()] = False,
     ) -> list[dict[str, object]]:
         """Leads, oldest first; leads of test conversations (``gateway chat``) only
         with ``include_test=true``."""
-        _client(request, client_id)
-        gw = request.app.state.gateway
+        gw = _client(client_id)
         records = await gw.leads.list_leads(client_id, include_test=include_test)
         return [r.as_json() for r in records]
 
     @router.get("/conversations")
     async def conversations(
-        request: Request,
         client_id: Annotated[str, Query()],
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[dict[str, object]]:
-        _client(request, client_id)
-        records = await request.app.state.gateway.conversations.list(client_id, limit)
+        records = await _client(client_id).conversations.list(client_id, limit)
         return [r.as_json() for r in records]
 
     @router.get("/calls/{call_sid}")
-    async def call_trace(request: Request, call_sid: str) -> dict[str, object]:
+    async def call_trace(call_sid: str) -> dict[str, object]:
         """Per-turn latency stages and barge-ins of a call, from any replica
         (shape: :meth:`adapters.phone.trace.CallTrace.as_json`)."""
-        traces: CallTraces | None = getattr(request.app.state, "call_traces", None)
-        trace = await traces.find(call_sid) if traces is not None else None
+        trace = await call_traces().find(call_sid)
         if trace is None:
             raise HTTPException(404, f"no trace of call {call_sid!r}")
         return trace

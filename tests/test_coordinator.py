@@ -20,7 +20,6 @@ from engine.agents import (
     TurnContext,
 )
 from engine.config import ClientConfig
-from engine.coordinator import Agents, Coordinator
 from engine.messages import (
     AgentEvent,
     ConversationResponse,
@@ -79,9 +78,7 @@ async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
 
 
 def install(gw: Gateway, *agents: Agent) -> None:
-    registry = Agents(agents)
-    gw.engine.agents = registry
-    gw.engine.coordinator = Coordinator(registry)
+    gw.engine.replace_agents(agents)
 
 
 async def turn(gw: Gateway, text: str, session: str = "s1") -> list[TurnEvent]:
@@ -256,4 +253,22 @@ async def test_a_live_agent_keeps_tool_calls_in_the_typed_history(gw: Gateway) -
     call = next(i for i in items if isinstance(i, ToolCallItem))
     result = next(i for i in items if isinstance(i, ToolResultItem))
     assert call.arguments == {"day": "2026-11-27"} and result.result == ["14:00"]
-    assert [type(i).__name__ for i in items][0] == "Turn"
+    assert isinstance(items[0], Turn)
+
+
+async def test_a_failing_agent_logs_its_stack_but_never_the_users_words(
+    gw: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(ctx: TurnContext) -> AgentReply:
+        raise ValueError(f"could not parse {ctx.text!r}")
+
+    install(gw, Scripted("fragile", claims="my", handle=explode))
+    secret = "my card is 4111 1111 1111 1111"
+    with caplog.at_level("DEBUG"):
+        r = final(await turn(gw, secret))
+    assert r.metadata.state == "fallback"
+    logged = "\n".join(
+        rec.getMessage() + (str(rec.exc_info) if rec.exc_info else "") for rec in caplog.records
+    )
+    assert "ValueError" in logged and "explode" in logged  # type and where
+    assert "4111" not in logged

@@ -1,11 +1,11 @@
 """Web chat channel: websocket endpoint, event replay, embeddable widget.
 
-``web_router()`` serves ``WS /web/chat/{client_id}`` and ``GET /widget.js``;
+``web_router(deps)`` serves ``WS /web/chat/{client_id}`` and ``GET /widget.js``;
 ``WebLimits`` holds the per-connection limits the gateway reads from settings.
 The wire format is in :mod:`adapters.web.codec`.
 """
 
-from adapters.web.endpoint import web_router
+from adapters.web.endpoint import WebDeps, web_router
 from adapters.web.limits import WebLimits
 
-__all__ = ["WebLimits", "web_router"]
+__all__ = ["WebDeps", "WebLimits", "web_router"]

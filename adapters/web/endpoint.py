@@ -2,8 +2,8 @@
 
 Contract: DESIGN.md, "Web chat protocol". Wire shapes live in
 :mod:`adapters.web.codec`; this module moves frames and keeps the event log.
-Dependencies come from ``websocket.app.state``: ``engine``, ``store``,
-``registry`` and ``web_limits``.
+Dependencies are passed to :func:`web_router` as a :class:`WebDeps` provider
+(the gateway builds them in its lifespan), never read from ``app.state``.
 
 Connecting
     The upgrade is always accepted and then checked, so that a browser sees a
@@ -74,6 +74,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import APIRouter, WebSocket
@@ -102,11 +104,12 @@ from engine.errors import (
     SessionBusyError,
     UnknownSessionError,
 )
+from engine.logs import describe
 from engine.messages import ChannelContext, ConversationResponse, Discard, TextDelta, TurnEvent
 from engine.metrics import ACTIVE_CONNECTIONS
 from engine.session import SessionKey, SessionStore
 
-__all__ = ["CLOSE_FORBIDDEN", "CLOSE_UNKNOWN_CLIENT", "WebLimits", "web_router"]
+__all__ = ["CLOSE_FORBIDDEN", "CLOSE_UNKNOWN_CLIENT", "WebDeps", "WebLimits", "web_router"]
 
 log = logging.getLogger("adapters.web")
 
@@ -120,15 +123,29 @@ WEB_ERRORS = Counter(
 )
 
 
-def web_router() -> APIRouter:
-    """Routes of the web channel: the chat websocket and the widget script."""
+@dataclass(frozen=True, slots=True)
+class WebDeps:
+    """What the web channel runs on: the loaded clients, the engine, the
+    session store, per-connection limits and the new-session limiter."""
+
+    registry: ClientRegistry
+    engine: Engine
+    store: SessionStore
+    limits: WebLimits
+    sources: SourceLimiter | None = None
+
+
+def web_router(deps: Callable[[], WebDeps]) -> APIRouter:
+    """Routes of the web channel: the chat websocket and the widget script.
+
+    ``deps`` returns the channel's dependencies once the gateway is serving.
+    """
     router = APIRouter()
 
     @router.websocket("/web/chat/{client_id}")
     async def web_chat(websocket: WebSocket, client_id: str) -> None:
-        state = websocket.app.state
-        registry: ClientRegistry = state.registry
-        client = registry.get(client_id)
+        web = deps()
+        client = web.registry.get(client_id)
         await websocket.accept()
         if client is None:
             await websocket.close(CLOSE_UNKNOWN_CLIENT, _reason(f"unknown client {client_id!r}"))
@@ -145,10 +162,7 @@ def web_router() -> APIRouter:
                 CLOSE_FORBIDDEN, _reason(f"origin not allowed for client {client_id!r}")
             )
             return
-        limiter: SourceLimiter | None = getattr(state, "web_sources", None)
-        connection = _Connection(
-            websocket, client, state.engine, state.store, state.web_limits, limiter
-        )
+        connection = _Connection(websocket, client, web.engine, web.store, web.limits, web.sources)
         gauge = ACTIVE_CONNECTIONS.labels(channel="web")
         gauge.inc()
         try:
@@ -393,12 +407,11 @@ class _Connection:
                 "busy", "another reply is still running; send it again shortly", frame.id
             )
         except Exception as exc:  # keep the socket usable whatever failed underneath
-            # The type name only: exception text may quote the user's message.
+            # Type and stack only: exception text may quote the user's message.
             log.error(
                 "web chat turn failed: session=%s error=%s",
                 self.session_tag,
-                type(exc).__name__,
-                exc_info=not isinstance(exc, GatewayError),
+                type(exc).__name__ if isinstance(exc, GatewayError) else describe(exc),
             )
             await self._error(
                 "unavailable", "the message could not be processed; try again", frame.id

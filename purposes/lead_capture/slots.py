@@ -17,7 +17,7 @@ from engine.config import ClientConfig, Service
 from engine.contact import display_phone
 from engine.messages import QuickReply
 from purposes.lead_capture.availability import Availability, format_day, format_short, format_when
-from purposes.lead_capture.state import LeadState, Stage
+from purposes.lead_capture.state import LeadState
 from purposes.lead_capture.validators import (
     SlotError,
     When,
@@ -120,7 +120,7 @@ class SlotFiller:
             elif err:
                 self.fail(err)
         phone, err, rest = find_phone(rest, self.client.region, expecting == "phone")
-        if "phone" in wanted or st.stage == Stage.HANDOFF:
+        if "phone" in wanted:
             if phone:
                 self.set("phone", phone)
             elif err:

@@ -13,9 +13,12 @@ CONFIRMATION = "confirmation"
 
 
 class Stage(StrEnum):
+    """Where the flow is (FLOW.md)."""
+
     COLLECTING = "collecting"
     CONFIRMING = "confirming"
     HANDOFF = "handoff"
+    """Legacy: sessions saved before escalation moved to the ``human`` agent."""
     BOOKED = "booked"
     CLOSED = "closed"
 

@@ -77,7 +77,7 @@ async def test_a_failure_while_writing_the_lead_leaves_no_booking_and_the_retry_
     done = await turn(gw, "s-1", "yes", "m-2")  # the same message, retried
     assert done.metadata.state == "booked", done.text
     [lead] = await gw.leads.list_leads(CLIENT)
-    assert lead.lead.booking_id == done.metadata.booking_id
+    assert lead.lead.booking_id == done.metadata.purpose_data["booking_id"]
     assert await count(gw, "bookings") == 1
 
 
@@ -124,7 +124,7 @@ async def test_a_lone_surrogate_in_the_confirmation_books_once(gw: Gateway) -> N
     done = await turn(gw, "s-1", "yes \ud800", "m-2")
     assert done.metadata.state == "booked", done.text
     again = await turn(gw, "s-1", "yes \ud800", "m-3")
-    assert again.metadata.state != "booked" or again.metadata.booking_id == done.metadata.booking_id
+    assert again.metadata.state != "booked" or again.metadata.purpose_data.get("booking_id") == done.metadata.purpose_data["booking_id"]
     assert await count(gw, "bookings") == 1
     assert len(await gw.leads.list_leads(CLIENT)) == 1
     loaded = await gw.store.load(SessionKey(CLIENT, "web", "s-1"))

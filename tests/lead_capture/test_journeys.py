@@ -22,7 +22,9 @@ async def test_a_question_mid_booking_is_answered_and_the_booking_resumes(gw: Ga
     r = await say(gw, "Do you have parking?")
     # the router answers what it can, then the booking picks up where it was
     assert "not able to answer" in r.text
-    assert "back to your booking" in r.text and r.text.endswith("back to your booking: may I have your name?")
+    assert "back to your booking" in r.text and r.text.endswith(
+        "back to your booking: may I have your name?"
+    )
     assert r.metadata.purpose == "lead_capture" and r.metadata.expecting == "name"
     assert r.metadata.slots == {"service": "Deep Tissue Massage"}
     r = await say(gw, "Maria Lopez")
@@ -44,9 +46,7 @@ async def test_a_question_mid_booking_is_answered_and_the_booking_resumes(gw: Ga
 
 
 async def test_two_services_in_one_conversation_are_both_booked(gw: Gateway) -> None:
-    r = await say(
-        gw, "I'm Ana Ruiz, 415 555 0142, ana@example.com, Swedish massage Friday at 11am"
-    )
+    r = await say(gw, "I'm Ana Ruiz, 415 555 0142, ana@example.com, Swedish massage Friday at 11am")
     assert r.metadata.expecting == "confirmation"
     r = await say(gw, "can I also book a manicure?")
     # the massage is not replaced: the manicure is queued after it

@@ -46,10 +46,11 @@ class ChatClient:
         await self.send(frame)
 
     async def reply(self) -> list[Event]:
-        """Events up to and including the next ``complete``; only tokens before it."""
+        """Events up to and including the next ``complete``; only tokens (and
+        ``discard``s) before it."""
         events = [await self.recv()]
         while events[-1]["type"] != "complete":
-            assert events[-1]["type"] == "token", events[-1]
+            assert events[-1]["type"] in ("token", "discard"), events[-1]
             events.append(await self.recv())
         return events
 
@@ -84,8 +85,15 @@ async def open_chat(url: str, origin: str | None = None) -> AsyncIterator[ChatCl
 
 
 def reply_text(events: list[Event]) -> str:
-    """The reply text put together from ``token`` events."""
-    return "".join(e["content"] for e in events if e["type"] == "token")
+    """The reply text put together from ``token`` events (a ``discard`` drops
+    the tokens before it)."""
+    text = ""
+    for event in events:
+        if event["type"] == "token":
+            text += event["content"]
+        elif event["type"] == "discard":
+            text = ""
+    return text
 
 
 def ids(events: list[Event]) -> list[int]:

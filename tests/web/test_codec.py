@@ -173,7 +173,11 @@ def test_complete_event_carries_the_whole_response() -> None:
         quick_replies=(QuickReply(title="Tue 10:00", value="2030-01-01T10:00"),),
         actions=(Action(type="booked", target="b-1"),),
         metadata=ResponseMetadata(
-            purpose="lead_capture", expecting="time", slots={"name": "Maria"}, state="collecting"
+            purpose="lead_capture",
+            expecting="time",
+            slots={"name": "Maria"},
+            state="collecting",
+            purpose_data={"booking_id": "b-1", "lead_id": "l-1"},
         ),
     )
     data = json.loads(complete_event(4, response, "c-2"))
@@ -188,7 +192,16 @@ def test_complete_event_carries_the_whole_response() -> None:
     assert data["reply_to"] == "c-2"
     event = load_event(complete_event(4, response, "c-2"))
     assert isinstance(event, CompleteEvent)
-    assert event.metadata == response.metadata
+    meta = response.metadata
+    assert (event.metadata.purpose, event.metadata.expecting, event.metadata.state) == (
+        meta.purpose,
+        meta.expecting,
+        meta.state,
+    )
+    # the purpose's own facts sit beside the generic fields on the wire
+    assert data["metadata"]["booking_id"] == "b-1" and data["metadata"]["lead_id"] == "l-1"
+    assert "purpose_data" not in data["metadata"]
+    assert event.metadata.model_extra == {"booking_id": "b-1", "lead_id": "l-1"}
 
 
 def test_expecting_null_stays_in_the_metadata() -> None:

@@ -22,6 +22,7 @@ import pytest
 
 from engine.agents import Agent, AgentReply, TurnContext
 from engine.errors import StoreError
+from engine.messages import AgentEvent, TextDelta
 
 from .chat_client import TIMEOUT_S, Event, ids, open_chat, reply_text
 
@@ -324,11 +325,11 @@ class GatedAgent(Agent):
     async def handle(self, ctx: TurnContext) -> AgentReply:
         return await self.inner.handle(ctx)
 
-    async def stream(self, ctx: TurnContext) -> AsyncIterator[str | AgentReply]:
+    async def stream(self, ctx: TurnContext) -> AsyncIterator[AgentEvent | AgentReply]:
         waited = False
         async for piece in self.inner.stream(ctx):
             yield piece
-            if not waited and isinstance(piece, str):
+            if not waited and isinstance(piece, TextDelta):
                 waited = True
                 assert await asyncio.to_thread(self.gate.wait, TIMEOUT_S), "gate never opened"
 
@@ -357,17 +358,15 @@ def gated_turns(gw: Any) -> Iterator[tuple[threading.Event, LockSpy]]:
     engine = gw.app.state.engine
     gate = threading.Event()
     spy = LockSpy(engine.locks)
-    original_agents, original_locks = engine.agents, engine.locks
-    engine.agents = {
-        **engine.agents,
-        "lead_capture": GatedAgent(engine.agents["lead_capture"], gate),
-    }
+    original_locks = engine.locks
+    original_agents = engine.replace_agents([GatedAgent(engine.agents["lead_capture"], gate)])
     engine.locks = spy
     try:
         yield gate, spy
     finally:
         gate.set()
-        engine.agents, engine.locks = original_agents, original_locks
+        engine.replace_agents(original_agents)
+        engine.locks = original_locks
 
 
 async def test_resume_racing_an_in_flight_turn_gets_all_of_it_once(

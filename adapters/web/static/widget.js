@@ -7,7 +7,8 @@
  *
  * Adds a chat bubble (bottom right) inside a Shadow DOM, so the host page's CSS
  * and the widget's never meet. Talks DESIGN.md's web chat protocol over
- * ws(s)://GATEWAY/web/chat/<client>: streams "token" events, renders quick
+ * ws(s)://GATEWAY/web/chat/<client>: streams "token" events (a "discard"
+ * withdraws the tokens streamed so far), renders quick
  * replies, reconnects with exponential backoff and "resume"s from the last
  * reply it committed. Session id, transcript and unanswered messages live in
  * localStorage (one key per client), so a reload shows the conversation once:
@@ -300,6 +301,7 @@
     switch (ev.type) {
       case "session": return onSession(ev);
       case "token": return onToken(ev);
+      case "discard": return onDiscard(ev);
       case "complete": return onComplete(ev);
       case "error": return onError(ev);
     }
@@ -358,6 +360,14 @@
     }
     streamText += ev.content || "";
     streamEl.textContent = streamText;
+    renderTyping();
+  }
+
+  function onDiscard(ev) {
+    // The tokens streamed so far are withdrawn; what follows replaces them.
+    if (!(ev.event_id > liveCursor)) return;
+    liveCursor = ev.event_id;
+    dropStream();
     renderTyping();
   }
 
