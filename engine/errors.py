@@ -2,17 +2,27 @@
 
 ::
 
-    GatewayError
+    GatewayError               ``retryable``: may the same call succeed if tried again? (False here)
     ├── ConfigError            a client folder or setting is invalid (file, key, reason)
     ├── UnknownClientError     no client with that id is loaded
     ├── UnknownPurposeError    no agent serves that purpose
     ├── SessionBusyError       the session lock could not be taken in time
-    ├── StoreError             the database or Redis failed
+    ├── StoreError             the database or Redis failed; ``disconnect``: the connection was lost
     ├── CommitConflict         the session changed under a turn (its commit was rolled back)
     ├── DuplicateMessageError  a committed turn already consumed this inbound message id
     ├── UnknownSessionError    a conversation the caller holds is gone (expired or lost)
-    └── ToolError              a tool (calendar, CRM, notifier) failed; ``retryable`` says if a retry may help
-        └── SlotTakenError     the calendar slot was booked by someone else meanwhile
+    ├── ToolError              a tool (calendar, CRM, notifier) failed; ``retryable`` says if a retry may help
+    │   ├── SlotTakenError     the calendar slot was booked by someone else meanwhile
+    │   └── DeliveryError      a notice was not delivered (``engine.tools.notify``; ``retry_after_s``)
+    └── SpeechError            the voice layer failed (``adapters.speech.errors``); ``retryable``
+        ├── SpeechUnavailableError  a provider cannot be set up here (package or model missing)
+        ├── SttError           recognising an utterance failed
+        └── TtsError           synthesising text failed
+
+Store errors are raised ``from`` the driver's exception (``sqlite3``, ``asyncpg``,
+SQLAlchemy) and name what failed and the driver's error type, never the SQL's
+values (they hold what customers said). A provider's call that runs out of time
+(:mod:`engine.providers`) raises its own family's error with ``retryable=True``.
 """
 
 from __future__ import annotations
@@ -34,6 +44,10 @@ __all__ = [
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
+
+    retryable: bool = False
+    """True when trying the same call again may succeed (a timeout, a 503); the
+    provider base (:mod:`engine.providers`) retries only these."""
 
 
 class ConfigError(GatewayError):
@@ -61,7 +75,12 @@ class SessionBusyError(GatewayError):
 
 
 class StoreError(GatewayError):
-    pass
+    """The database or Redis failed. ``disconnect``: the connection was lost (an
+    idempotent read may be run once more on a fresh one)."""
+
+    def __init__(self, message: str, *, disconnect: bool = False) -> None:
+        super().__init__(message)
+        self.disconnect = disconnect
 
 
 class CommitConflict(GatewayError):

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 from fastapi import FastAPI
@@ -26,10 +27,16 @@ from engine.commit import Committer
 from engine.db.database import Database
 from engine.locks import LocalLocks, Locks, RedisLocks
 from engine.outbox import Outbox, OutboxWorker, WorkerOptions
-from engine.tools import ConversationLog, LeadLedger, LocalCalendar, ToolRegistry, Tools
+from engine.tools import ConversationLog, LeadLedger, LocalCalendar, embedded_tools
 from engine.tools.calltraces import CallTraceStore
 from gateway.settings import Settings
 from purposes.lead_capture import LeadCaptureAgent
+
+if TYPE_CHECKING:
+    from adapters.phone.trace import CallTraces
+    from adapters.web import WebDeps
+
+_T = TypeVar("_T")
 
 __all__ = ["Gateway", "create_app", "open_gateway"]
 
@@ -120,6 +127,9 @@ async def open_gateway(
         leads = LeadLedger(db)
         conversations = ConversationLog(db)
         outbox = Outbox(db)
+        tools = embedded_tools(calendar, leads)
+        for problem in tools.check_clients(registry):
+            log.error("client config: %s; that client is skipped", problem)
         committer = Committer(db, store, calendar, leads, conversations, outbox)
         engine = Engine(
             registry,
@@ -127,11 +137,20 @@ async def open_gateway(
             locks,
             committer,
             [LeadCaptureAgent()],
-            ToolRegistry(Tools(calendar=calendar)),
+            tools,
             conversation_log=conversations,
             lock_timeout_s=settings.lock_timeout_s,
             clock=clock or Engine.default_clock,
         )
+        for client in registry.clients.values():
+            for entry in client.unknown_purposes(engine.purposes):
+                log.warning(
+                    "client config: %s: %s is not served here (serves: auto, %s); "
+                    "the router answers those conversations",
+                    client.client_id,
+                    entry,
+                    ", ".join(engine.purposes),
+                )
         gw = Gateway(
             settings,
             registry,
@@ -202,6 +221,34 @@ async def _housekeeping(gw: Gateway) -> None:
     await gw.outbox.purge(state="delivered", older_than_s=DELIVERED_KEEP_S)
 
 
+class _Serving:
+    """What the app's lifespan opened, handed to the route factories as
+    providers (set while serving; a request before start-up is a bug)."""
+
+    def __init__(self) -> None:
+        self.gateway: Gateway | None = None
+        self.call_traces: CallTraces | None = None
+        self.web: WebDeps | None = None
+
+    def clear(self) -> None:
+        self.gateway = self.call_traces = self.web = None
+
+    def require_gateway(self) -> Gateway:
+        return _serving(self.gateway)
+
+    def require_call_traces(self) -> CallTraces:
+        return _serving(self.call_traces)
+
+    def require_web(self) -> WebDeps:
+        return _serving(self.web)
+
+
+def _serving(value: _T | None) -> _T:
+    if value is None:
+        raise RuntimeError("the gateway is not serving (its lifespan has not started)")
+    return value
+
+
 def create_app(
     settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None
 ) -> FastAPI:
@@ -210,7 +257,7 @@ def create_app(
     from adapters.phone.trace import CallTraces
     from adapters.phone.webhook import PhoneSettings, voice_router
     from adapters.speech.providers import SpeechHub
-    from adapters.web import WebLimits, web_router
+    from adapters.web import WebDeps, WebLimits, web_router
     from adapters.web.limits import SourceLimiter
     from gateway.logging import configure_logging
     from gateway.routes import admin_router, ops_router
@@ -222,35 +269,46 @@ def create_app(
         public_url=settings.public_url, twilio_base_url=settings.twilio_base_url
     )
 
+    serving = _Serving()
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (
             httpx.AsyncClient() as http,
             open_gateway(settings, clock, http=http, worker=True) as gw,
         ):
+            serving.gateway = gw
+            serving.call_traces = CallTraces(gw.call_traces)
+            serving.web = WebDeps(
+                registry=gw.registry,
+                engine=gw.engine,
+                store=gw.store,
+                limits=WebLimits(
+                    max_frame_bytes=settings.web_max_frame_bytes,
+                    max_text_chars=settings.web_max_text_chars,
+                    rate_per_s=settings.web_rate_per_s,
+                    rate_burst=settings.web_rate_burst,
+                ),
+                sources=SourceLimiter(settings.web_new_sessions_per_min),
+            )
+            app.state.gateway = gw  # for tests and tools that reach into a running app
             app.state.http = http
             app.state.phone_settings = phone_settings
-            app.state.gateway = gw
             app.state.engine = gw.engine
-            app.state.store = gw.store
             app.state.outbox = gw.outbox
             app.state.registry = gw.registry
             # Speech models load on a client's first call (off the event loop), once.
             app.state.speech_hub = SpeechHub()
-            app.state.call_traces = CallTraces(gw.call_traces)
-            app.state.web_limits = WebLimits(
-                max_frame_bytes=settings.web_max_frame_bytes,
-                max_text_chars=settings.web_max_text_chars,
-                rate_per_s=settings.web_rate_per_s,
-                rate_burst=settings.web_rate_burst,
-            )
-            app.state.web_sources = SourceLimiter(settings.web_new_sessions_per_min)
-            yield
+            app.state.call_traces = serving.call_traces
+            try:
+                yield
+            finally:
+                serving.clear()
 
     app = FastAPI(title="channel gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.include_router(ops_router())
-    app.include_router(admin_router())
-    app.include_router(web_router())
+    app.include_router(ops_router(serving.require_gateway))
+    app.include_router(admin_router(serving.require_gateway, serving.require_call_traces))
+    app.include_router(web_router(serving.require_web))
     app.include_router(voice_router())
     app.include_router(media_router())
     return app

@@ -1,7 +1,10 @@
 """The shared voice layer: audio formats, VAD, speech-to-text, text-to-speech.
 
-Channel-independent and engine-independent: the phone adapter (and WhatsApp
-voice notes) build on it. See each module for units and shapes:
+Channel-independent: the phone adapter (and WhatsApp voice notes) build on
+it. Of the engine it uses only the error tree (:class:`SpeechError` is a
+``GatewayError``) and the provider base (:mod:`engine.providers`: timeouts,
+retries and metrics around each recogniser's and synthesiser's ``_impl``).
+See each module for units and shapes:
 
 * :mod:`adapters.speech.audio` — mu-law, resampling, framing, ``AudioChunk``
 * :mod:`adapters.speech.vad` — voice activity detection, frame energy

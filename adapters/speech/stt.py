@@ -28,7 +28,15 @@ start-up) runs in an executor thread, never on the event loop. Loaded models
 are cached per process and shared by every stream.
 
 Errors: :class:`SpeechUnavailableError` when a provider cannot be set up
-(missing package or model); :class:`SttError` when decoding fails.
+(missing package or model); :class:`SttError` when decoding fails or takes
+longer than the recogniser's ``options.timeout_s`` (30 s by default).
+
+A recogniser is an :class:`engine.providers.Provider` (kind ``stt``): the
+public :meth:`SpeechToText.start_stream` and :meth:`SttStream.finalize` are
+written once here and run the providers' ``_start_stream_impl`` and
+``_finalize_impl``; ``finalize`` gets the base's timeout and metrics
+(``gateway_provider_*{kind="stt"}``). It is never retried: the audio fed to
+the stream is consumed by the attempt.
 """
 
 from __future__ import annotations
@@ -52,6 +60,8 @@ import numpy as np
 from adapters.speech import _domain_lm
 from adapters.speech.audio import Resampler, pcm16_to_float32
 from adapters.speech.errors import SpeechUnavailableError, SttError
+from engine.errors import GatewayError
+from engine.providers import CallOptions, Provider
 
 __all__ = [
     "STT_SAMPLE_RATE_HZ",
@@ -96,9 +106,13 @@ class SttStream(ABC):
     ``feed`` accepts PCM16 mono at :attr:`sample_rate_hz` (any even length,
     typically 20 ms frames). ``finalize`` may be called once; ``aclose``
     abandons the stream without a result and is safe to call at any time.
+    Implementations provide ``feed``, ``_finalize_impl`` and ``aclose``.
     """
 
     sample_rate_hz: int
+    recogniser: SpeechToText | None = None
+    """The recogniser that opened the stream (set by :meth:`SpeechToText.start_stream`):
+    its timeout and metrics apply to :meth:`finalize`."""
 
     @abstractmethod
     def feed(self, pcm: bytes) -> None:
@@ -109,26 +123,41 @@ class SttStream(ABC):
             ValueError: odd byte count.
         """
 
-    @abstractmethod
     async def finalize(self) -> Transcript:
         """Finish decoding and return the transcript.
 
         Raises:
-            SttError: the recogniser failed.
+            SttError: the recogniser failed, or took longer than its
+                ``options.timeout_s`` (then ``retryable``).
             RuntimeError: called twice or after ``aclose``.
         """
+        owner = self.recogniser
+        if owner is None:
+            return await self._finalize_impl()
+        return await owner._call("recognize", self._finalize_impl)
+
+    async def _finalize_impl(self) -> Transcript:
+        """One attempt of :meth:`finalize` (the only one: a stream is not reusable)."""
+        # Not abstract, for streams written before this base that override
+        # ``finalize`` itself (they go without the timeout and metrics).
+        raise NotImplementedError(f"{type(self).__name__} does not implement _finalize_impl")
 
     @abstractmethod
     async def aclose(self) -> None:
         """Abandon the utterance and release the recogniser."""
 
 
-class SpeechToText(ABC):
-    """A speech recogniser; one instance serves many concurrent streams."""
+class SpeechToText(Provider):
+    """A speech recogniser; one instance serves many concurrent streams.
 
+    Implementations provide ``_start_stream_impl`` (and streams implementing
+    :class:`SttStream`); ``options.timeout_s`` bounds each ``finalize``.
+    """
+
+    kind = "stt"
     name: str = "stt"
+    options = CallOptions(timeout_s=30.0, max_attempts=1)
 
-    @abstractmethod
     def start_stream(
         self, sample_rate_hz: int = 8000, *, session_id: str | None = None
     ) -> SttStream:
@@ -136,7 +165,24 @@ class SpeechToText(ABC):
 
         ``session_id`` (e.g. the call's id) lets a recogniser adapt to one caller
         across their turns; it is never logged.
+
+        Raises:
+            ValueError: ``sample_rate_hz`` is not positive.
         """
+        stream = self._start_stream_impl(sample_rate_hz, session_id=session_id)
+        stream.recogniser = self
+        return stream
+
+    def _start_stream_impl(self, sample_rate_hz: int, *, session_id: str | None) -> SttStream:
+        """A new stream of this recogniser (see :meth:`start_stream`)."""
+        # Not abstract, for recognisers written before this base that override
+        # ``start_stream`` itself.
+        raise NotImplementedError(f"{type(self).__name__} does not implement _start_stream_impl")
+
+    def _timeout_error(self, operation: str, timeout_s: float) -> GatewayError:
+        return SttError(
+            f"{self.name}: {operation} took longer than {timeout_s:g} s", retryable=True
+        )
 
     async def transcribe(
         self, pcm: bytes, sample_rate_hz: int, *, session_id: str | None = None
@@ -193,7 +239,7 @@ class _WorkerStream(SttStream):
             loop = asyncio.get_running_loop()
             self._work = loop.run_in_executor(self._executor, self._drain)
 
-    async def finalize(self) -> Transcript:
+    async def _finalize_impl(self) -> Transcript:
         if self._state != "open":
             raise RuntimeError(f"cannot finalize: the stream is {self._state}")
         self._state = "finalizing"
@@ -473,9 +519,7 @@ class PocketSphinxSTT(SpeechToText):
                 tmp.replace(path)  # atomic: concurrent writers produce identical files
         return lm_path, dict_path
 
-    def start_stream(
-        self, sample_rate_hz: int = 8000, *, session_id: str | None = None
-    ) -> SttStream:
+    def _start_stream_impl(self, sample_rate_hz: int, *, session_id: str | None) -> SttStream:
         return _SphinxStream(
             sample_rate_hz, self._pool, self.noise_floor_rms, session_id, self._executor
         )
@@ -681,9 +725,7 @@ class FasterWhisperSTT(SpeechToText):
         self._hotwords = ", ".join(p.strip() for p in phrases if p.strip())[:500] or None
         self._executor = executor
 
-    def start_stream(
-        self, sample_rate_hz: int = 8000, *, session_id: str | None = None
-    ) -> SttStream:
+    def _start_stream_impl(self, sample_rate_hz: int, *, session_id: str | None) -> SttStream:
         return _WhisperStream(sample_rate_hz, self, self._executor)
 
     def _decode(self, audio: np.ndarray[Any, np.dtype[np.float32]]) -> tuple[str, float]:

@@ -21,17 +21,24 @@ Providers:
 
 :func:`split_sentences` turns an LLM's streamed text deltas into whole
 sentences, so the first one can be spoken while the rest is generated.
+
+A synthesiser is an :class:`engine.providers.Provider` (kind ``tts``): the
+public :meth:`TextToSpeech.synthesize` is written once here and streams the
+provider's ``_synthesize_impl``, with the base's metrics
+(``gateway_provider_*{kind="tts"}``), a limit on the wait for each chunk
+(``options.timeout_s``, 10 s by default) and, until the first chunk has been
+yielded, a retry of errors that are ``retryable`` (a timeout is).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import shutil
 import struct
 import threading
-from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
@@ -39,6 +46,8 @@ from typing import Any
 
 from adapters.speech.audio import AudioChunk
 from adapters.speech.errors import SpeechUnavailableError, TtsError
+from engine.errors import GatewayError
+from engine.providers import CallOptions, Provider
 
 __all__ = [
     "EspeakTTS",
@@ -57,26 +66,70 @@ MAX_TEXT_CHARS = 4000
 """Longest text one ``synthesize`` call accepts; split longer replies into sentences."""
 
 
-class TextToSpeech(ABC):
+class TextToSpeech(Provider):
     """A speech synthesiser; one instance serves many concurrent calls.
 
     ``sample_rate_hz`` is the native output rate in Hz (every chunk also
-    carries its own rate).
+    carries its own rate). Implementations provide ``_synthesize_impl``.
     """
 
+    kind = "tts"
     name: str = "tts"
     sample_rate_hz: int = 22050
+    options = CallOptions(timeout_s=10.0, max_attempts=2)
 
-    @abstractmethod
-    def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
+    async def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
         """Stream the audio for ``text`` as PCM16 mono chunks, in order.
 
-        Yields nothing for blank text.
+        Yields nothing for blank text. Close the generator to stop early (that
+        stops the synthesiser too).
 
         Raises:
             ValueError: text longer than :data:`MAX_TEXT_CHARS`.
-            TtsError: the synthesiser failed.
+            TtsError: the synthesiser failed, or gave no chunk within
+                ``options.timeout_s`` (then ``retryable``). Retryable errors
+                before the first chunk are retried (``options.max_attempts``).
         """
+        with self._measure() as call:
+            chunks, first = await self._attempts(
+                "synthesize", lambda: self._first_chunk(text), self.options, call
+            )
+            if first is None:
+                return
+            async with contextlib.aclosing(chunks):
+                yield first
+                while True:
+                    chunk = await self._attempt(
+                        "synthesize", lambda: anext(chunks, None), self.options.timeout_s, call
+                    )
+                    if chunk is None:
+                        return
+                    yield chunk
+
+    async def _first_chunk(
+        self, text: str
+    ) -> tuple[AsyncGenerator[AudioChunk, None], AudioChunk | None]:
+        """A fresh ``_synthesize_impl`` stream and its first chunk (None: no audio)."""
+        chunks = self._synthesize_impl(text)
+        try:
+            first = await anext(chunks, None)
+        except BaseException:
+            await chunks.aclose()
+            raise
+        if first is None:
+            await chunks.aclose()
+        return chunks, first
+
+    def _synthesize_impl(self, text: str) -> AsyncGenerator[AudioChunk, None]:
+        """One attempt of :meth:`synthesize`: the chunks for ``text``, in order."""
+        # Not abstract, for synthesisers written before this base that override
+        # ``synthesize`` itself (they go without the timeout, retry and metrics).
+        raise NotImplementedError(f"{type(self).__name__} does not implement _synthesize_impl")
+
+    def _timeout_error(self, operation: str, timeout_s: float) -> GatewayError:
+        return TtsError(
+            f"{self.name}: {operation} gave no audio for {timeout_s:g} s", retryable=True
+        )
 
 
 def _clean(text: str) -> str:
@@ -142,7 +195,7 @@ class EspeakTTS(TextToSpeech):
         self._argv = [found, "--stdout", "-v", voice, "-s", str(words_per_minute), "-p", str(pitch)]
         self._chunk_ms = chunk_ms
 
-    async def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
+    async def _synthesize_impl(self, text: str) -> AsyncGenerator[AudioChunk, None]:
         text = _clean(text)
         if not text:
             return
@@ -285,7 +338,7 @@ class PiperTTS(TextToSpeech):
         self.sample_rate_hz = int(getattr(config, "sample_rate", 22050))
         self._executor = executor
 
-    async def synthesize(self, text: str) -> AsyncGenerator[AudioChunk, None]:
+    async def _synthesize_impl(self, text: str) -> AsyncGenerator[AudioChunk, None]:
         text = _clean(text)
         if not text:
             return

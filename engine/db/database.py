@@ -90,6 +90,12 @@ class Database:
         self.dialect = engine.dialect.name
         """``sqlite`` or ``postgresql``."""
         self._sqlite_writer = asyncio.Lock() if self.is_sqlite else None
+        self._closed = False
+        self._errors: tuple[type[BaseException], ...] = (
+            SQLAlchemyError,
+            OSError,
+            *_driver_errors(self.dialect),
+        )
 
     @property
     def is_sqlite(self) -> bool:
@@ -157,23 +163,28 @@ class Database:
         try:
             return await fn()
         except StoreError as exc:
-            if not getattr(exc, "disconnect", False):
+            if not exc.disconnect:
                 raise
             log.warning("database connection was dropped; retrying %s once", what)
             return await fn()
 
     @asynccontextmanager
     async def _mapped(self, what: str) -> AsyncIterator[None]:
+        """Driver errors inside the block -> StoreError naming ``what`` and the
+        driver's error type (never its message: it can quote the row's values)."""
+        if self._closed:
+            raise StoreError(f"database {what} failed ({self.dialect}): the database was closed")
         try:
             yield
         except StoreError:
             raise
-        except (SQLAlchemyError, OSError) as exc:
+        except self._errors as exc:
             reason = type(exc.orig).__name__ if isinstance(exc, DBAPIError) else type(exc).__name__
-            error = StoreError(f"database {what} failed ({self.dialect}): {reason}")
-            error.disconnect = bool(  # type: ignore[attr-defined]
-                isinstance(exc, DBAPIError) and exc.connection_invalidated
-            ) or isinstance(exc, OSError | ConnectionError)
+            disconnect = bool(isinstance(exc, DBAPIError) and exc.connection_invalidated)
+            error = StoreError(
+                f"database {what} failed ({self.dialect}): {reason}",
+                disconnect=disconnect or isinstance(exc, OSError | ConnectionError),
+            )
             raise error from exc
 
     async def ping(self) -> bool:
@@ -222,8 +233,24 @@ class Database:
         return head
 
     async def close(self) -> None:
+        """Release every connection and thread. Using the database afterwards
+        raises StoreError (it never reopens behind the caller's back)."""
+        self._closed = True
         await self.fast.close()
         await self.engine.dispose()
+
+
+def _driver_errors(dialect: str) -> tuple[type[BaseException], ...]:
+    """The raw driver exceptions that can surface past SQLAlchemy's own wrapping
+    (a connection the driver gave up on, an error raised while the pool
+    recycles one)."""
+    if dialect == "sqlite":
+        import sqlite3
+
+        return (sqlite3.Error,)
+    import asyncpg
+
+    return (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 
 
 def _alembic_config(connection: sa.Connection | None) -> Config:

@@ -30,6 +30,7 @@ raises (a conflict, a taken slot) pass through after the rollback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import re
 import sqlite3
@@ -83,9 +84,14 @@ class FastDB(ABC):
 
 
 def _store_error(what: str, dialect: str, exc: BaseException, disconnect: bool) -> StoreError:
-    error = StoreError(f"database {what} failed ({dialect}): {type(exc).__name__}")
-    error.disconnect = disconnect  # type: ignore[attr-defined]
-    return error
+    # The type name only: a driver's message can quote the statement's values.
+    return StoreError(
+        f"database {what} failed ({dialect}): {type(exc).__name__}", disconnect=disconnect
+    )
+
+
+def _closed_error(what: str, dialect: str) -> StoreError:
+    return StoreError(f"database {what} failed ({dialect}): the database was closed")
 
 
 # --- SQLite ---------------------------------------------------------------------------
@@ -190,7 +196,8 @@ class _Worker:
             for job in batch:
                 loops.setdefault(job.loop, []).append(job)
             for loop, jobs in loops.items():
-                loop.call_soon_threadsafe(_settle, jobs)
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits
+                    loop.call_soon_threadsafe(_settle, jobs)
         if self.conn is not None:
             self.conn.close()
             self.conn = None
@@ -209,7 +216,11 @@ class _Worker:
             for job in batch:
                 job.error = exc
             return
+        lost: BaseException | None = None
         for job in batch:
+            if lost is not None:
+                job.error = lost
+                continue
             try:
                 conn.execute("SAVEPOINT job")
             except BaseException as exc:
@@ -219,13 +230,23 @@ class _Worker:
                 job.result = job.fn(conn)
             except BaseException as exc:
                 job.error = exc
-                conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
+            try:
+                if job.error is not None:
+                    conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+            except sqlite3.Error as exc:
+                # Some errors (disk full, I/O) make SQLite roll the whole
+                # transaction back itself: the savepoint is gone, and so is
+                # every earlier job's work in this batch.
+                lost = exc
         try:
+            if lost is not None or not conn.in_transaction:
+                raise lost or sqlite3.OperationalError("the transaction was rolled back")
             conn.execute("COMMIT")
         except BaseException as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
             for job in batch:
                 if job.error is None:
                     job.error, job.result = exc, None
@@ -258,16 +279,19 @@ class SqliteFast(FastDB):
         self._writer: _Worker | None = None
         self._reader: _Worker | None = None
         self._lock = threading.Lock()
+        self._closed = False
 
-    def _threads(self) -> tuple[_Worker, _Worker]:
+    def _threads(self, what: str) -> tuple[_Worker, _Worker]:
         with self._lock:
+            if self._closed:
+                raise _closed_error(what, self.dialect)
             if self._writer is None or self._reader is None:
                 self._writer = _Worker(self.path, "gateway-sqlite-writer", group_commit=True)
                 self._reader = _Worker(self.path, "gateway-sqlite-reader")
             return self._writer, self._reader
 
     async def transaction(self, body: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
-        writer, _ = self._threads()
+        writer, _ = self._threads("write")
 
         def run(conn: sqlite3.Connection) -> T:
             return _drive(body(_SqliteTx(conn)))  # inside the group's transaction
@@ -275,9 +299,11 @@ class SqliteFast(FastDB):
         return await self._mapped("write", writer.submit(run))
 
     async def query(self, body: Callable[[Tx], Coroutine[Any, Any, T]]) -> T:
-        _, reader = self._threads()
+        _, reader = self._threads("read")
 
         def run(conn: sqlite3.Connection) -> T:
+            if conn.in_transaction:  # a failed ROLLBACK left one open: do not inherit it
+                conn.execute("ROLLBACK")
             conn.execute("BEGIN")
             try:
                 return _drive(body(_SqliteTx(conn)))
@@ -295,10 +321,12 @@ class SqliteFast(FastDB):
             raise _store_error(what, self.dialect, exc, disconnect=False) from exc
 
     async def close(self) -> None:
-        for thread in (self._writer, self._reader):
+        with self._lock:
+            self._closed = True
+            threads, self._writer, self._reader = (self._writer, self._reader), None, None
+        for thread in threads:
             if thread is not None:
                 await asyncio.to_thread(thread.stop)
-        self._writer = self._reader = None
 
 
 # --- PostgreSQL -------------------------------------------------------------------------
@@ -335,8 +363,11 @@ class PgFast(FastDB):
         self.min_size, self.max_size = min_size, max_size
         self._pool: Any = None
         self._opening = asyncio.Lock()
+        self._closed = False
 
     async def _pool_(self) -> Any:
+        if self._closed:
+            raise _closed_error("connect", self.dialect)
         if self._pool is None:
             async with self._opening:
                 if self._pool is None:
@@ -367,7 +398,7 @@ class PgFast(FastDB):
         try:
             return await self._mapped("read", run())
         except StoreError as exc:
-            if not getattr(exc, "disconnect", False):
+            if not exc.disconnect:
                 raise
             return await self._mapped("read", run())
 
@@ -385,10 +416,11 @@ class PgFast(FastDB):
             OSError,
         ) as exc:
             raise _store_error(what, self.dialect, exc, disconnect=True) from exc
-        except asyncpg.PostgresError as exc:
+        except (asyncpg.PostgresError, asyncpg.InternalClientError) as exc:
             raise _store_error(what, self.dialect, exc, disconnect=False) from exc
 
     async def close(self) -> None:
+        self._closed = True
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()

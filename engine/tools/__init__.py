@@ -1,51 +1,58 @@
 """Tools the purpose flows use: the calendar (reads; bookings are requested as
-effects), the lead ledger, the conversation log and the escalation notifier.
+effects), the lead store (CRM), the conversation log and the escalation notifiers.
 
-Each keeps its data in the gateway's database (embedded SQLite under
-``GATEWAY_DATA_DIR``, or PostgreSQL); vendor implementations plug in behind
-the same interfaces.
+Each client gets its own set (:class:`ToolRegistry`, by ``booking.provider``,
+``crm.provider`` and the ``escalation`` block). The embedded ones keep their
+data in the gateway's database (embedded SQLite under ``GATEWAY_DATA_DIR``, or
+PostgreSQL); vendor implementations plug in behind the same interfaces, whose
+public methods own timeouts, retries and metrics (:mod:`engine.providers`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from engine.config import ClientConfig
-
 from engine.tools.calendar import Booking, BookingRequest, Calendar, LocalCalendar
 from engine.tools.conversations import ConversationLog, ConversationRecord
-from engine.tools.crm import Lead, LeadLedger, LeadRecord, map_properties
+from engine.tools.crm import Crm, Lead, LeadLedger, LeadRecord, map_properties
+from engine.tools.registry import (
+    EMAIL,
+    SLACK,
+    CalendarFactory,
+    CrmFactory,
+    NotifierRoute,
+    ToolRegistry,
+    Tools,
+)
 
 __all__ = [
+    "EMAIL",
+    "SLACK",
     "Booking",
     "BookingRequest",
     "Calendar",
+    "CalendarFactory",
     "ConversationLog",
     "ConversationRecord",
+    "Crm",
+    "CrmFactory",
     "Lead",
     "LeadLedger",
     "LeadRecord",
     "LocalCalendar",
+    "NotifierRoute",
     "ToolRegistry",
     "Tools",
+    "embedded_tools",
     "map_properties",
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class Tools:
-    """What agents read during a turn. Writes are effects (``ctx.effects``)."""
-
-    calendar: Calendar
-
-
-class ToolRegistry:
-    """Each client's tools, per its config (placeholder: one shared set)."""
-
-    def __init__(self, shared: Tools) -> None:
-        self._shared = shared
-
-    def for_client(self, client: ClientConfig) -> Tools:
-        return self._shared
+def embedded_tools(calendar: LocalCalendar, ledger: LeadLedger) -> ToolRegistry:
+    """The registry with the built-in providers: ``local`` calendar and CRM (the
+    shared instances given, one database for every client), Slack and email
+    notifiers."""
+    registry = ToolRegistry()
+    registry.register_calendar("local", lambda _client: calendar)
+    registry.register_crm("local", lambda _client: ledger)
+    registry.register_notifier(SLACK)
+    registry.register_notifier(EMAIL)
+    return registry

@@ -7,11 +7,16 @@
 overlap and inserts, so two conversations racing for one slot — on one
 replica or on several sharing a PostgreSQL — can never both get it: the loser's
 commit raises :class:`~engine.errors.SlotTakenError` and is rolled back whole.
+
+Reads go through :class:`Calendar`'s public methods, which own the timeout,
+retries and metrics (:mod:`engine.providers`); a calendar implements the
+``_..._impl`` behind them. Which calendar a client uses is its
+``booking.provider`` (:class:`engine.tools.ToolRegistry`).
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -20,6 +25,7 @@ import sqlalchemy as sa
 from engine.db.database import Database
 from engine.db.fast import Row, Tx
 from engine.errors import SlotTakenError
+from engine.providers import CallOptions, Provider
 
 __all__ = ["Booking", "BookingRequest", "Calendar", "LocalCalendar"]
 
@@ -53,10 +59,19 @@ class BookingRequest:
     test: bool = False
 
 
-class Calendar(ABC):
-    @abstractmethod
+class Calendar(Provider):
+    """Free/busy of one business's bookable time (``booking.provider``)."""
+
+    kind = "calendar"
+
     async def busy(self, client_id: str, start: datetime, end: datetime) -> list[Booking]:
-        """Bookings overlapping ``[start, end)``. Raises StoreError/ToolError."""
+        """Bookings overlapping ``[start, end)`` (timezone-aware; ``end`` exclusive),
+        by start. Raises StoreError or ToolError (``retryable`` on a timeout)."""
+        return await self._call("busy", lambda: self._busy_impl(client_id, start, end))
+
+    @abstractmethod
+    async def _busy_impl(self, client_id: str, start: datetime, end: datetime) -> list[Booking]:
+        """One attempt of :meth:`busy`."""
 
 
 def _booking(m: sa.RowMapping) -> Booking:
@@ -71,12 +86,17 @@ def _booking(m: sa.RowMapping) -> Booking:
 
 
 class LocalCalendar(Calendar):
-    """The embedded calendar, in the gateway's database."""
+    """The embedded calendar, in the gateway's database (``booking.provider: local``)."""
+
+    name = "local"
+    # The database layer retries a dropped connection itself; a slow read is
+    # not helped by asking again.
+    options = CallOptions(timeout_s=5.0, max_attempts=1)
 
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def busy(self, client_id: str, start: datetime, end: datetime) -> list[Booking]:
+    async def _busy_impl(self, client_id: str, start: datetime, end: datetime) -> list[Booking]:
         async def read(tx: Tx) -> list[Row]:
             return await tx.fetchall(
                 "SELECT booking_id, client_id, start_iso, end_iso, service, name FROM bookings"

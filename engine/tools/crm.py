@@ -7,11 +7,16 @@ whatever fails around it. Pushing leads to a vendor CRM (HubSpot, ...) is a
 separate outbox delivery, not this table. ``crm.map`` from the client config
 renames lead fields to CRM property names (``name -> full_name``); the mapped
 properties are stored with the lead as they would be pushed.
+
+:class:`Crm` is the interface a client's ``crm.provider`` names; its public
+reads own the timeout, retries and metrics (:mod:`engine.providers`). The
+ledger is the ``local`` one.
 """
 
 from __future__ import annotations
 
 import json
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,8 +25,9 @@ import sqlalchemy as sa
 from engine.db.database import Database
 from engine.db.fast import Tx
 from engine.db.schema import LEADS
+from engine.providers import CallOptions, Provider
 
-__all__ = ["Lead", "LeadLedger", "LeadRecord", "map_properties"]
+__all__ = ["Crm", "Lead", "LeadLedger", "LeadRecord", "map_properties"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +83,30 @@ def map_properties(fields: dict[str, str], field_map: dict[str, str]) -> dict[st
     return {field_map.get(k, k): v for k, v in fields.items()}
 
 
-class LeadLedger:
-    """Leads in the gateway's database."""
+class Crm(Provider):
+    """Where a client's leads are kept (``crm.provider``). Reads only: a lead is
+    recorded by the turn's commit (an effect), never by an agent directly."""
+
+    kind = "crm"
+
+    async def list_leads(self, client_id: str, *, include_test: bool = False) -> list[LeadRecord]:
+        """Leads of one client, oldest first; test conversations' leads only if asked.
+        Raises StoreError or ToolError (``retryable`` on a timeout)."""
+        return await self._call(
+            "list_leads", lambda: self._list_leads_impl(client_id, include_test=include_test)
+        )
+
+    @abstractmethod
+    async def _list_leads_impl(self, client_id: str, *, include_test: bool) -> list[LeadRecord]:
+        """One attempt of :meth:`list_leads`."""
+
+
+class LeadLedger(Crm):
+    """Leads in the gateway's database (``crm.provider: local``)."""
+
+    name = "local"
+    # Reads retry a dropped connection once themselves (Database.retry_once).
+    options = CallOptions(timeout_s=30.0, max_attempts=1)
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -108,9 +136,7 @@ class LeadLedger:
             datetime.fromisoformat(record.created_at).timestamp(),
         )
 
-    async def list_leads(self, client_id: str, *, include_test: bool = False) -> list[LeadRecord]:
-        """Leads of one client, oldest first; test conversations' leads only if asked."""
-
+    async def _list_leads_impl(self, client_id: str, *, include_test: bool) -> list[LeadRecord]:
         async def run() -> list[LeadRecord]:
             query = sa.select(LEADS).where(LEADS.c.client_id == client_id)
             if not include_test:
