@@ -225,6 +225,11 @@ class Reply:
         return self._end_mark_sent
 
     @property
+    def queued_ms(self) -> int:
+        """Audio added to this reply so far, in ms."""
+        return self._queued_bytes // _BYTES_PER_MS
+
+    @property
     def finished(self) -> bool:
         """:meth:`finish` was called: no more audio will be added."""
         return self._finished
@@ -496,6 +501,27 @@ class PacedPlayer:
             if had_audio_out:
                 await self._send(encode_clear(self.stream_sid))
         return playing.report() if playing is not None else None
+
+    async def withdraw(self, reply: Reply) -> bool:
+        """Drop ``reply`` alone: its text was taken back before it finished.
+
+        Its audio queued here is dropped and, if some of it was sent (and no
+        :meth:`pause` has already emptied Twilio's buffer), ``clear`` is sent
+        so Twilio drops what it holds. Other replies and a pause stay as they
+        are; the reply's marks echoed later are ignored. Returns whether
+        ``clear`` was sent.
+        """
+        async with self._send_lock:
+            if reply.done:
+                return False
+            had_audio_out = not self._paused and reply._sent_frames > 0
+            reply._drop()
+            if reply in self._replies:
+                self._replies.remove(reply)
+            if had_audio_out:
+                self._playout_end = self._clock()
+                await self._send(encode_clear(self.stream_sid))
+        return had_audio_out
 
     # -- the pump
 

@@ -21,6 +21,7 @@ to the database after every reply so any replica can show any call.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal
@@ -53,6 +54,8 @@ STAGES = (
 )
 """Stage names, in order, as in ``stages_ms`` and the ``stage`` label."""
 
+log = logging.getLogger("adapters.phone.trace")
+
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2.5, 5)
 
 STAGE_SECONDS = Histogram(
@@ -75,7 +78,8 @@ BARGE_IN_SECONDS = Histogram(
 )
 PHONE_EVENTS = Counter(
     "gateway_phone_events_total",
-    "Phone call events: reprompt, filler, goodbye, time_limit, bad_frame, backchannel",
+    "Phone call events: reprompt, filler, goodbye, time_limit, bad_frame, backchannel, "
+    "withdrawn (a reply's streamed text discarded by the engine)",
     ["event"],
 )
 
@@ -201,6 +205,14 @@ class CallTraces:
         """Save ``trace`` to the database (no-op without a store). Raises StoreError."""
         if self.store is not None and trace.call_sid:
             await self.store.save(trace.call_sid, trace.client_id, trace.as_json())
+
+    async def save(self, trace: CallTrace) -> None:
+        """:meth:`persist`, logging a failure (its type name) instead of raising: a
+        trace is diagnostics, never a reason to fail a call."""
+        try:
+            await self.persist(trace)
+        except Exception as exc:
+            log.warning("call %s: trace not saved: %s", trace.call_sid, type(exc).__name__)
 
     async def find(self, call_sid: str) -> dict[str, object] | None:
         """A call's trace JSON: this process's live copy, else the database's."""
