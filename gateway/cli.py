@@ -29,9 +29,10 @@ import typer
 from engine import load_clients
 
 if TYPE_CHECKING:
+    from adapters.phone.testing.caller import BotReply, Utterance
+    from adapters.phone.testing.report import CallReport, ServerTurn
     from engine.db.database import Database
     from engine.outbox import Outbox, OutboxRow
-    from gateway.caller import BotReply, CallReport, ServerTurn, Utterance
     from gateway.settings import Settings
 
 T = TypeVar("T")
@@ -90,6 +91,7 @@ def chat(
     conversation is marked test, so its leads stay out of /admin/api/leads
     unless ?include_test=true is given.
     """
+    from engine.messages import ConversationResponse, Discard, TextDelta
     from gateway.app import open_gateway
     from gateway.settings import Settings
 
@@ -114,9 +116,12 @@ def chat(
                 async for event in gw.engine.stream_turn(
                     client_id, channel, None, session_id, text, test=True
                 ):
-                    if hasattr(event, "content"):
+                    if isinstance(event, TextDelta):
                         typer.echo(event.content, nl=False)
-                    else:
+                    elif isinstance(event, Discard):
+                        typer.secho(" [withdrawn]", dim=True)
+                        typer.echo("bot> ", nl=False)
+                    elif isinstance(event, ConversationResponse):
                         typer.echo()
                         for i, qr in enumerate(event.quick_replies, 1):
                             typer.secho(f"     [{i}] {qr.title}", fg="cyan")
@@ -169,7 +174,7 @@ def call(
     PocketSphinx, and its text from /admin/api/calls when available) and the
     latency from the end of the caller's speech to the first bot audio frame.
     """
-    from gateway.caller import read_wav, synthesize
+    from adapters.phone.testing.audio import read_wav, synthesize
 
     lines: list[tuple[str, tuple[bytes, int]]] = []
     try:
@@ -238,8 +243,9 @@ async def _place_call(
 ) -> None:
     from websockets.exceptions import InvalidStatus, WebSocketException
 
+    from adapters.phone.testing.caller import CallEnded, TwilioCaller
+    from adapters.phone.testing.report import fetch_call_report
     from adapters.speech.stt import make_stt
-    from gateway.caller import CallEnded, TwilioCaller, fetch_call_report
 
     media_url = base.replace("http://", "ws://").replace("https://", "wss://")
     media_url = f"{media_url}/twilio/media/{client_id}"
@@ -328,7 +334,7 @@ async def _place_call(
 
 
 def _print_turn(number: int, turn: _Turn, have_report: bool) -> None:
-    from gateway.caller import STAGES
+    from adapters.phone.testing.report import STAGES
 
     title = "greeting" if number == 0 else f"turn {number}"
     typer.echo(f"── {title} " + "─" * (60 - len(title)))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 import pytest
+
+from adapters.speech.testing import FakeSpeech
 
 
 @pytest.fixture
@@ -21,3 +24,22 @@ def deadline() -> Iterator[None]:
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def fake_speech(client: Any) -> Iterator[FakeSpeech]:
+    """Fake speech providers on the app of the requesting module's ``client`` (a TestClient).
+
+    Calls started during the test hear what ``fake_speech.stt`` is scripted
+    to hear and speak through ``fake_speech.tts`` (a quiet tone, 10 ms per
+    character, at once): no espeak-ng, no PocketSphinx, nothing that waits on
+    the CPU. The app's own providers are put back afterwards.
+    """
+    state = client.app.state
+    real = getattr(state, "speech_hub", None)
+    speech = FakeSpeech()
+    state.speech_hub = speech.hub()
+    try:
+        yield speech
+    finally:
+        state.speech_hub = real

@@ -1,107 +1,136 @@
 """A fake Twilio for driving ``WS /twilio/media/{client_id}`` through Starlette's TestClient.
 
-It sends ``connected``/``start``/``media`` frames made from espeak-ng speech,
-echoes the ``mark`` messages the gateway sends (as Twilio does once the audio
-before them has played) and reads the gateway's paced ``media`` frames.
+It sends ``connected``/``start``/``media``/``dtmf``/``stop`` messages, echoes
+the ``mark`` messages the gateway sends (at once, as they are read: the test
+reads at its own pace, it does not play the audio in real time) and reads the
+gateway's ``media``/``mark``/``clear`` messages as typed values. The JSON is
+:mod:`adapters.phone.testing.wire`'s, read strictly (a field the Media Streams
+documentation does not list fails the test). For Twilio on a real-time
+clock over a real socket, see :class:`adapters.phone.testing.TwilioCaller`.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-import json
-import subprocess
-import wave
+import threading
 from collections.abc import Callable
-from typing import Any
+from functools import partial
 
 from starlette.testclient import WebSocketTestSession
 
-from adapters.speech.audio import TWILIO_FRAME_BYTES, pcm16_to_ulaw, resample
+from adapters.phone.testing.audio import SILENT_FRAME, synthesize, ulaw_frames, voiced_buzz
+from adapters.phone.testing.wire import (
+    Outbound,
+    OutboundClear,
+    OutboundMark,
+    OutboundMedia,
+    TwilioStream,
+    parse_outbound,
+)
+
+__all__ = [
+    "ACCOUNT_SID",
+    "CALL_SID",
+    "SILENT_FRAME",
+    "STREAM_SID",
+    "FakeTwilio",
+    "buzz",
+    "is_clear",
+    "is_end_mark",
+    "is_mark",
+    "is_media",
+    "media_payloads",
+    "utterance",
+]
 
 STREAM_SID = "MZ" + "0" * 32
 CALL_SID = "CA" + "1" * 32
-SILENT_FRAME = b"\xff" * TWILIO_FRAME_BYTES
+ACCOUNT_SID = "AC" + "2" * 32
+TRAILING_SILENCE = [SILENT_FRAME] * 50
+"""1 s of silence after an utterance: the gateway's endpointing ends the turn in it."""
 
 
 def utterance(text: str) -> list[bytes]:
-    """``text`` spoken by espeak-ng as 20 ms mu-law frames, then 1 s of silence."""
-    wav = subprocess.run(
-        ["espeak-ng", "-v", "en-us", "--stdout", text], check=True, capture_output=True
-    ).stdout
-    with wave.open(io.BytesIO(wav)) as reader:
-        pcm = reader.readframes(reader.getnframes())
-        rate = reader.getframerate()
-    ulaw = pcm16_to_ulaw(resample(pcm, rate, 8000))
-    ulaw += b"\xff" * (-len(ulaw) % TWILIO_FRAME_BYTES)
-    frames = [ulaw[i : i + TWILIO_FRAME_BYTES] for i in range(0, len(ulaw), TWILIO_FRAME_BYTES)]
-    return frames + [b"\xff" * TWILIO_FRAME_BYTES] * 50
+    """``text`` spoken by espeak-ng (its default 175 words a minute, untrimmed) as 20 ms
+    mu-law frames, then 1 s of silence."""
+    pcm, rate = synthesize(text, words_per_minute=175, trim=False)
+    return ulaw_frames(pcm, rate) + TRAILING_SILENCE
+
+
+def buzz(ms: int = 1200) -> list[bytes]:
+    """``ms`` of speech without words (a voiced buzz) as 20 ms mu-law frames, then 1 s of
+    silence: a caller's turn for a scripted recogniser to "hear"."""
+    return ulaw_frames(voiced_buzz(ms), 8000) + TRAILING_SILENCE
 
 
 class FakeTwilio:
-    """Drives one media stream the way Twilio does."""
+    """Drives one media stream the way Twilio does. ``media`` may be called from another
+    thread while this one reads (a line streaming in real time)."""
 
-    def __init__(self, ws: WebSocketTestSession, call_sid: str = CALL_SID) -> None:
+    def __init__(
+        self, ws: WebSocketTestSession, call_sid: str = CALL_SID, caller: str = "+14155550123"
+    ) -> None:
         self.ws = ws
-        self.call_sid = call_sid
-        self.chunk = 0
-        self.seq = 0
-
-    def send(self, event: str, **body: Any) -> None:
-        self.seq += 1
-        self.ws.send_text(
-            json.dumps(
-                {"event": event, "sequenceNumber": str(self.seq), "streamSid": STREAM_SID, **body}
-            )
+        self.wire = TwilioStream(
+            caller=caller, stream_sid=STREAM_SID, call_sid=call_sid, account_sid=ACCOUNT_SID
         )
+        self.call_sid = call_sid
+        self._lock = threading.Lock()  # keeps sequence numbers in sending order
+
+    def _send(self, build: Callable[[], str]) -> None:
+        with self._lock:
+            self.ws.send_text(build())
 
     def connect(self) -> None:
-        self.ws.send_text(
-            json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        )
+        self._send(self.wire.connected)
 
     def start(self) -> None:
-        self.send(
-            "start",
-            start={
-                "accountSid": "AC" + "2" * 32,
-                "streamSid": STREAM_SID,
-                "callSid": self.call_sid,
-                "tracks": ["inbound"],
-                "customParameters": {"caller": "+14155550123", "call_sid": self.call_sid},
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-        )
+        self._send(self.wire.start)
 
     def media(self, frames: list[bytes]) -> None:
+        """Send each mu-law payload (normally 160 bytes = 20 ms) as one ``media`` message."""
         for frame in frames:
-            self.chunk += 1
-            self.send(
-                "media",
-                media={
-                    "track": "inbound",
-                    "chunk": str(self.chunk),
-                    "timestamp": str(self.chunk * 20),
-                    "payload": base64.b64encode(frame).decode(),
-                },
-            )
+            self._send(partial(self.wire.media, frame))
 
-    def read_until(self, done: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    def media_payload(self, payload: str) -> None:
+        """A ``media`` message whose payload is sent as given (malformed input)."""
+        self._send(partial(self.wire.media_payload, payload))
+
+    def dtmf(self, digits: str) -> None:
+        """Press each key of ``digits``, one ``dtmf`` message per key."""
+        for digit in digits:
+            self._send(partial(self.wire.dtmf, digit))
+
+    def stop(self) -> None:
+        self._send(self.wire.stop)
+
+    def read_until(self, done: Callable[[Outbound], bool]) -> list[Outbound]:
         """Messages from the gateway up to and including the first ``done`` one; marks echoed."""
-        seen: list[dict[str, Any]] = []
+        seen: list[Outbound] = []
         while True:
-            message = json.loads(self.ws.receive_text())
+            message = parse_outbound(self.ws.receive_text(), strict=True)
             seen.append(message)
-            assert message["streamSid"] == STREAM_SID
-            if message["event"] == "mark":
-                self.send("mark", mark={"name": message["mark"]["name"]})
+            assert message.stream_sid == STREAM_SID
+            if isinstance(message, OutboundMark):
+                self._send(partial(self.wire.mark, message.name))
             if done(message):
                 return seen
 
 
-def is_end_mark(message: dict[str, Any]) -> bool:
-    return message["event"] == "mark" and str(message["mark"]["name"]).endswith(":end")
+def is_media(message: Outbound) -> bool:
+    return isinstance(message, OutboundMedia)
 
 
-def media_payloads(messages: list[dict[str, Any]]) -> list[bytes]:
-    return [base64.b64decode(m["media"]["payload"]) for m in messages if m["event"] == "media"]
+def is_mark(message: Outbound) -> bool:
+    return isinstance(message, OutboundMark)
+
+
+def is_clear(message: Outbound) -> bool:
+    return isinstance(message, OutboundClear)
+
+
+def is_end_mark(message: Outbound) -> bool:
+    return isinstance(message, OutboundMark) and message.name.endswith(":end")
+
+
+def media_payloads(messages: list[Outbound]) -> list[bytes]:
+    return [m.ulaw for m in messages if isinstance(m, OutboundMedia)]

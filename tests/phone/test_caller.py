@@ -1,16 +1,15 @@
-"""The simulated Twilio caller (:mod:`gateway.caller`) and ``gateway call``.
+"""The simulated Twilio caller (:mod:`adapters.phone.testing`) and ``gateway call``.
 
-Two servers: a tiny fake bot speaking Media Streams (to pin down the
-caller's Twilio behaviour exactly: marks echoed after playout, ``clear``
-drops audio and echoes pending marks, line echo), and the real gateway under
-uvicorn (``running_gateway``), driven the way Twilio would.
+Two servers: a tiny fake bot speaking Media Streams through the production
+codec (to pin down the caller's Twilio behaviour exactly: marks echoed after
+playout, ``clear`` drops audio and echoes pending marks, line echo; and that
+every message the caller sends decodes), and the real gateway under uvicorn
+(``running_gateway``), driven the way Twilio would.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import math
 import shutil
 from collections.abc import AsyncIterator
@@ -23,9 +22,20 @@ import pytest
 from typer.testing import CliRunner
 from websockets.asyncio.server import ServerConnection, serve
 
+from adapters.phone.codec import (
+    Connected,
+    Mark,
+    Media,
+    Start,
+    Stop,
+    decode_inbound,
+    encode_clear,
+    encode_mark,
+    encode_media,
+)
+from adapters.phone.testing import TwilioCaller, parse_call_report, synthesize
 from adapters.speech.audio import TWILIO_FRAME_BYTES, ULAW_SILENCE, pcm16_to_ulaw
 from adapters.speech.stt import make_stt
-from gateway.caller import TwilioCaller, parse_call_report, synthesize
 from gateway.cli import app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -47,49 +57,50 @@ def tone(frames: int, freq_hz: float = 440.0, amplitude: int = 12000) -> bytes:
 
 
 class FakeBot:
-    """Plays 0.2 s of tone, mark "a", 0.8 s of tone, mark "b"; clears after "a" comes back."""
+    """Plays 0.2 s of tone, mark "a", 0.8 s of tone, mark "b"; clears after "a" comes back.
+
+    Speaks through the gateway's own codec, so every message the caller sends
+    must decode as the gateway would decode Twilio's.
+    """
 
     def __init__(self) -> None:
-        self.start: dict[str, Any] = {}
-        self.inbound: list[bytes] = []
+        self.start: Start | None = None
+        self.inbound: list[Media] = []
         self.inbound_while_playing: list[bytes] = []
         self.echoed: list[str] = []
         self.events: list[str] = []
         self.done = asyncio.Event()
 
     async def handler(self, ws: ServerConnection) -> None:
-        assert json.loads(await ws.recv())["event"] == "connected"
-        start = json.loads(await ws.recv())
+        assert isinstance(decode_inbound(await ws.recv()), Connected)
+        start = decode_inbound(await ws.recv())
+        assert isinstance(start, Start)
         self.start = start
-        sid = start["streamSid"]
-
-        def media(ulaw: bytes) -> str:
-            payload = base64.b64encode(ulaw).decode()
-            return json.dumps({"event": "media", "streamSid": sid, "media": {"payload": payload}})
+        sid = start.stream_sid
 
         audio = tone(50)
         for i in range(10):
-            await ws.send(media(audio[i * 160 : (i + 1) * 160]))
-        await ws.send(json.dumps({"event": "mark", "streamSid": sid, "mark": {"name": "a"}}))
+            await ws.send(encode_media(sid, audio[i * 160 : (i + 1) * 160]))
+        await ws.send(encode_mark(sid, "a"))
         for i in range(10, 50):
-            await ws.send(media(audio[i * 160 : (i + 1) * 160]))
-        await ws.send(json.dumps({"event": "mark", "streamSid": sid, "mark": {"name": "b"}}))
+            await ws.send(encode_media(sid, audio[i * 160 : (i + 1) * 160]))
+        await ws.send(encode_mark(sid, "b"))
         cleared = False
         async for raw in ws:
-            message = json.loads(raw)
-            self.events.append(message["event"])
-            if message["event"] == "media":
-                payload = base64.b64decode(message["media"]["payload"])
-                self.inbound.append(payload)
+            message = decode_inbound(raw)
+            self.events.append(type(message).__name__)
+            assert getattr(message, "stream_sid", sid) == sid
+            if isinstance(message, Media):
+                self.inbound.append(message)
                 if not cleared:
-                    self.inbound_while_playing.append(payload)
-            elif message["event"] == "mark":
-                self.echoed.append(message["mark"]["name"])
-                if message["mark"]["name"] == "a":
+                    self.inbound_while_playing.append(message.payload)
+            elif isinstance(message, Mark):
+                self.echoed.append(message.name)
+                if message.name == "a":
                     await asyncio.sleep(0.1)
-                    await ws.send(json.dumps({"event": "clear", "streamSid": sid}))
+                    await ws.send(encode_clear(sid))
                     cleared = True
-            elif message["event"] == "stop":
+            elif isinstance(message, Stop):
                 break
         self.done.set()
 
@@ -111,14 +122,22 @@ async def test_caller_plays_echoes_marks_and_obeys_clear(echo_db: float | None) 
             await call.listen(0.1)
         await asyncio.wait_for(bot.done.wait(), 5)
 
-    start = bot.start["start"]
-    assert bot.start["event"] == "start"
-    assert start["callSid"] == call.call_sid and call.call_sid.startswith("CA")
-    assert start["streamSid"] == call.stream_sid and call.stream_sid.startswith("MZ")
-    assert start["customParameters"] == {"caller": "+14155550100", "call_sid": call.call_sid}
-    assert start["mediaFormat"] == {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
-    assert all(len(p) == TWILIO_FRAME_BYTES for p in bot.inbound)
-    assert bot.events[-1] == "stop"
+    start = bot.start
+    assert start is not None
+    assert start.call_sid == call.call_sid and call.call_sid.startswith("CA")
+    assert start.stream_sid == call.stream_sid and call.stream_sid.startswith("MZ")
+    assert start.account_sid == call.account_sid and call.account_sid.startswith("AC")
+    assert start.tracks == ("inbound",) and start.sequence_number == 1
+    assert start.custom_parameters == {"caller": "+14155550100", "call_sid": call.call_sid}
+    assert start.media_format.is_mulaw_8k_mono
+    assert all(len(m.payload) == TWILIO_FRAME_BYTES for m in bot.inbound)
+    # Twilio's counters: chunks from 1, timestamps 20 ms apart, one sequence for all events
+    assert [m.chunk for m in bot.inbound] == list(range(1, len(bot.inbound) + 1))
+    assert [m.timestamp_ms for m in bot.inbound] == [20 * i for i in range(len(bot.inbound))]
+    assert all(m.track == "inbound" for m in bot.inbound)
+    sequence = [m.sequence_number for m in bot.inbound]
+    assert sequence == sorted(sequence) and sequence[0] == 2  # 1 was start
+    assert bot.events[-1] == "Stop"
 
     # "a" was echoed after its audio played, "b" at once because of the clear.
     assert bot.echoed == ["a", "b"]
@@ -129,7 +148,7 @@ async def test_caller_plays_echoes_marks_and_obeys_clear(echo_db: float | None) 
     assert 0 < len(reply.played_ulaw) < reply.received_bytes  # the clear cut the tone short
     assert said.frames == 25
 
-    talking = [p for p in bot.inbound if p != SILENCE]
+    talking = [m.payload for m in bot.inbound if m.payload != SILENCE]
     if echo_db is None:
         assert len(talking) == said.frames  # the line is silent except for the speech
     else:
@@ -186,7 +205,7 @@ async def test_call_against_the_gateway(running_gateway: Any) -> None:
     with running_gateway() as gw:
         async with (
             asyncio.timeout(120),
-            TwilioCaller(f"{gw.ws_url}/twilio/media/{CLIENT}") as call,
+            TwilioCaller(f"{gw.ws_url}/twilio/media/{CLIENT}", strict=True) as call,
         ):
             greeting = await call.wait_for_reply(timeout_s=30)
             said = await call.say(pcm, rate)

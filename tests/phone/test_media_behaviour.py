@@ -1,10 +1,16 @@
 """Call behaviour over ``WS /twilio/media/{client_id}``: backchannels, cut replies in the
 history, reprompts and goodbye, the filler line, DTMF entry, reframing odd payloads and
-the per-call trace, with the real engine, STT and TTS."""
+the per-call trace, with the real engine.
+
+Speech is under test in the backchannel, echo and line-noise tests: they run
+espeak-ng speech through the real STT and TTS. The others are about what the
+call does with what was said (or pressed, or not said), so they use the fake
+providers (``fake_speech``): a scripted recogniser, hearing what the test
+says it hears from a wordless voiced buzz, and a tone for the bot's voice.
+"""
 
 from __future__ import annotations
 
-import base64
 import shutil
 import threading
 import time
@@ -20,15 +26,21 @@ from fastapi.testclient import TestClient
 from phone.fake_twilio import (
     SILENT_FRAME,
     FakeTwilio,
+    buzz,
+    is_clear,
     is_end_mark,
+    is_mark,
+    is_media,
     media_payloads,
     utterance,
 )
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
+from adapters.phone.testing.wire import Outbound, OutboundMark, OutboundMedia
 from adapters.phone.trace import CallTrace, CallTraces
 from adapters.speech.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from adapters.speech.testing import FakeSpeech
 from engine import Engine
 from engine.messages import TurnEvent
 from engine.session import SessionKey
@@ -39,10 +51,8 @@ REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"
 TOKEN = "test-admin-token"
 
-pytestmark = [
-    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng"),
-    pytest.mark.usefixtures("deadline"),
-]
+pytestmark = pytest.mark.usefixtures("deadline")
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +96,7 @@ def trace_of(client: TestClient, call_sid: str) -> CallTrace:
 
 
 def transcript(client: TestClient, call_sid: str) -> list[dict[str, Any]]:
-    store = client.app.state.store  # type: ignore[attr-defined]
+    store = client.app.state.gateway.store  # type: ignore[attr-defined]
     assert client.portal is not None
     loaded = client.portal.call(store.load, SessionKey(CLIENT, "phone", call_sid))
     assert loaded is not None
@@ -125,36 +135,46 @@ def started_call(ws: WebSocketTestSession, call_sid: str) -> FakeTwilio:
     return twilio
 
 
+@needs_espeak
 def test_a_backchannel_pauses_the_greeting_which_then_resumes(client: TestClient) -> None:
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
         twilio = started_call(ws, call_sid)
-        twilio.read_until(lambda m: m["event"] == "media")  # the greeting is playing
+        twilio.read_until(is_media)  # the greeting is playing
         twilio.media(utterance("okay"))
         rest = twilio.read_until(is_end_mark)
-        events = [m["event"] for m in rest]
-        assert "clear" in events  # paused at once...
-        after_clear = rest[events.index("clear") :]
-        assert media_payloads(after_clear)  # ...then the greeting carried on
-        assert "@" in rest[-1]["mark"]["name"]  # its end mark counts the pause
+        cleared = [i for i, m in enumerate(rest) if is_clear(m)]
+        assert cleared  # paused at once...
+        assert media_payloads(rest[cleared[0] :])  # ...then the greeting carried on
+        end = rest[-1]
+        assert isinstance(end, OutboundMark) and "@" in end.name  # its end mark counts the pause
     trace = trace_of(client, call_sid)
     assert [t.kind for t in trace.turns] == ["greeting"]  # nothing was answered
     assert [b.outcome for b in trace.barge_ins] == ["resumed"]
     assert trace.turns[0].interrupted is False
 
 
-def test_an_interrupted_reply_is_kept_in_history_as_heard(client: TestClient) -> None:
+def test_an_interrupted_reply_is_kept_in_history_as_heard(
+    client: TestClient, fake_speech: FakeSpeech
+) -> None:
+    fake_speech.stt.queue(
+        "I would like to book a massage", "wait, actually I have a question about the prices please"
+    )
+    # The reply (about 90 characters) must still be playing after 8 marks (800 ms):
+    # at 30 ms a character it lasts about 2.7 s, as long as real speech would.
+    fake_speech.tts.ms_per_char = 30
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
         twilio = started_call(ws, call_sid)
         twilio.read_until(is_end_mark)
-        twilio.media(utterance("I would like to book a massage"))
-        twilio.read_until(lambda m: m["event"] == "media")
+        twilio.media(buzz())
+        twilio.read_until(is_media)
         for _ in range(8):  # let some of the reply play (marks are echoed as read)
-            twilio.read_until(lambda m: m["event"] == "mark")
-        twilio.media(utterance("wait, actually I have a question about the prices please"))
-        twilio.read_until(lambda m: m["event"] == "clear")
+            twilio.read_until(is_mark)
+        twilio.media(buzz())  # the caller talks over it
+        twilio.read_until(is_clear)
         twilio.read_until(is_end_mark)  # the answer to the interruption
+    assert fake_speech.stt.pending == ()
     trace = trace_of(client, call_sid)
     cut = [t for t in trace.turns if t.kind == "speech" and t.interrupted]
     assert cut, trace.as_json()
@@ -168,19 +188,24 @@ def test_an_interrupted_reply_is_kept_in_history_as_heard(client: TestClient) ->
     assert heard and heard[0]["text"] == first.heard_text
 
 
-def test_silence_gets_a_reprompt_then_goodbye_and_the_call_ends(client: TestClient) -> None:
+def test_silence_gets_a_reprompt_then_goodbye_and_the_call_ends(
+    client: TestClient, fake_speech: FakeSpeech
+) -> None:
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
         twilio = started_call(ws, call_sid)
         with SilencePump(twilio), pytest.raises(WebSocketDisconnect):
             while True:  # greeting, reprompt, goodbye; then the gateway closes the stream
                 twilio.read_until(is_end_mark)
-    kinds = [t.kind for t in trace_of(client, call_sid).turns]
-    assert kinds == ["greeting", "reprompt", "goodbye"]
+    trace = trace_of(client, call_sid)
+    assert [t.kind for t in trace.turns] == ["greeting", "reprompt", "goodbye"]
+    # each line spoken in full, sentence by sentence, and nothing else
+    assert " ".join(fake_speech.tts.spoken) == " ".join(t.reply_text for t in trace.turns)
+    assert fake_speech.stt.opened == 0  # the line was silent throughout
 
 
 def test_a_slow_engine_gets_a_filler_line_first(
-    client: TestClient, monkeypatch: pytest.MonkeyPatch
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, fake_speech: FakeSpeech
 ) -> None:
     engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
     real = engine.stream_turn
@@ -193,25 +218,26 @@ def test_a_slow_engine_gets_a_filler_line_first(
             yield event
 
     monkeypatch.setattr(engine, "stream_turn", slow_stream_turn)
+    fake_speech.stt.queue("I would like to book a massage")
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
         twilio = started_call(ws, call_sid)
         twilio.read_until(is_end_mark)
-        twilio.media(utterance("I would like to book a massage"))
+        twilio.media(buzz())
         twilio.read_until(is_end_mark)
     answered = trace_of(client, call_sid).turns[1]
     assert answered.kind == "speech" and answered.filler
+    assert fake_speech.tts.spoken[1] == "One moment."  # right after the greeting
     assert answered.first_media is not None and answered.first_text is not None
     assert answered.first_media < answered.first_text  # the filler played before the reply
 
 
-def test_dtmf_keys_are_one_entry(client: TestClient) -> None:
+def test_dtmf_keys_are_one_entry(client: TestClient, fake_speech: FakeSpeech) -> None:
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
         twilio = started_call(ws, call_sid)
-        twilio.read_until(lambda m: m["event"] == "media")
-        for digit in "4155550123#":
-            twilio.send("dtmf", dtmf={"track": "inbound_track", "digit": digit})
+        twilio.read_until(is_media)
+        twilio.dtmf("4155550123#")
         twilio.read_until(is_end_mark)
     users = [t["text"] for t in transcript(client, call_sid) if t["role"] == "user"]
     assert users == ["4155550123"]
@@ -220,25 +246,34 @@ def test_dtmf_keys_are_one_entry(client: TestClient) -> None:
     assert [t.kind for t in trace.turns] == ["greeting", "dtmf"]
 
 
-def test_payloads_that_are_not_whole_frames_are_reframed(client: TestClient) -> None:
+def test_payloads_that_are_not_whole_frames_are_reframed(
+    client: TestClient, fake_speech: FakeSpeech
+) -> None:
+    fake_speech.stt.queue("I would like to book a massage")
     call_sid = new_call_sid()
+    speech = buzz()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
         twilio = started_call(ws, call_sid)
         twilio.read_until(is_end_mark)
-        audio = b"".join(utterance("I would like to book a massage"))
+        audio = b"".join(speech)
         twilio.media([audio[i : i + 250] for i in range(0, len(audio), 250)])
         reply = twilio.read_until(is_end_mark)
         assert media_payloads(reply)
     users = [t["text"] for t in transcript(client, call_sid) if t["role"] == "user"]
-    assert len(users) == 1 and "massage" in users[0]
+    assert users == ["I would like to book a massage"]  # one turn
+    # The recogniser got the caller's audio intact: every byte, in order, once.
+    [heard] = fake_speech.stt.recognised
+    spoken = ulaw_to_pcm16(b"".join(f for f in speech if f != SILENT_FRAME))
+    assert heard.pcm.count(spoken) == 1
 
 
-def test_the_call_trace_is_served_to_the_admin(client: TestClient) -> None:
+def test_the_call_trace_is_served_to_the_admin(client: TestClient, fake_speech: FakeSpeech) -> None:
+    fake_speech.stt.queue("I would like to book a massage")
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
         twilio = started_call(ws, call_sid)
         twilio.read_until(is_end_mark)
-        twilio.media(utterance("I would like to book a massage"))
+        twilio.media(buzz())
         twilio.read_until(is_end_mark)
     denied = client.get(f"/admin/api/calls/{call_sid}")
     assert denied.status_code == 401
@@ -249,10 +284,10 @@ def test_the_call_trace_is_served_to_the_admin(client: TestClient) -> None:
     body: Mapping[str, Any] = response.json()
     assert body["call_sid"] == call_sid
     turn = body["turns"][1]
-    # The trace shows exactly what the engine was given (whatever the offline
-    # recogniser made of the audio on a loaded machine: not what is under test).
+    # The trace shows exactly what the recogniser heard and the engine was given.
     heard = [t["text"] for t in transcript(client, call_sid) if t["role"] == "user"]
-    assert turn["kind"] == "speech" and turn["user_text"] and [turn["user_text"]] == heard
+    assert turn["kind"] == "speech" and [turn["user_text"]] == heard
+    assert heard == ["I would like to book a massage"]
     stages = turn["stages_ms"]
     assert set(stages) == {
         "endpointing",
@@ -288,6 +323,7 @@ def pink_noise_frames(seconds: float, dbfs: float, seed: int = 7) -> list[bytes]
     return [ulaw[i : i + 160] for i in range(0, len(ulaw) - 159, 160)]
 
 
+@needs_espeak
 @pytest.mark.parametrize("echo_db", [0.0, 10.0])
 def test_the_bots_own_echo_does_not_interrupt_it(client: TestClient, echo_db: float) -> None:
     call_sid = new_call_sid()
@@ -296,32 +332,32 @@ def test_the_bots_own_echo_does_not_interrupt_it(client: TestClient, echo_db: fl
         twilio.media([SILENT_FRAME] * 3)
         echoed = 0
 
-        def echo(message: dict[str, Any]) -> bool:
+        def echo(message: Outbound) -> bool:
             nonlocal echoed
-            if message["event"] == "media":  # the line carries our voice straight back
-                payload = base64.b64decode(message["media"]["payload"])
-                twilio.media([attenuated(payload, echo_db)])
+            if isinstance(message, OutboundMedia):  # the line carries our voice straight back
+                twilio.media([attenuated(message.ulaw, echo_db)])
                 echoed += 1
             return is_end_mark(message)
 
         greeting = twilio.read_until(echo)
     assert echoed > 50
-    assert "clear" not in [m["event"] for m in greeting]
+    assert not any(is_clear(m) for m in greeting)
     assert trace_of(client, call_sid).barge_ins == []
 
 
+@needs_espeak
 def test_line_noise_does_not_interrupt_the_bot(client: TestClient) -> None:
     call_sid = new_call_sid()
     noise = iter(pink_noise_frames(10.0, -30.0))
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
         twilio = started_call(ws, call_sid)
 
-        def hiss(message: dict[str, Any]) -> bool:
-            if message["event"] == "media":  # a noisy line, one frame per frame played
+        def hiss(message: Outbound) -> bool:
+            if is_media(message):  # a noisy line, one frame per frame played
                 twilio.media([next(noise)])
             return is_end_mark(message)
 
         greeting = twilio.read_until(hiss)
-    assert "clear" not in [m["event"] for m in greeting]
+    assert not any(is_clear(m) for m in greeting)
     trace = trace_of(client, call_sid)
     assert trace.barge_ins == [] and [t.kind for t in trace.turns] == ["greeting"]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 
 from adapters.phone.playback import PacedPlayer, PlaybackConfig, Reply
+from adapters.phone.testing.wire import OutboundClear, OutboundMark, OutboundMedia, parse_outbound
 from adapters.speech.audio import ULAW_SILENCE
 
 SID = "MZ0123"
@@ -57,7 +56,8 @@ class VirtualTime:
 @dataclass
 class FakeTwilio:
     """Plays media in real time, echoes marks when the audio before them has played,
-    and on ``clear`` empties its buffer and echoes pending marks at once (as Twilio does)."""
+    and on ``clear`` empties its buffer and echoes pending marks at once (as Twilio does).
+    Messages are read strictly by the fake-Twilio wire parser."""
 
     time: VirtualTime
     player: PacedPlayer | None = None
@@ -69,27 +69,24 @@ class FakeTwilio:
     pending: list[tuple[float, str]] = field(default_factory=list)  # (due, name)
 
     async def send(self, text: str) -> None:
-        message = json.loads(text)
+        message = parse_outbound(text, strict=True)
         now = self.time.now
-        assert message["streamSid"] == SID
-        if message["event"] == "media":
-            payload = base64.b64decode(message["media"]["payload"])
-            self.media.append((now, payload))
-            self.play_end = max(self.play_end, now) + len(payload) / 8000
-            self.max_lead_s = max(self.max_lead_s, self.play_end - now)
-        elif message["event"] == "mark":
-            name = message["mark"]["name"]
-            self.marks.append((now, name))
-            self.pending.append((max(self.play_end, now), name))
-        elif message["event"] == "clear":
-            self.clears.append(now)
-            self.play_end = now
-            echoed, self.pending = self.pending, []
-            for _, name in echoed:
-                assert self.player is not None
-                self.player.on_mark(name)
-        else:
-            raise AssertionError(f"unexpected message {message}")
+        assert message.stream_sid == SID
+        match message:
+            case OutboundMedia(ulaw=payload):
+                self.media.append((now, payload))
+                self.play_end = max(self.play_end, now) + len(payload) / 8000
+                self.max_lead_s = max(self.max_lead_s, self.play_end - now)
+            case OutboundMark(name=name):
+                self.marks.append((now, name))
+                self.pending.append((max(self.play_end, now), name))
+            case OutboundClear():
+                self.clears.append(now)
+                self.play_end = now
+                echoed, self.pending = self.pending, []
+                for _, name in echoed:
+                    assert self.player is not None
+                    self.player.on_mark(name)
 
     def tick(self) -> None:
         due = [p for p in self.pending if p[0] <= self.time.now + EPS]

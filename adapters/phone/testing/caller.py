@@ -21,12 +21,14 @@ Streams - WebSocket Messages" documentation
   every pending mark at once;
 * ``stop`` when the call ends (leaving the ``async with`` block).
 
+The messages themselves are built and read by :mod:`adapters.phone.testing.wire`.
+
 Everything is recorded with :func:`time.monotonic` timestamps: each outbound
 frame's arrival and playout time, what the caller heard, each ``clear``, each
 mark and its echo, and buffer underruns (the playout buffer ran dry and more
 audio of the same reply arrived later: a gap the caller hears).
 
-Usage::
+Usage (``synthesize`` is :func:`adapters.phone.testing.audio.synthesize`)::
 
     async with TwilioCaller("ws://127.0.0.1:8080/twilio/media/spa-del-sol") as call:
         greeting = await call.wait_for_reply(timeout_s=30)
@@ -38,23 +40,18 @@ Usage::
 Errors: :class:`CallEnded` when the server closed the socket while waiting;
 ``TimeoutError`` when a wait runs out; ``ConnectionError``/``OSError`` or
 ``websockets`` exceptions when connecting fails.
+
+Test-only: production code never imports :mod:`adapters.phone.testing`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import io
-import json
-import shutil
-import subprocess
 import time
-import uuid
-import wave
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -63,40 +60,38 @@ import numpy.typing as npt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from adapters.phone.trace import STAGES as TRACE_STAGES
+from adapters.phone.testing.audio import SILENT_FRAME
+from adapters.phone.testing.wire import (
+    OutboundClear,
+    OutboundMark,
+    OutboundMedia,
+    TwilioStream,
+    WireError,
+    parse_outbound,
+)
 from adapters.speech.audio import (
     TWILIO_FRAME_BYTES,
     TWILIO_SAMPLE_RATE_HZ,
-    ULAW_SILENCE,
     pcm16_to_ulaw,
     resample,
     ulaw_to_pcm16,
 )
 
 __all__ = [
-    "STAGES",
+    "FRAME_S",
     "BotReply",
     "CallEnded",
-    "CallReport",
     "MarkEcho",
     "OutboundFrame",
-    "ServerBargeIn",
-    "ServerTurn",
     "TwilioCaller",
     "Underrun",
     "Utterance",
-    "fetch_call_report",
-    "read_wav",
-    "synthesize",
-    "trim_silence",
 ]
 
 FRAME_S = 0.02
 """Inbound media period: one 20 ms frame (160 bytes of 8 kHz mu-law) every 20 ms."""
 _BYTES_PER_S = TWILIO_SAMPLE_RATE_HZ  # mu-law: one byte per sample
 _PCM_FRAME_BYTES = TWILIO_FRAME_BYTES * 2
-_SILENCE_FRAME = bytes([ULAW_SILENCE]) * TWILIO_FRAME_BYTES
-_SILENCE_B64 = base64.b64encode(_SILENCE_FRAME).decode("ascii")
 _MAX_CATCH_UP_S = 1.0
 """A pacing loop this late (an overloaded client) resynchronises instead of bursting."""
 
@@ -253,6 +248,8 @@ class TwilioCaller:
             underruns (clock rounding).
         open_timeout_s: websocket connect timeout, in s.
         seed: seed of the noise generator.
+        strict: also count fields the documentation does not list as protocol
+            errors (Twilio ignores them); for tests of our own gateway.
 
     Attributes (read them any time; times are monotonic s):
         stream_sid, call_sid, account_sid: the ids sent in ``start``.
@@ -263,7 +260,8 @@ class TwilioCaller:
         send_lateness_ms: worst lateness of the inbound pacing clock, in ms
             (large values mean this process, not the server, was overloaded).
         protocol_errors: messages from the server that are not valid Media
-            Streams messages (unknown event, wrong streamSid, bad payload).
+            Streams messages (unknown event, wrong streamSid, bad payload);
+            they are otherwise ignored.
     """
 
     def __init__(
@@ -278,6 +276,7 @@ class TwilioCaller:
         underrun_tolerance_ms: float = 1.0,
         open_timeout_s: float = 10.0,
         seed: int | None = None,
+        strict: bool = False,
     ) -> None:
         if echo_db is not None and echo_db < 0:
             raise ValueError(f"echo_db is an attenuation in dB (>= 0), got {echo_db}")
@@ -285,9 +284,11 @@ class TwilioCaller:
             raise ValueError(f"noise_dbfs must be <= 0 dBFS, got {noise_dbfs}")
         self.url = url
         self.caller = caller
-        self.stream_sid = "MZ" + uuid.uuid4().hex
-        self.call_sid = "CA" + uuid.uuid4().hex
-        self.account_sid = "AC" + uuid.uuid4().hex
+        self.wire = TwilioStream(caller=caller)
+        self.stream_sid = self.wire.stream_sid
+        self.call_sid = self.wire.call_sid
+        self.account_sid = self.wire.account_sid
+        self._strict = strict
         self._echo_gain = None if echo_db is None else 10 ** (-echo_db / 20)
         self._echo_delay_s = echo_delay_ms / 1000
         self._noise_rms = None if noise_dbfs is None else 32768 * 10 ** (noise_dbfs / 20)
@@ -306,8 +307,6 @@ class TwilioCaller:
         self.close_code: int | None = None
 
         self._ws: ClientConnection | None = None
-        self._seq = 0
-        self._chunk = 0
         self._speech: deque[_Speech] = deque()
         self._play_end = 0.0  # monotonic s when everything received will have played
         self._pending: list[tuple[MarkEcho, asyncio.TimerHandle]] = []
@@ -345,24 +344,8 @@ class TwilioCaller:
         )
         self.connected_at = time.monotonic()
         try:
-            await self._ws.send(
-                json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-            )
-            await self._send_event(
-                "start",
-                start={
-                    "accountSid": self.account_sid,
-                    "streamSid": self.stream_sid,
-                    "callSid": self.call_sid,
-                    "tracks": ["inbound"],
-                    "customParameters": {"caller": self.caller, "call_sid": self.call_sid},
-                    "mediaFormat": {
-                        "encoding": "audio/x-mulaw",
-                        "sampleRate": TWILIO_SAMPLE_RATE_HZ,
-                        "channels": 1,
-                    },
-                },
-            )
+            await self._ws.send(self.wire.connected())
+            await self._ws.send(self.wire.start())
         except BaseException:
             await self._ws.close()
             raise
@@ -378,9 +361,7 @@ class TwilioCaller:
             self._pace_task.cancel()
         if not self._closed:
             with contextlib.suppress(ConnectionClosed, OSError):
-                await self._send_event(
-                    "stop", stop={"accountSid": self.account_sid, "callSid": self.call_sid}
-                )
+                await ws.send(self.wire.stop())
         with contextlib.suppress(ConnectionClosed, OSError):
             await ws.close()
         for _, handle in self._pending:
@@ -447,10 +428,16 @@ class TwilioCaller:
         return done.result()
 
     async def send_dtmf(self, digit: str) -> None:
-        """Send a ``dtmf`` message (one of ``0-9 * #``)."""
-        if len(digit) != 1 or digit not in "0123456789*#":
-            raise ValueError(f"not a DTMF digit: {digit!r}")
-        await self._send_event("dtmf", dtmf={"track": "inbound_track", "digit": digit})
+        """Send a ``dtmf`` message (one of ``0-9 * #``).
+
+        Raises:
+            ValueError: not one keypad key.
+            CallEnded: the stream is closed.
+        """
+        message = self.wire.dtmf(digit)
+        if self._closed or self._ws is None:
+            raise CallEnded(self.close_code, self._close_reason)
+        await self._ws.send(message)
 
     # ------------------------------------------------------------------ waiting for the bot
 
@@ -565,22 +552,11 @@ class TwilioCaller:
 
     # ------------------------------------------------------------------ internals: sending
 
-    def _spawn(self, coro: Any) -> asyncio.Task[None]:
-        task: asyncio.Task[None] = asyncio.create_task(coro)
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    async def _send_event(self, event: str, **body: Any) -> None:
-        assert self._ws is not None
-        self._seq += 1
-        message = {
-            "event": event,
-            "sequenceNumber": str(self._seq),
-            "streamSid": self.stream_sid,
-            **body,
-        }
-        await self._ws.send(json.dumps(message, separators=(",", ":")))
 
     async def _pace_loop(self) -> None:
         """One inbound media frame every 20 ms, on the monotonic clock, all call long."""
@@ -596,15 +572,8 @@ class TwilioCaller:
                 late = now - due
                 if late * 1000 > self.send_lateness_ms:
                     self.send_lateness_ms = late * 1000
-                speech, payload = self._next_frame(due)
-                self._seq += 1
-                self._chunk += 1
-                await ws.send(
-                    f'{{"event":"media","sequenceNumber":"{self._seq}",'
-                    f'"streamSid":"{self.stream_sid}","media":{{"track":"inbound",'
-                    f'"chunk":"{self._chunk}","timestamp":"{(self._chunk - 1) * 20}",'
-                    f'"payload":"{payload}"}}}}'
-                )
+                speech, ulaw = self._next_frame(due)
+                await ws.send(self.wire.media(ulaw))
                 if speech is not None:
                     self._speech_frame_sent(speech, time.monotonic())
                 due += FRAME_S
@@ -613,12 +582,12 @@ class TwilioCaller:
         except ConnectionClosed:
             return
 
-    def _next_frame(self, due: float) -> tuple[_Speech | None, str]:
-        """The inbound frame captured in the 20 ms ending at ``due``: (speech, base64 mu-law)."""
+    def _next_frame(self, due: float) -> tuple[_Speech | None, bytes]:
+        """The inbound frame captured in the 20 ms ending at ``due``: (speech, mu-law)."""
         speech = self._speech[0] if self._speech else None
         pcm = speech.frames[speech.next] if speech is not None else None
         if pcm is None and self._echo_gain is None and self._noise_rms is None:
-            return None, _SILENCE_B64
+            return None, SILENT_FRAME
         mix: npt.NDArray[np.float64] | None = None
         if pcm is not None:
             mix = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
@@ -631,9 +600,9 @@ class TwilioCaller:
             noise = self._rng.normal(0.0, self._noise_rms, TWILIO_FRAME_BYTES)
             mix = noise if mix is None else mix + noise
         if mix is None:
-            return speech, _SILENCE_B64
+            return speech, SILENT_FRAME
         pcm_out = np.clip(np.rint(mix), -32768, 32767).astype("<i2").tobytes()
-        return speech, base64.b64encode(pcm16_to_ulaw(pcm_out)).decode("ascii")
+        return speech, pcm16_to_ulaw(pcm_out)
 
     def _speech_frame_sent(self, speech: _Speech, at: float) -> None:
         if speech.next == 0:
@@ -688,30 +657,24 @@ class TwilioCaller:
 
     def _on_message(self, raw: str | bytes, now: float) -> None:
         try:
-            message = json.loads(raw)
-            event = message["event"]
-        except (ValueError, KeyError, TypeError):
-            self.protocol_errors.append(f"not a Media Streams message: {str(raw)[:80]!r}")
+            message = parse_outbound(raw, strict=self._strict)
+        except WireError as exc:
+            self.protocol_errors.append(str(exc))
             return
-        if message.get("streamSid") != self.stream_sid:
-            self.protocol_errors.append(f"{event}: streamSid {message.get('streamSid')!r}")
-        try:
-            if event == "media":
-                self._on_media(base64.b64decode(message["media"]["payload"], validate=True), now)
-            elif event == "mark":
-                self._on_mark(str(message["mark"]["name"]), now)
-            elif event == "clear":
+        if message.stream_sid != self.stream_sid:
+            self.protocol_errors.append(
+                f"{type(message).__name__}: streamSid {message.stream_sid!r}"
+            )
+        match message:
+            case OutboundMedia(ulaw=ulaw):
+                self._on_media(ulaw, now)
+            case OutboundMark(name=name):
+                self._on_mark(name, now)
+            case OutboundClear():
                 self._on_clear(now)
-            else:
-                self.protocol_errors.append(f"unknown event {event!r}")
-        except (ValueError, KeyError, TypeError) as exc:
-            self.protocol_errors.append(f"bad {event} message: {type(exc).__name__}: {exc}")
         self._wake()
 
     def _on_media(self, ulaw: bytes, now: float) -> None:
-        if not ulaw:
-            self.protocol_errors.append("media: empty payload")
-            return
         previous = self.frames[-1] if self.frames else None
         dry_since = self._play_end
         new_segment = (
@@ -748,8 +711,9 @@ class TwilioCaller:
         self._wake()
 
     async def _send_mark(self, name: str) -> None:
+        assert self._ws is not None
         with contextlib.suppress(ConnectionClosed, OSError):
-            await self._send_event("mark", mark={"name": name})
+            await self._ws.send(self.wire.mark(name))
 
     def _on_clear(self, now: float) -> None:
         """Drop unplayed audio (cut the frame playing now) and echo pending marks at once."""
@@ -814,196 +778,3 @@ class TwilioCaller:
             cleared_at=cleared_at,
             underruns=tuple(segment.underruns),
         )
-
-
-# ---------------------------------------------------------------------- the gateway's view
-
-# The gateway's per-turn stages, in pipeline order (``GET /admin/api/calls/{call_sid}``).
-STAGES = TRACE_STAGES
-
-
-@dataclass(frozen=True, slots=True)
-class ServerTurn:
-    """One turn as the gateway measured it. Durations in ms; a stage it did not report is absent.
-
-    ``kind`` is ``greeting``, ``speech``, ``dtmf`` or ``reprompt``.
-    """
-
-    index: int
-    kind: str
-    user_text: str
-    reply_text: str
-    stages_ms: dict[str, float]
-    end_of_speech_to_first_media_ms: float | None
-    interrupted: bool
-    heard_text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ServerBargeIn:
-    """A barge-in as the gateway saw it: ``reaction_ms`` (caller speech -> ``clear``) and
-    ``outcome`` (``interrupted``, or ``resumed`` when it was a backchannel)."""
-
-    reaction_ms: float | None
-    outcome: str
-
-
-@dataclass(frozen=True, slots=True)
-class CallReport:
-    """``GET /admin/api/calls/{call_sid}``: the gateway's record of one call."""
-
-    call_sid: str
-    client_id: str
-    turns: tuple[ServerTurn, ...]
-    barge_ins: tuple[ServerBargeIn, ...]
-
-    def turns_of_kind(self, *kinds: str) -> list[ServerTurn]:
-        return [turn for turn in self.turns if turn.kind in kinds]
-
-
-async def fetch_call_report(
-    base_url: str, call_sid: str, admin_token: str | None, *, timeout_s: float = 5.0
-) -> CallReport | None:
-    """The gateway's report of call ``call_sid``, or None when it has none.
-
-    ``base_url`` is the gateway's HTTP (or ws) base URL, e.g.
-    ``http://127.0.0.1:8080``. None is returned when there is no token, the
-    admin API is off or does not know the call (404), or the request fails:
-    callers then report client-side figures only.
-    """
-    import httpx
-
-    if not admin_token:
-        return None
-    url = _http_base(base_url) + f"/admin/api/calls/{call_sid}"
-    try:
-        async with httpx.AsyncClient(timeout=timeout_s) as http:
-            response = await http.get(url, headers={"Authorization": f"Bearer {admin_token}"})
-        if response.status_code != 200:
-            return None
-        return parse_call_report(response.json())
-    except (httpx.HTTPError, ValueError, TypeError, KeyError):
-        return None
-
-
-def parse_call_report(data: Any) -> CallReport:
-    """Parse the JSON of ``/admin/api/calls/{call_sid}``; missing or null fields are tolerated.
-
-    Raises:
-        TypeError, ValueError: not an object, or a field of the wrong type.
-    """
-    if not isinstance(data, dict):
-        raise TypeError("a call report is a JSON object")
-    turns: list[ServerTurn] = []
-    for raw in data.get("turns") or []:
-        if not isinstance(raw, dict):
-            raise TypeError("each turn is a JSON object")
-        stages = {
-            str(name): float(value)
-            for name, value in (raw.get("stages_ms") or {}).items()
-            if isinstance(value, int | float)
-        }
-        total = raw.get("end_of_speech_to_first_media_ms")
-        turns.append(
-            ServerTurn(
-                index=int(raw.get("index", len(turns))),
-                kind=str(raw.get("kind") or ""),
-                user_text=str(raw.get("user_text") or ""),
-                reply_text=str(raw.get("reply_text") or ""),
-                stages_ms=stages,
-                end_of_speech_to_first_media_ms=(
-                    float(total) if isinstance(total, int | float) else None
-                ),
-                interrupted=bool(raw.get("interrupted")),
-                heard_text=str(raw.get("heard_text") or ""),
-            )
-        )
-    barge_ins: list[ServerBargeIn] = []
-    for raw in data.get("barge_ins") or []:
-        if not isinstance(raw, dict):
-            raise TypeError("each barge-in is a JSON object")
-        reaction = raw.get("reaction_ms")
-        barge_ins.append(
-            ServerBargeIn(
-                reaction_ms=float(reaction) if isinstance(reaction, int | float) else None,
-                outcome=str(raw.get("outcome") or ""),
-            )
-        )
-    return CallReport(
-        call_sid=str(data.get("call_sid") or ""),
-        client_id=str(data.get("client_id") or ""),
-        turns=tuple(turns),
-        barge_ins=tuple(barge_ins),
-    )
-
-
-def _http_base(url: str) -> str:
-    url = url.rstrip("/")
-    if url.startswith("ws"):
-        url = "http" + url.removeprefix("ws")
-    return url
-
-
-# ---------------------------------------------------------------------- audio helpers
-
-
-def synthesize(
-    text: str, *, voice: str = "en-us", words_per_minute: int = 165, trim: bool = True
-) -> tuple[bytes, int]:
-    """Speak ``text`` with espeak-ng (``espeak-ng -v <voice> --stdout``): (PCM16 mono, rate in Hz).
-
-    Blocking (a subprocess, tens of ms): call it before the call, or through
-    ``asyncio.to_thread``. ``trim`` cuts the near-silence (below about
-    -42 dBFS) espeak leaves before and after the words, so an
-    :class:`Utterance`'s times are the speech's own onset and end.
-
-    Raises:
-        FileNotFoundError: espeak-ng is not installed (Debian package ``espeak-ng``).
-        subprocess.CalledProcessError: espeak-ng failed.
-    """
-    exe = shutil.which("espeak-ng")
-    if exe is None:
-        raise FileNotFoundError("espeak-ng is not installed; apt-get install espeak-ng")
-    wav = subprocess.run(
-        [exe, "-v", voice, "-s", str(words_per_minute), "--stdout"],
-        input=text.encode("utf-8"),
-        check=True,
-        capture_output=True,
-        timeout=30,
-    ).stdout
-    pcm, rate = _parse_wav(wav, "espeak-ng output")
-    return (trim_silence(pcm) if trim else pcm), rate
-
-
-def read_wav(path: str | Path) -> tuple[bytes, int]:
-    """A 16-bit PCM WAV file as (PCM16 mono, rate in Hz); stereo is averaged to mono.
-
-    Raises:
-        ValueError: not 16-bit PCM, or more than 2 channels.
-        OSError, wave.Error: unreadable or not a WAV file.
-    """
-    return _parse_wav(Path(path).read_bytes(), str(path))
-
-
-def _parse_wav(data: bytes, what: str) -> tuple[bytes, int]:
-    with wave.open(io.BytesIO(data)) as reader:
-        width, channels = reader.getsampwidth(), reader.getnchannels()
-        rate = reader.getframerate()
-        pcm = reader.readframes(reader.getnframes())
-    if width != 2:
-        raise ValueError(f"{what}: {8 * width}-bit samples; only 16-bit PCM is supported")
-    if channels == 2:
-        stereo = np.frombuffer(pcm, dtype="<i2").reshape(-1, 2).astype(np.int32)
-        pcm = (stereo.sum(axis=1) // 2).astype("<i2").tobytes()
-    elif channels != 1:
-        raise ValueError(f"{what}: {channels} channels; use mono or stereo")
-    return pcm, rate
-
-
-def trim_silence(pcm16: bytes, threshold: int = 256) -> bytes:
-    """Cut leading and trailing samples quieter than ``threshold`` (int16 units; 256 ≈ -42 dBFS)."""
-    samples = np.frombuffer(pcm16, dtype="<i2")
-    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) >= threshold)
-    if not loud.size:
-        return b""
-    return samples[loud[0] : loud[-1] + 1].tobytes()

@@ -1,0 +1,80 @@
+"""Twilio's side of a phone call, for tests, the ``gateway call`` command and the phone bench.
+
+Shipped with the package, like ``starlette.testclient``, but never imported by
+the serving path (``tests/test_testing_modules.py`` checks it):
+
+* :mod:`~adapters.phone.testing.wire` — the Media Streams messages a fake
+  Twilio sends (:class:`TwilioStream`) and reads (:func:`parse_outbound`);
+  the one place outside :mod:`adapters.phone.codec` that spells Twilio's JSON.
+* :mod:`~adapters.phone.testing.caller` — :class:`TwilioCaller`, a simulated
+  caller over a real websocket, on a real-time clock (playout, marks, ``clear``,
+  echo and noise on the line).
+* :mod:`~adapters.phone.testing.audio` — espeak-ng speech, WAV files, a
+  speech-like buzz, 20 ms mu-law frames.
+* :mod:`~adapters.phone.testing.report` — the gateway's record of a call
+  (``GET /admin/api/calls/{call_sid}``).
+"""
+
+from adapters.phone.testing.audio import (
+    SILENT_FRAME,
+    read_wav,
+    synthesize,
+    trim_silence,
+    ulaw_frames,
+    voiced_buzz,
+)
+from adapters.phone.testing.caller import (
+    BotReply,
+    CallEnded,
+    MarkEcho,
+    OutboundFrame,
+    TwilioCaller,
+    Underrun,
+    Utterance,
+)
+from adapters.phone.testing.report import (
+    STAGES,
+    CallReport,
+    ServerBargeIn,
+    ServerTurn,
+    fetch_call_report,
+    parse_call_report,
+)
+from adapters.phone.testing.wire import (
+    Outbound,
+    OutboundClear,
+    OutboundMark,
+    OutboundMedia,
+    TwilioStream,
+    WireError,
+    parse_outbound,
+)
+
+__all__ = [
+    "SILENT_FRAME",
+    "STAGES",
+    "BotReply",
+    "CallEnded",
+    "CallReport",
+    "MarkEcho",
+    "Outbound",
+    "OutboundClear",
+    "OutboundFrame",
+    "OutboundMark",
+    "OutboundMedia",
+    "ServerBargeIn",
+    "ServerTurn",
+    "TwilioCaller",
+    "TwilioStream",
+    "Underrun",
+    "Utterance",
+    "WireError",
+    "fetch_call_report",
+    "parse_call_report",
+    "parse_outbound",
+    "read_wav",
+    "synthesize",
+    "trim_silence",
+    "ulaw_frames",
+    "voiced_buzz",
+]
