@@ -110,7 +110,7 @@ class HumanAgent(Agent):
             text=text,
             actions=actions,
             slots=dict(state.fields),
-            state="escalated",
+            state="closed",  # the conversation is the team's now; the action says so
             outcome="escalated",
             handback=Handback(HandbackStatus.ESCALATE, summary=state.reason),
             metadata={"lead_id": lead_id},

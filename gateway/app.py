@@ -4,9 +4,10 @@
 folders, opens the database (embedded SQLite or ``DATABASE_URL``) and applies
 its migrations, the locks (in-process, or Redis with ``REDIS_URL``), the
 engine and the outbox worker, and closes them all on shutdown (the worker
-finishes its in-flight deliveries first). Adapters reach what they need via
-``app.state`` (``engine``, ``store``, ``registry``, ``outbox`` and their own
-limits), set here and nowhere else.
+finishes its in-flight deliveries first). Route factories get typed
+dependency providers (``web_router(deps)``, ``media_router(deps)``...) filled
+here; ``app.state.gateway`` and ``app.state.phone`` are only handles for tests
+and tools.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from gateway.settings import Settings
 from purposes.lead_capture import LeadCaptureAgent
 
 if TYPE_CHECKING:
+    from adapters.phone.deps import PhoneDeps, VoiceDeps
     from adapters.phone.trace import CallTraces
     from adapters.web import WebDeps
 
@@ -229,9 +231,11 @@ class _Serving:
         self.gateway: Gateway | None = None
         self.call_traces: CallTraces | None = None
         self.web: WebDeps | None = None
+        self.voice: VoiceDeps | None = None
+        self.phone: PhoneDeps | None = None
 
     def clear(self) -> None:
-        self.gateway = self.call_traces = self.web = None
+        self.gateway = self.call_traces = self.web = self.voice = self.phone = None
 
     def require_gateway(self) -> Gateway:
         return _serving(self.gateway)
@@ -241,6 +245,12 @@ class _Serving:
 
     def require_web(self) -> WebDeps:
         return _serving(self.web)
+
+    def require_voice(self) -> VoiceDeps:
+        return _serving(self.voice)
+
+    def require_phone(self) -> PhoneDeps:
+        return _serving(self.phone)
 
 
 def _serving(value: _T | None) -> _T:
@@ -253,6 +263,7 @@ def create_app(
     settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None
 ) -> FastAPI:
     """Build the ASGI app. ``clock`` pins the engine's notion of now (tests)."""
+    from adapters.phone.deps import PhoneDeps, VoiceDeps
     from adapters.phone.media import media_router
     from adapters.phone.trace import CallTraces
     from adapters.phone.webhook import PhoneSettings, voice_router
@@ -291,15 +302,19 @@ def create_app(
                 ),
                 sources=SourceLimiter(settings.web_new_sessions_per_min),
             )
-            app.state.gateway = gw  # for tests and tools that reach into a running app
-            app.state.http = http
-            app.state.phone_settings = phone_settings
-            app.state.engine = gw.engine
-            app.state.outbox = gw.outbox
-            app.state.registry = gw.registry
-            # Speech models load on a client's first call (off the event loop), once.
-            app.state.speech_hub = SpeechHub()
-            app.state.call_traces = serving.call_traces
+            serving.voice = VoiceDeps(registry=gw.registry, settings=phone_settings)
+            serving.phone = PhoneDeps(
+                registry=gw.registry,
+                engine=gw.engine,
+                outbox=gw.outbox,
+                # Speech models load on a client's first call (off the event loop), once.
+                speech_hub=SpeechHub(),
+                call_traces=serving.call_traces,
+            )
+            # Handles for tests and tools that reach into a running app; the
+            # routes themselves get their dependencies from `serving`.
+            app.state.gateway = gw
+            app.state.phone = serving.phone
             try:
                 yield
             finally:
@@ -309,6 +324,6 @@ def create_app(
     app.include_router(ops_router(serving.require_gateway))
     app.include_router(admin_router(serving.require_gateway, serving.require_call_traces))
     app.include_router(web_router(serving.require_web))
-    app.include_router(voice_router())
-    app.include_router(media_router())
+    app.include_router(voice_router(serving.require_voice))
+    app.include_router(media_router(serving.require_phone))
     return app

@@ -53,10 +53,8 @@ Choices worth knowing:
   call: a reply whose audio has played by the clock, plus
   :data:`MARK_GRACE_S`, counts as played.
 
-Reads ``app.state``: ``registry``, ``engine``, ``outbox``, ``http``, ``phone_settings``,
-``speech_hub`` (:class:`~adapters.speech.providers.SpeechHub`) and
-``call_traces`` (:class:`~adapters.phone.trace.CallTraces`); the last two are
-created on first use if the app did not set them.
+Dependencies come from the provider passed to :func:`media_router`
+(:class:`~adapters.phone.deps.PhoneDeps`), never from ``app.state``.
 """
 
 from __future__ import annotations
@@ -64,6 +62,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
@@ -71,6 +70,7 @@ from adapters.phone.actions import CallActions
 from adapters.phone.bargein import BargeIns
 from adapters.phone.call import Call
 from adapters.phone.codec import Start
+from adapters.phone.deps import PhoneDeps
 from adapters.phone.dtmf import DtmfEntry
 from adapters.phone.inbound import Inbound, turn_config
 from adapters.phone.playback import PacedPlayer
@@ -78,9 +78,8 @@ from adapters.phone.speaker import MARK_GRACE_S, Speaker
 from adapters.phone.state import CallEvent, CallStatus
 from adapters.phone.stream import START_TIMEOUT_S, MediaStream
 from adapters.phone.tasks import CallTasks
-from adapters.phone.trace import CallTraces
 from adapters.speech.errors import SpeechError
-from adapters.speech.providers import SpeechHub, SpeechProviders, SttSpec, TtsSpec
+from adapters.speech.providers import SpeechProviders, SttSpec, TtsSpec
 from engine.config import ClientConfig
 from engine.messages import ChannelContext
 
@@ -92,27 +91,24 @@ CLOSE_UNKNOWN_CLIENT = 4404
 CLOSE_NO_SPEECH = 1011
 
 
-def media_router() -> APIRouter:
-    """``WS /twilio/media/{client_id}``: the bidirectional Media Stream of a call."""
+def media_router(deps: Callable[[], PhoneDeps]) -> APIRouter:
+    """``WS /twilio/media/{client_id}``: the bidirectional Media Stream of a call.
+
+    ``deps`` returns the channel's dependencies once the gateway is serving.
+    """
     router = APIRouter()
 
     @router.websocket("/twilio/media/{client_id}")
     async def media_stream(websocket: WebSocket, client_id: str) -> None:
         await websocket.accept()
-        state = websocket.app.state
-        client: ClientConfig | None = state.registry.get(client_id)
+        phone = deps()
+        client: ClientConfig | None = phone.registry.get(client_id)
         if client is None or not client.channels.phone.enabled:
-            log.warning("media stream for unknown or disabled client %r", client_id)
+            log.warning("media stream for unknown or disabled client %r", client_id[:64])
             await websocket.close(CLOSE_UNKNOWN_CLIENT)
             return
-        hub: SpeechHub | None = getattr(state, "speech_hub", None)
-        if hub is None:
-            hub = state.speech_hub = SpeechHub()
-        traces: CallTraces | None = getattr(state, "call_traces", None)
-        if traces is None:
-            traces = state.call_traces = CallTraces()
         try:
-            speech = await hub.get(*speech_specs(client))
+            speech = await phone.speech_hub.get(*speech_specs(client))
         except SpeechError as exc:
             log.error(
                 "media stream for %s: no speech providers (%s); closing",
@@ -127,7 +123,7 @@ def media_router() -> APIRouter:
             start = await stream.wait_for_start()
             if start is not None:
                 status.on(CallEvent.STARTED)
-                await _wire(stream, start, client, speech, traces, status).run()
+                await _wire(stream, start, client, speech, phone, status).run()
         except WebSocketDisconnect:
             pass
         finally:
@@ -161,11 +157,11 @@ def _wire(
     start: Start,
     client: ClientConfig,
     speech: SpeechProviders,
-    traces: CallTraces,
+    deps: PhoneDeps,
     status: CallStatus,
 ) -> Call:
     """Build one call's parts around Twilio's ``start`` message."""
-    app_state = stream.ws.app.state
+    traces = deps.call_traces
     loop = asyncio.get_running_loop()
     clock = loop.time
     call_sid = status.call_sid = start.call_sid
@@ -191,7 +187,7 @@ def _wire(
 
     player = PacedPlayer(stream.send, start.stream_sid, clock=clock, on_frame_sent=frame_sent)
     dtmf = DtmfEntry(loop, tasks.spawn)
-    actions = CallActions(client, call_sid, app_state.outbox, stream.close, status, trace)
+    actions = CallActions(client, call_sid, deps.outbox, stream.close, status, trace)
     speaker = Speaker(
         player,
         speech.tts,
@@ -211,7 +207,7 @@ def _wire(
         client=client,
         call_sid=call_sid,
         context=context,
-        engine=app_state.engine,
+        engine=deps.engine,
         clock=clock,
         status=status,
         trace=trace,

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -64,8 +64,9 @@ from starlette.datastructures import ImmutableMultiDict
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
+from adapters.phone.deps import VoiceDeps
 from adapters.phone.rest import DEFAULT_API_BASE_URL
-from engine.config import ClientConfig, ClientRegistry
+from engine.config import ClientConfig
 
 __all__ = [
     "MAX_BODY_BYTES",
@@ -103,7 +104,7 @@ _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 
 @dataclass(frozen=True)
 class PhoneSettings:
-    """Phone-channel settings the gateway reads once (``app.state.phone_settings``).
+    """Phone-channel settings the gateway reads once (:class:`~adapters.phone.deps.VoiceDeps`).
 
     ``public_url`` is ``GATEWAY_PUBLIC_URL``: the base URL Twilio calls
     (``https://gw.example.com``, optionally with a path prefix), or None to use
@@ -221,15 +222,15 @@ class _Refused(Exception):
         self.status, self.outcome, self.reason = status, outcome, reason
 
 
-def voice_router() -> APIRouter:
-    """``POST /twilio/voice/{client_id}``; reads ``registry`` and ``phone_settings``
-    from ``request.app.state``."""
+def voice_router(deps: Callable[[], VoiceDeps]) -> APIRouter:
+    """``POST /twilio/voice/{client_id}``; ``deps`` returns the loaded clients and
+    the phone settings once the gateway is serving."""
     router = APIRouter()
 
     @router.post("/twilio/voice/{client_id}", response_class=Response)
     async def twilio_voice(client_id: str, request: Request) -> Response:
         try:
-            twiml = await _answer(client_id, request)
+            twiml = await _answer(client_id, request, deps())
         except _Refused as refused:
             PHONE_WEBHOOKS.labels(refused.outcome).inc()
             log.warning(
@@ -245,10 +246,9 @@ def voice_router() -> APIRouter:
     return router
 
 
-async def _answer(client_id: str, request: Request) -> str:
-    registry: ClientRegistry = request.app.state.registry
-    settings: PhoneSettings = request.app.state.phone_settings
-    client = registry.get(client_id)
+async def _answer(client_id: str, request: Request, deps: VoiceDeps) -> str:
+    settings = deps.settings
+    client = deps.registry.get(client_id)
     if client is None:
         raise _Refused(404, "unknown_client", f"unknown client {client_id[:64]!r}")
     token = _auth_token(client)

@@ -124,7 +124,10 @@ async def test_a_lone_surrogate_in_the_confirmation_books_once(gw: Gateway) -> N
     done = await turn(gw, "s-1", "yes \ud800", "m-2")
     assert done.metadata.state == "booked", done.text
     again = await turn(gw, "s-1", "yes \ud800", "m-3")
-    assert again.metadata.state != "booked" or again.metadata.purpose_data.get("booking_id") == done.metadata.purpose_data["booking_id"]
+    assert (
+        again.metadata.state != "booked"
+        or again.metadata.purpose_data.get("booking_id") == done.metadata.purpose_data["booking_id"]
+    )
     assert await count(gw, "bookings") == 1
     assert len(await gw.leads.list_leads(CLIENT)) == 1
     loaded = await gw.store.load(SessionKey(CLIENT, "web", "s-1"))

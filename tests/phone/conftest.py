@@ -35,11 +35,11 @@ def fake_speech(client: Any) -> Iterator[FakeSpeech]:
     character, at once): no espeak-ng, no PocketSphinx, nothing that waits on
     the CPU. The app's own providers are put back afterwards.
     """
-    state = client.app.state
-    real = getattr(state, "speech_hub", None)
+    phone = client.app.state.phone
+    real = phone.speech_hub
     speech = FakeSpeech()
-    state.speech_hub = speech.hub()
+    phone.speech_hub = speech.hub()
     try:
         yield speech
     finally:
-        state.speech_hub = real
+        phone.speech_hub = real

@@ -67,7 +67,7 @@ def test_a_transfer_is_delivered_to_twilio_after_the_reply_played(
     monkeypatch: pytest.MonkeyPatch,
     fake_speech: FakeSpeech,
 ) -> None:
-    engine = client.app.state.engine  # type: ignore[attr-defined]
+    engine = client.app.state.gateway.engine  # type: ignore[attr-defined]
 
     async def transfer_turn(*_: Any, **__: Any) -> AsyncIterator[TurnEvent]:
         text = "Let me connect you with someone from the team now."
@@ -112,7 +112,7 @@ def test_a_caller_asking_for_a_person_is_transferred_without_being_asked_for_a_n
     """Regression: the phone adapter set ``caller``, the flow read ``caller_number``,
     so a caller who asked for a person was asked for their number instead of
     being transferred. The context is typed now (``ChannelContext``)."""
-    engine = client.app.state.engine  # type: ignore[attr-defined]
+    engine = client.app.state.gateway.engine  # type: ignore[attr-defined]
     real = engine.stream_turn
     seen: list[Any] = []
     given: list[str] = []

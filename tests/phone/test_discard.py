@@ -114,7 +114,7 @@ class ScriptedEngine:
 @pytest.fixture
 def engine(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> ScriptedEngine:
     scripted = ScriptedEngine(discard_after_s=0.6)
-    real = client.app.state.engine  # type: ignore[attr-defined]
+    real = client.app.state.gateway.engine  # type: ignore[attr-defined]
     monkeypatch.setattr(real, "stream_turn", scripted.stream_turn)
     monkeypatch.setattr(real, "note_heard", scripted.note_heard)
     return scripted
@@ -125,7 +125,7 @@ def clear_or_end_mark(message: Outbound) -> bool:
 
 
 def speech_turn(client: TestClient, call_sid: str) -> TurnTrace:
-    traces: CallTraces = client.app.state.call_traces  # type: ignore[attr-defined]
+    traces: CallTraces = client.app.state.phone.call_traces  # type: ignore[attr-defined]
     trace = traces.get(call_sid)
     assert trace is not None
     [turn, *_] = [t for t in trace.turns if t.kind == "speech"]
@@ -134,7 +134,7 @@ def speech_turn(client: TestClient, call_sid: str) -> TurnTrace:
 
 def saved_trace(client: TestClient, call_sid: str) -> str:
     """The call trace as saved to the database, as JSON text."""
-    traces: CallTraces = client.app.state.call_traces  # type: ignore[attr-defined]
+    traces: CallTraces = client.app.state.phone.call_traces  # type: ignore[attr-defined]
     assert traces.store is not None and client.portal is not None
     deadline = time.monotonic() + 10
     while (saved := client.portal.call(traces.store.get, call_sid)) is None:

@@ -89,7 +89,7 @@ def new_call_sid() -> str:
 
 
 def trace_of(client: TestClient, call_sid: str) -> CallTrace:
-    traces: CallTraces = client.app.state.call_traces  # type: ignore[attr-defined]
+    traces: CallTraces = client.app.state.phone.call_traces  # type: ignore[attr-defined]
     trace = traces.get(call_sid)
     assert trace is not None
     return trace
@@ -207,7 +207,7 @@ def test_silence_gets_a_reprompt_then_goodbye_and_the_call_ends(
 def test_a_slow_engine_gets_a_filler_line_first(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, fake_speech: FakeSpeech
 ) -> None:
-    engine: Engine = client.app.state.engine  # type: ignore[attr-defined]
+    engine: Engine = client.app.state.gateway.engine  # type: ignore[attr-defined]
     real = engine.stream_turn
 
     async def slow_stream_turn(*args: Any, **kwargs: Any) -> AsyncIterator[TurnEvent]:

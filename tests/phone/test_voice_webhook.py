@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
+from adapters.phone.deps import VoiceDeps
 from adapters.phone.webhook import (
     MAX_BODY_BYTES,
     IncomingCall,
@@ -53,9 +54,7 @@ def sign(url: str, params: dict[str, str], token: str = TOKEN) -> dict[str, str]
 
 def make_app(registry: ClientRegistry, settings: PhoneSettings) -> FastAPI:
     app = FastAPI()
-    app.include_router(voice_router())
-    app.state.registry = registry
-    app.state.phone_settings = settings
+    app.include_router(voice_router(lambda: VoiceDeps(registry, settings)))
     return app
 
 

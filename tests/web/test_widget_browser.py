@@ -331,7 +331,7 @@ def test_widget_resends_after_a_failed_turn_and_says_when_a_conversation_expired
     allow_origin(clients_dir, "spa-del-sol", origin)
 
     with running_gateway() as gw, sync_api.sync_playwright() as p:
-        engine = gw.app.state.engine
+        engine = gw.app.state.gateway.engine
         engine.committer = _FailOnce(engine.committer)
         _Page.body = HOST_PAGE.format(gateway=gw.url).encode()
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

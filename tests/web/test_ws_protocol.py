@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from engine.agents import Agent, AgentReply, TurnContext
+from engine.config import ClientConfig
 from engine.errors import StoreError
 from engine.messages import AgentEvent, TextDelta
 
@@ -322,6 +323,9 @@ class GatedAgent(Agent):
         self.inner = inner
         self.gate = gate
 
+    def intent(self, text: str, client: ClientConfig) -> float:
+        return self.inner.intent(text, client)
+
     async def handle(self, ctx: TurnContext) -> AgentReply:
         return await self.inner.handle(ctx)
 
@@ -355,7 +359,7 @@ class LockSpy:
 
 @contextmanager
 def gated_turns(gw: Any) -> Iterator[tuple[threading.Event, LockSpy]]:
-    engine = gw.app.state.engine
+    engine = gw.app.state.gateway.engine
     gate = threading.Event()
     spy = LockSpy(engine.locks)
     original_locks = engine.locks
@@ -484,7 +488,7 @@ async def test_a_failed_commit_is_an_error_and_the_same_message_is_answered_once
     """Regression: the message id used to be marked processed before the turn
     committed, so the widget's retry after ``unavailable`` was dropped silently."""
     with running_gateway() as gw:
-        engine = gw.app.state.engine
+        engine = gw.app.state.gateway.engine
         engine.committer = FailingCommit(engine.committer)
         async with open_chat(chat_url(gw)) as chat:
             sid = (await chat.session())["session_id"]

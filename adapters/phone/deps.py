@@ -1,0 +1,42 @@
+"""What the phone channel's routes run on, passed to their factories.
+
+The gateway builds these in its lifespan and hands the route factories a
+provider (``Callable[[], PhoneDeps]``); the routes never read ``app.state``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from adapters.phone.answer import TurnEngine
+    from adapters.phone.trace import CallTraces
+    from adapters.phone.webhook import PhoneSettings
+    from adapters.speech.providers import SpeechHub
+    from engine.config import ClientRegistry
+    from engine.outbox import Outbox
+
+__all__ = ["PhoneDeps", "VoiceDeps"]
+
+
+@dataclass(slots=True)
+class VoiceDeps:
+    """The voice webhook's: the loaded clients and the phone settings
+    (public URL for signatures and the stream URL)."""
+
+    registry: ClientRegistry
+    settings: PhoneSettings
+
+
+@dataclass(slots=True)
+class PhoneDeps:
+    """A media stream's: the loaded clients, the engine, the outbox (call
+    actions), the speech hub (models loaded once, shared by calls) and the
+    call traces. Mutable so a test can put fake speech providers in."""
+
+    registry: ClientRegistry
+    engine: TurnEngine
+    outbox: Outbox
+    speech_hub: SpeechHub
+    call_traces: CallTraces
