@@ -150,6 +150,7 @@ class Coordinator:
                 fields = self._fields_of(ctx)
                 handoff = HandOff(HUMAN, reason=verdict.reason, fields=fields)
                 target = HUMAN
+                session.purpose = None  # the stuck journey ends: a person takes over
             else:
                 apology = True
         replies: list[AgentReply] = []

@@ -33,6 +33,9 @@ BOOKING_WORDS = re.compile(
 _THANKS = re.compile(
     r"\b(thanks|thank you|thx|bye|goodbye|great|perfect|awesome|cool|ok|okay)\b", re.IGNORECASE
 )
+_ASKS = re.compile(
+    r"^\s*(where|what|when|how|why|who|which|is|are|do|does|can|could)\b", re.IGNORECASE
+)
 _ALSO = re.compile(r"\b(also|too|as well|another|second|plus|in addition)\b", re.IGNORECASE)
 _CHANGE = {
     "name": re.compile(r"\bname\b", re.IGNORECASE),
@@ -156,6 +159,8 @@ async def _unrelated_question(step: Step) -> bool:
     text, client = step.text, step.ctx.client
     if not is_question(text) or re.search(r"\d|@", text) or ASKS_OPTIONS.search(text):
         return False
+    if len(text.split()) < 3 and not _ASKS.match(text):
+        return False  # "Maria Lopez?" is an unsure answer, not another topic
     if BOOKING_WORDS.search(text) or is_yes(text) or is_no(text):
         return False
     if step.st.stage == Stage.CONFIRMING and any(rx.search(text) for rx in _CHANGE.values()):

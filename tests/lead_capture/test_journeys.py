@@ -122,3 +122,13 @@ async def test_a_bot_repeating_itself_brings_in_a_person(gw: Gateway) -> None:
     assert [a.type for a in r.actions] == ["escalated"]
     (lead,) = await gw.leads.list_leads(CLIENT)
     assert lead.lead.fields["phone"] == "+14155550101"
+    # the stuck booking no longer holds the conversation
+    r = await say(gw, "hello")
+    assert r.metadata.purpose == "router"
+
+
+async def test_an_unsure_answer_with_a_question_mark_is_still_an_answer(gw: Gateway) -> None:
+    await say(gw, "book a manicure")
+    r = await say(gw, "Maria Lopez?")
+    assert r.metadata.slots.get("name") == "Maria Lopez" and r.metadata.expecting == "phone"
+    assert "back to your booking" not in r.text
