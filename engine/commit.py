@@ -61,10 +61,11 @@ class TurnCommit:
 def escalation_items(
     client: ClientConfig, session: ConversationSession, request: EscalationRequest
 ) -> list[OutboxItem]:
-    """The outbox rows that notify ``client``'s staff: one per configured target
-    (``escalation.to_slack_webhook``, ``escalation.to_email``). The target itself
-    is read from the client config when delivering, so a fixed config fixes a
-    retry."""
+    """The outbox rows that notify ``client``'s staff: one per notifier route of
+    the request (the client's tools: ``escalation.to_slack_webhook`` ->
+    ``notify.slack``, ``escalation.to_email`` -> ``notify.email``). The target
+    itself is read from the client config when delivering, so a fixed config
+    fixes a retry."""
     from engine.tools.notify import Channel, Escalation
 
     contact = request.contact if request.contact and _E164.fullmatch(request.contact) else None
@@ -85,16 +86,12 @@ def escalation_items(
         created_at=datetime.now(UTC),
     )
     payload = {"escalation": esc.to_json()}
-    items: list[OutboxItem] = []
-    if client.escalation.to_slack_webhook:
-        items.append(
-            OutboxItem("notify.slack", client.client_id, f"{request.escalation_id}:slack", payload)
+    return [
+        OutboxItem(
+            route.outbox_kind, client.client_id, f"{request.escalation_id}:{route.name}", payload
         )
-    if client.escalation.to_email:
-        items.append(
-            OutboxItem("notify.email", client.client_id, f"{request.escalation_id}:email", payload)
-        )
-    return items
+        for route in request.notifiers
+    ]
 
 
 class Committer:

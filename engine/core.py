@@ -381,7 +381,8 @@ class Engine:
         key = turn.key
         session = loaded.session if loaded else self._new_session(key, turn.test)
         session.context = session.context.merged(turn.context)
-        effects = Effects(turn.turn_id, key, test=session.test)
+        tools = self.tools.for_client(turn.client)
+        effects = Effects(turn.turn_id, key, test=session.test, notifiers=tools.notifiers)
         msg = NormalizedMessage(
             client_id=key.client_id,
             channel=key.channel,  # type: ignore[arg-type]
@@ -394,7 +395,7 @@ class Engine:
             client=turn.client,
             session=session,
             message=msg,
-            tools=self.tools.for_client(turn.client),
+            tools=tools,
             now=self.clock(),
             effects=effects,
         )

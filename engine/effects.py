@@ -18,6 +18,7 @@ from engine.outbox import OutboxItem
 from engine.session import SessionKey
 from engine.tools.calendar import Booking, BookingRequest
 from engine.tools.crm import Lead, LeadRecord, new_record
+from engine.tools.registry import NotifierRoute
 
 __all__ = ["Effects", "EscalationRequest"]
 
@@ -33,6 +34,8 @@ class EscalationRequest:
     contact: str | None = None
     email: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
+    notifiers: tuple[NotifierRoute, ...] = ()
+    """The client's routes to its staff (its ``Tools.notifiers``): one outbox row each."""
 
 
 @dataclass(slots=True)
@@ -42,6 +45,8 @@ class Effects:
     turn_id: str
     key: SessionKey
     test: bool = False
+    notifiers: tuple[NotifierRoute, ...] = ()
+    """Where an escalation goes (the client's ``Tools.notifiers``)."""
     bookings: list[BookingRequest] = field(default_factory=list)
     leads: list[LeadRecord] = field(default_factory=list)
     escalations: list[EscalationRequest] = field(default_factory=list)
@@ -94,10 +99,11 @@ class Effects:
         email: str | None = None,
         fields: dict[str, str] | None = None,
     ) -> str:
-        """Notify the business (the client's ``escalation`` Slack webhook and/or
-        email) with who, the reason, what was captured and a transcript excerpt."""
+        """Notify the business (through each of the client's notifier routes: its
+        ``escalation`` Slack webhook and/or email) with who, the reason, what was
+        captured and a transcript excerpt."""
         request = EscalationRequest(
-            self._id("escalation"), reason, who, contact, email, dict(fields or {})
+            self._id("escalation"), reason, who, contact, email, dict(fields or {}), self.notifiers
         )
         self.escalations.append(request)
         return request.escalation_id
