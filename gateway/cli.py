@@ -447,7 +447,10 @@ def validate(
     when no client loads, or with --strict when there is any warning. Warnings
     alone (the client serves) exit 0.
     """
+    from engine.tools import embedded_tools
+
     registry = load_clients(clients_dir)
+    embedded_tools().check_clients(registry)  # providers nobody registered
     for problem in registry.problems:
         color = "red" if problem.severity == "error" or strict else "yellow"
         typer.secho(str(problem), fg=color)

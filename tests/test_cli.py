@@ -253,3 +253,14 @@ def test_chat_is_a_test_conversation_kept_out_of_the_leads_list(
         "+14155550134",
         "maria@example.com",
     )
+
+
+def test_validate_names_a_provider_nobody_serves(runner: CliRunner, tmp_path: Path) -> None:
+    _client(tmp_path, "good-one")
+    _client(tmp_path, "hub", "provider: local", "provider: hubspott")
+    result = runner.invoke(app, ["clients", "validate", str(tmp_path)])
+    assert result.exit_code == 1, result.output
+    line = next(x for x in result.output.splitlines() if "hubspott" in x)
+    assert str(tmp_path / "hub" / "config.yaml") in line
+    assert "provider 'hubspott' is not registered; known providers: local" in line
+    assert "ok: good-one" in result.output and "ok: hub" not in result.output

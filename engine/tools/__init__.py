@@ -10,6 +10,10 @@ public methods own timeouts, retries and metrics (:mod:`engine.providers`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+from engine.config import ClientConfig
 from engine.tools.calendar import Booking, BookingRequest, Calendar, LocalCalendar
 from engine.tools.conversations import ConversationLog, ConversationRecord
 from engine.tools.crm import Crm, Lead, LeadLedger, LeadRecord, map_properties
@@ -46,13 +50,29 @@ __all__ = [
 ]
 
 
-def embedded_tools(calendar: LocalCalendar, ledger: LeadLedger) -> ToolRegistry:
+_P = TypeVar("_P")
+
+
+def embedded_tools(
+    calendar: LocalCalendar | None = None, ledger: LeadLedger | None = None
+) -> ToolRegistry:
     """The registry with the built-in providers: ``local`` calendar and CRM (the
     shared instances given, one database for every client), Slack and email
-    notifiers."""
+    notifiers. Without instances it knows the provider names only (what
+    ``gateway clients validate`` checks configs against); building a client's
+    tools then raises RuntimeError."""
+
+    def shared(instance: _P | None) -> Callable[[ClientConfig], _P]:
+        def build(_client: ClientConfig) -> _P:
+            if instance is None:
+                raise RuntimeError("embedded_tools() was built for validation only")
+            return instance
+
+        return build
+
     registry = ToolRegistry()
-    registry.register_calendar("local", lambda _client: calendar)
-    registry.register_crm("local", lambda _client: ledger)
+    registry.register_calendar("local", shared(calendar))
+    registry.register_crm("local", shared(ledger))
     registry.register_notifier(SLACK)
     registry.register_notifier(EMAIL)
     return registry
