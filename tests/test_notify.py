@@ -28,6 +28,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from prometheus_client import REGISTRY
 
 from engine.errors import ToolError
 from engine.tools.notify import (
@@ -316,6 +317,15 @@ def _free_port() -> int:
 async def test_slack_503s_are_retryable_then_the_notice_is_posted(slack_stub: SlackStub) -> None:
     slack_stub.fail_next(503, "service unavailable", times=2)
     esc = make_escalation()
+
+    def calls(outcome: str) -> float:
+        value = REGISTRY.get_sample_value(
+            "gateway_provider_calls_total",
+            {"kind": "notifier", "provider": "slack", "outcome": outcome},
+        )
+        return value or 0.0
+
+    before = calls("ok"), calls("error")
     async with httpx.AsyncClient() as http:
         notifier = SlackNotifier(http, timeout_s=5)
         for _ in range(2):
@@ -328,7 +338,9 @@ async def test_slack_503s_are_retryable_then_the_notice_is_posted(slack_stub: Sl
             assert "s3cr3t" not in str(err) and SECRET_PATH not in str(err)
         await notifier.send(slack_stub.webhook_url, esc)
 
-    assert slack_stub.requests == 3
+    assert slack_stub.requests == 3  # one attempt per send: retrying is the outbox's job
+    # the provider base measured each call
+    assert (calls("ok") - before[0], calls("error") - before[1]) == (1, 2)
     [payload] = slack_stub.posted
     texts = "\n".join(_block_texts(payload))
     assert "Иван Петров" in texts

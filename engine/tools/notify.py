@@ -55,19 +55,21 @@ import json
 import logging
 import re
 import ssl
+from abc import abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import Literal, Protocol, get_args
+from typing import Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 import httpx
 
 from engine.errors import ToolError
+from engine.providers import CallOptions, Provider
 from engine.tools.http import retry_after_s
 
 __all__ = [
@@ -280,17 +282,24 @@ class DeliveryError(ToolError):
 # --------------------------------------------------------------------------- interface
 
 
-class Notifier(Protocol):
+class Notifier(Provider):
     """Something that delivers an escalation to one destination.
 
     ``target`` is the destination in the notifier's own terms (a Slack webhook
-    URL, an email address). ``send`` returns once the destination accepted the
-    notice, or raises :class:`DeliveryError`.
+    URL, an email address). :meth:`send` returns once the destination accepted
+    the notice, or raises :class:`DeliveryError`. One attempt per call: the
+    outbox retries (with the vendor's ``Retry-After``), so the provider base
+    adds only its timeout and metrics here.
     """
 
-    name: str
+    kind = "notifier"
 
-    async def send(self, target: str, esc: Escalation, /) -> None: ...
+    async def send(self, target: str, esc: Escalation, /) -> None:
+        await self._call("send", lambda: self._send_impl(target, esc))
+
+    @abstractmethod
+    async def _send_impl(self, target: str, esc: Escalation, /) -> None:
+        """One delivery attempt of :meth:`send`."""
 
 
 # --------------------------------------------------------------------------- text helpers
@@ -439,7 +448,7 @@ def _slack_transcript(esc: Escalation) -> str:
     return title + "\n" + "\n".join(kept)
 
 
-class SlackNotifier:
+class SlackNotifier(Notifier):
     """Post escalations to Slack incoming webhooks.
 
     ``http`` is owned by the caller (the gateway lifespan opens one); this
@@ -454,8 +463,10 @@ class SlackNotifier:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self._http = http
         self._timeout_s = timeout_s
+        # The POST bounds itself; the base's bound is a backstop (and the metrics).
+        self.options = CallOptions(timeout_s=timeout_s + 5.0, max_attempts=1)
 
-    async def send(self, webhook_url: str, esc: Escalation) -> None:
+    async def _send_impl(self, webhook_url: str, esc: Escalation, /) -> None:
         """POST :func:`render_slack` of ``esc`` to ``webhook_url``; one attempt.
 
         Returns on any ``2xx`` (Slack's body is ``ok``). Raises
@@ -777,7 +788,7 @@ def _default_from(host: str) -> str:
     return f"gateway@[IPv6:{ip}]" if ip.version == 6 else f"gateway@[{ip}]"
 
 
-class EmailNotifier:
+class EmailNotifier(Notifier):
     """Email escalations through one SMTP server.
 
     ``smtp_url`` is ``GATEWAY_SMTP_URL`` (forms in :func:`parse_smtp_url`;
@@ -801,8 +812,10 @@ class EmailNotifier:
         except (ValueError, IndexError, email.errors.HeaderParseError) as exc:
             raise ValueError("EmailNotifier: from_addr is not an email address") from exc
         self._timeout_s = timeout_s
+        # Each SMTP step bounds itself; the base's bound covers a whole session.
+        self.options = CallOptions(timeout_s=6 * timeout_s + 5.0, max_attempts=1)
 
-    async def send(self, to_addr: str, esc: Escalation) -> None:
+    async def _send_impl(self, to_addr: str, esc: Escalation, /) -> None:
         """Email :func:`render_email` of ``esc`` to ``to_addr``; one attempt.
 
         Raises :class:`DeliveryError` with ``tool="email"`` and ``status`` the
