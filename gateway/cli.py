@@ -461,6 +461,93 @@ def validate(
         raise typer.Exit(1)
 
 
+@clients_app.command("ingest")
+def ingest(
+    client_id: Annotated[
+        str | None, typer.Argument(help="Client folder name; default: every client.")
+    ] = None,
+    clients_dir: Annotated[Path, typer.Option(help="Folder of client folders.")] = Path("clients"),
+) -> None:
+    """Index client knowledge folders (md, txt, html, pdf) for support answers.
+
+    Incremental by content hash: unchanged files are skipped, changed files
+    re-indexed, deleted files removed from the index. The index is QDRANT_URL,
+    else Qdrant local mode in <GATEWAY_DATA_DIR>/qdrant, which one process may
+    open at a time: while a gateway serves on that folder this command refuses
+    (the gateway ingests stale folders itself when it starts). Exits 1 when an
+    ingest fails or a file cannot be read, 2 for an unknown client.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from engine.errors import ToolError
+    from engine.knowledge import IngestReport, KnowledgeIndex, make_embedder
+    from gateway.settings import Settings
+
+    settings = Settings(GATEWAY_CLIENTS_DIR=clients_dir)
+    registry = load_clients(clients_dir)
+    if client_id is not None and registry.get(client_id) is None:
+        _fail(f"unknown client {client_id!r} in {clients_dir}", 2)
+    targets = [
+        c
+        for c in sorted(registry.clients.values(), key=lambda c: c.client_id)
+        if client_id is None or c.client_id == client_id
+    ]
+    try:
+        index = KnowledgeIndex.open(
+            data_dir=settings.data_dir, url=settings.qdrant_url, api_key=settings.qdrant_api_key
+        )
+    except ToolError as exc:
+        _fail(str(exc))
+    reports: list[IngestReport] = []
+    failed = False
+    try:
+        typer.secho(f"index: {index.location}", dim=True)
+        index.use_embedder(make_embedder(settings.embedder))
+        with Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), transient=False
+        ) as bar:
+            for client in targets:
+                folder = client.folder / client.support.knowledge_dir if client.folder else None
+                view = index.for_client(client.client_id, folder)
+                if view is None:
+                    typer.secho(f"{client.client_id}: no knowledge folder, skipped", fg="yellow")
+                    continue
+                task = bar.add_task(client.client_id, total=None)
+                seen: dict[str, tuple[int, int]] = {}
+
+                def progress(
+                    file: str,
+                    done: int,
+                    total: int,
+                    task: Any = task,
+                    seen: Any = seen,
+                    name: str = client.client_id,
+                ) -> None:
+                    seen[file] = (done, total)
+                    bar.update(
+                        task,
+                        description=f"{name}: {file}",
+                        completed=sum(d for d, _ in seen.values()),
+                        total=sum(t for _, t in seen.values()) or None,
+                    )
+
+                try:
+                    reports.append(asyncio.run(view.ingest(progress)))
+                except ToolError as exc:
+                    failed = True
+                    typer.secho(f"{client.client_id}: ingest failed: {exc}", fg="red", err=True)
+                bar.update(task, description=client.client_id)
+    finally:
+        index.close()
+    for report in reports:
+        typer.secho(report.summary(), fg="yellow" if report.failed else "green")
+        for file in report.failed:
+            typer.secho(f"  could not read {file}", fg="yellow")
+        failed = failed or bool(report.failed)
+    if failed:
+        raise typer.Exit(1)
+
+
 # -- database and outbox ----------------------------------------------------------------
 def _fail(message: str, code: int = 1) -> NoReturn:
     typer.secho(f"error: {message}", fg="red", err=True)

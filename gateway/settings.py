@@ -38,6 +38,18 @@ class Settings(BaseSettings):
     smtp_from: str | None = Field(None, validation_alias="GATEWAY_SMTP_FROM")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
     qdrant_url: str | None = Field(None, validation_alias="QDRANT_URL")
+    """A Qdrant server for the knowledge index (``http://host:6333``); unset: Qdrant
+    local mode in ``<GATEWAY_DATA_DIR>/qdrant`` (one process at a time: the
+    gateway holds it while serving; several replicas need a server)."""
+    qdrant_api_key: str | None = Field(None, validation_alias="QDRANT_API_KEY")
+    embedder: str = Field("auto", validation_alias="GATEWAY_EMBEDDER")
+    """Dense embedder for knowledge search: ``auto`` (the bundled all-MiniLM-L6-v2
+    when it loads, else sparse only), ``minilm``, ``none`` (sparse BM25 only), or
+    a local sentence-transformers model folder."""
+    knowledge_ingest_on_start: bool = Field(
+        True, validation_alias="GATEWAY_KNOWLEDGE_INGEST_ON_START"
+    )
+    """Ingest stale client knowledge folders in the background at start-up."""
     gemini_api_key: str | None = Field(None, validation_alias="GEMINI_API_KEY")
 
     twilio_base_url: str | None = Field(None, validation_alias="TWILIO_BASE_URL")

@@ -46,6 +46,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CLIENTS = REPO / "clients"
 
+# Gateways in tests search knowledge sparse-only unless a test asks for the
+# embedder (retrieval-quality tests do): loading MiniLM costs seconds of CPU
+# per process and most tests are not about retrieval.
+os.environ.setdefault("GATEWAY_EMBEDDER", "none")
+
 _TEST_DBS = range(15, 7, -1)
 _CLAIM_KEY = "gateway-tests:claim"
 _CLAIM_TTL_S = 900

@@ -28,6 +28,7 @@ from typing import TypeVar
 
 from engine.config import ClientConfig, ClientRegistry, ConfigProblem, EscalationConfig
 from engine.errors import ConfigError
+from engine.knowledge.index import ClientKnowledge
 from engine.tools.calendar import Calendar
 from engine.tools.crm import Crm
 
@@ -36,6 +37,7 @@ __all__ = [
     "SLACK",
     "CalendarFactory",
     "CrmFactory",
+    "KnowledgeFactory",
     "NotifierRoute",
     "ToolRegistry",
     "Tools",
@@ -47,6 +49,8 @@ CalendarFactory = Callable[[ClientConfig], Calendar]
 """Builds (or hands out a shared) calendar for one client. May raise ConfigError."""
 CrmFactory = Callable[[ClientConfig], Crm]
 """Builds (or hands out a shared) CRM for one client. May raise ConfigError."""
+KnowledgeFactory = Callable[[ClientConfig], ClientKnowledge | None]
+"""The client's knowledge view, or None when it has no knowledge folder."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
 
@@ -91,12 +95,16 @@ class Tools:
     is escalated, in registration order (empty: nobody would be told, so do not
     promise a call back). ``transfer_number``: where a phone call can be
     transferred (E.164, ``escalation.phone_transfer_number``), or None.
+    ``knowledge``: the client's knowledge index view (``search(query, k)``,
+    ``status()``), or None when it has no knowledge folder or the gateway
+    runs without an index.
     """
 
     calendar: Calendar
     crm: Crm
     notifiers: tuple[NotifierRoute, ...] = ()
     transfer_number: str | None = None
+    knowledge: ClientKnowledge | None = None
 
     @property
     def can_escalate(self) -> bool:
@@ -119,6 +127,7 @@ class ToolRegistry:
         self._crms: dict[str, CrmFactory] = {}
         self._notifiers: dict[str, NotifierRoute] = {}
         self._built: dict[str, tuple[ClientConfig, Tools]] = {}
+        self._knowledge: KnowledgeFactory | None = None
 
     # -- registration -----------------------------------------------------------------
 
@@ -138,6 +147,11 @@ class ToolRegistry:
         if route.name in self._notifiers:
             raise ValueError(f"a notifier named {route.name!r} is already registered")
         self._notifiers[route.name] = route
+        self._built.clear()
+
+    def set_knowledge(self, factory: KnowledgeFactory | None) -> None:
+        """Give clients their knowledge view (``Tools.knowledge``); None: no index."""
+        self._knowledge = factory
         self._built.clear()
 
     def _register(self, kind: str, table: dict[str, F], name: str, factory: F) -> None:
@@ -211,6 +225,7 @@ class ToolRegistry:
                 route for route in self._notifiers.values() if getattr(escalation, route.config_key)
             ),
             transfer_number=escalation.phone_transfer_number or None,
+            knowledge=self._knowledge(client) if self._knowledge is not None else None,
         )
         self._built[client.client_id] = (client, tools)
         return tools
