@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
+from urllib.parse import quote
 
 from engine.config import ClientConfig
 from engine.db.database import Database
@@ -33,7 +34,7 @@ from engine.effects import Effects, EscalationRequest
 from engine.outbox import Outbox, OutboxItem
 from engine.session import ConversationSession, SessionKey, SessionStore, Turn
 from engine.tools.calendar import LocalCalendar
-from engine.tools.conversations import ConversationLog
+from engine.tools.conversations import ConversationLog, conversation_id
 from engine.tools.crm import LeadLedger
 
 __all__ = ["Committer", "TurnCommit", "escalation_items"]
@@ -58,16 +59,35 @@ class TurnCommit:
     last_event_id: int = 0
 
 
+def conversation_link(public_url: str | None, key: SessionKey) -> str | None:
+    """``<public_url>/admin/api/conversations/<id>``, or None without a public URL."""
+    if not public_url:
+        return None
+    return (
+        f"{public_url.rstrip('/')}/admin/api/conversations/{quote(conversation_id(key), safe=':')}"
+    )
+
+
 def escalation_items(
-    client: ClientConfig, session: ConversationSession, request: EscalationRequest
+    client: ClientConfig,
+    session: ConversationSession,
+    request: EscalationRequest,
+    public_url: str | None = None,
 ) -> list[OutboxItem]:
     """The outbox rows that notify ``client``'s staff: one per notifier route of
     the request (the client's tools: ``escalation.to_slack_webhook`` ->
     ``notify.slack``, ``escalation.to_email`` -> ``notify.email``). The target
     itself is read from the client config when delivering, so a fixed config
-    fixes a retry."""
+    fixes a retry. The notice carries the customer's last message as the
+    question and, with ``public_url`` (``GATEWAY_PUBLIC_URL``), a link to the
+    conversation in the admin API."""
     from engine.tools.notify import Channel, Escalation
 
+    lines = session.lines()
+    # The question: the customer's latest line that asks something (the last
+    # line may only answer "what's your number?"), else their latest line.
+    said = [t.text for t in lines if t.role == "user"][-4:]
+    question = next((t for t in reversed(said) if "?" in t), said[-1] if said else None)
     contact = request.contact if request.contact and _E164.fullmatch(request.contact) else None
     esc = Escalation(
         escalation_id=request.escalation_id,
@@ -81,9 +101,11 @@ def escalation_items(
         email=request.email,
         fields=dict(request.fields),
         transcript=tuple(
-            (t.role, t.text) for t in session.lines()[-TRANSCRIPT_EXCERPT:] if t.role != "system"
+            (t.role, t.text) for t in lines[-TRANSCRIPT_EXCERPT:] if t.role != "system"
         ),
         created_at=datetime.now(UTC),
+        question=question,
+        link=conversation_link(public_url, session.key),
     )
     payload = {"escalation": esc.to_json()}
     return [
@@ -103,7 +125,12 @@ class Committer:
         ledger: LeadLedger,
         conversations: ConversationLog,
         outbox: Outbox,
+        *,
+        public_url: str | None = None,
     ) -> None:
+        """``public_url``: ``GATEWAY_PUBLIC_URL``, for the conversation link in
+        escalation notices (none without it)."""
+        self.public_url = public_url
         self.db = db
         self.sessions = sessions
         self.calendar = calendar
@@ -120,7 +147,7 @@ class Committer:
         session, effects = turn.session, turn.effects
         items: list[OutboxItem] = list(effects.deliveries)
         for request in effects.escalations:
-            items.extend(escalation_items(client, session, request))
+            items.extend(escalation_items(client, session, request, self.public_url))
         key = session.key
 
         async def write(tx: Tx) -> int:

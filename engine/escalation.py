@@ -6,12 +6,18 @@ the coordinator does when a conversation is stuck. In one or two turns it:
 
 1. takes the callback number from the handoff's fields, the message, or the
    channel (a caller's number on the phone, the sender on WhatsApp) — asking
-   for it only when none is known;
+   for it once when none is known; in a web chat the number is optional (an
+   answer without one escalates: staff reply in the chat);
 2. requests a ``callback_requested`` lead and an escalation (Slack / email
    per the client's ``escalation`` config, through the outbox) as effects of
    the turn;
 3. on a call with ``escalation.phone_transfer_number``, transfers the caller
-   (``transfer`` action) after saying so; elsewhere, says who will call back.
+   (``transfer`` action) after saying so; elsewhere tells the customer what
+   happens next: with a number, who will call back; without, that someone
+   will reply here — shortly during opening hours, else when the business
+   opens (:func:`engine.handoff.reply_here_text`);
+4. moves the conversation to ``pending_human`` (:mod:`engine.handoff`): the
+   bot stays silent on web and WhatsApp until staff release it.
 
 It hands back with status ``escalate``: suspended journeys are dropped, a
 person takes it from here.
@@ -23,6 +29,7 @@ from pydantic import BaseModel, Field
 
 from engine.agents import HUMAN, Agent, AgentReply, Handback, HandbackStatus, TurnContext
 from engine.contact import display_phone, find_phone
+from engine.handoff import reopening_text, reply_here_text, transition
 from engine.messages import Action
 from engine.router import is_cancel
 from engine.tools import Lead
@@ -58,27 +65,38 @@ class HumanAgent(Agent):
         if phone:
             state.fields["phone"] = phone
         callback = state.fields.get("phone") or ctx.session.context.caller_number
-        if not callback:
+        # In a chat staff can answer where the customer is: a number is optional.
+        optional = ctx.session.channel != "phone"
+        if not callback and not (optional and state.asked and err is None):
             first = not state.asked
             state.asked = True
             ctx.session.purpose_state[self.purpose] = state.model_dump(mode="json")
-            return AgentReply(
-                text=(
+            if not first and err is not None:
+                text = err.message
+            elif optional:
+                text = (
+                    "Of course — I'll ask someone from the team to get back to you. "
+                    "What's the best phone number to reach you? "
+                    "(Or just say 'here' and they'll reply in this chat.)"
+                )
+            else:
+                text = (
                     "Of course — I'll ask someone from the team to call you back. "
                     "What's the best phone number to reach you?"
-                    if first or err is None
-                    else err.message
-                ),
+                )
+            return AgentReply(
+                text=text,
                 expecting="phone",
                 slots=dict(state.fields),
                 state="handoff",
             )
-        state.fields.setdefault("phone", callback)
+        if callback:
+            state.fields.setdefault("phone", callback)
         ctx.session.purpose_state.pop(self.purpose, None)
         return self._escalate(ctx, state, callback)
 
     @staticmethod
-    def _escalate(ctx: TurnContext, state: _HumanState, callback: str) -> AgentReply:
+    def _escalate(ctx: TurnContext, state: _HumanState, callback: str | None) -> AgentReply:
         client, session, effects = ctx.client, ctx.session, ctx.effects
         lead = Lead(
             client_id=client.client_id,
@@ -101,11 +119,14 @@ class HumanAgent(Agent):
         if session.channel == "phone" and transfer_to:
             actions += (Action(type="transfer", target=transfer_to),)
             text = "Let me connect you with someone from the team now."
-        else:
+        elif callback:
             text = (
                 f"Done — someone from {client.name} will call you back at "
-                f"{display_phone(callback)} as soon as they can."
+                f"{display_phone(callback)} as soon as they can." + reopening_text(client, ctx.now)
             )
+        else:
+            text = "Done — I've passed this on. " + reply_here_text(client, ctx.now)
+        session.handoff = transition(session.handoff, "escalated")
         return AgentReply(
             text=text,
             actions=actions,
@@ -113,5 +134,5 @@ class HumanAgent(Agent):
             state="closed",  # the conversation is the team's now; the action says so
             outcome="escalated",
             handback=Handback(HandbackStatus.ESCALATE, summary=state.reason),
-            metadata={"lead_id": lead_id},
+            metadata={"lead_id": lead_id, "handoff": session.handoff},
         )

@@ -40,6 +40,7 @@ from engine.db.database import Database
 from engine.db.fast import Row, Tx
 from engine.db.schema import PROCESSED_MESSAGES, SESSION_EVENTS, SESSIONS
 from engine.errors import CommitConflict, DuplicateMessageError
+from engine.handoff import HandoffState
 from engine.messages import ChannelContext
 
 __all__ = [
@@ -88,6 +89,9 @@ class Turn(BaseModel):
     cut: bool = False
     line_id: str | None = None
     """Its id in the durable conversation log (set when committed)."""
+    staff: bool = False
+    """An assistant line written by a person at the business (the admin API's
+    staff reply), not by the bot."""
 
 
 class ToolCallItem(BaseModel):
@@ -168,6 +172,9 @@ class ConversationSession(BaseModel):
     context: ChannelContext = Field(default_factory=ChannelContext)
     outcome: str | None = None
     """Last notable outcome: ``booked``, ``escalated``, ``abandoned``..."""
+    handoff: HandoffState = "bot"
+    """Who answers: ``bot``, ``pending_human``, ``human`` or ``resolved``
+    (:mod:`engine.handoff` draws the state machine)."""
     turn_count: int = 0
     test: bool = False
     """A conversation held for testing (``gateway chat``): kept out of the leads

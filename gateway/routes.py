@@ -2,6 +2,26 @@
 
 Each factory takes a provider of the running :class:`~gateway.app.Gateway`
 (built in the app's lifespan), never reading ``app.state``.
+
+Staff answer a handed-off conversation (:mod:`engine.handoff`) here. A
+conversation's ``{id}`` is ``client_id:channel:session_id`` (the ``id`` of
+each item of ``GET /admin/api/conversations``; the link in Slack and email
+notices)::
+
+    GET  /admin/api/conversations/{id}          one conversation (as in the list)
+    POST /admin/api/conversations/{id}/reply    {"text": "...", "id": "<optional reply id>"}
+        200 {"id", "handoff": "human", "event_id", "duplicate", "delivery"}
+            the reply joins the transcript (``staff: true``); web: a ``complete``
+            event with ``metadata.from = "staff"`` is committed, pushed to an
+            open widget (any replica) or replayed on its next resume
+            (``delivery: "web"``); WhatsApp: recorded only until the WhatsApp
+            adapter sends it (``delivery: "recorded"``). A retried POST with the
+            same ``id`` posts nothing twice (``duplicate: true``).
+        404 unknown client, malformed id, or no such (or an expired) session
+        409 a phone conversation (a live call is transferred, not written into)
+        422 empty text; 503 the conversation is busy (retry)
+    POST /admin/api/conversations/{id}/release
+        200 {"id", "handoff"}: ``resolved`` (the bot answers the next message)
 """
 
 from __future__ import annotations
@@ -13,8 +33,15 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.phone.trace import CallTraces
+from adapters.web.codec import complete_event
+from engine.core import HandoffRefused, Replay
+from engine.errors import SessionBusyError, UnknownSessionError
+from engine.messages import CHANNELS, ConversationResponse, TurnEvent
+from engine.session import SessionKey
+from engine.tools.conversations import conversation_id, parse_conversation_id
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
@@ -68,6 +95,22 @@ def _check_token(token: str | None, authorization: str | None) -> None:
         )
 
 
+class StaffReplyBody(BaseModel):
+    """``POST /admin/api/conversations/{id}/reply``: the text, and an optional
+    id of the caller's choosing that makes a retried POST harmless."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=4000)
+    id: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+def _web_encode(event_id: int, event: TurnEvent) -> str | None:
+    if isinstance(event, ConversationResponse):
+        return complete_event(event_id, event)
+    return None
+
+
 def admin_router(
     gateway: Callable[[], Gateway], call_traces: Callable[[], CallTraces]
 ) -> APIRouter:
@@ -99,6 +142,81 @@ def admin_router(
     ) -> list[dict[str, object]]:
         records = await _client(client_id).conversations.list(client_id, limit)
         return [r.as_json() for r in records]
+
+    def _conversation(value: str) -> tuple[Gateway, SessionKey]:
+        key = parse_conversation_id(value)
+        if key is None or key.channel not in CHANNELS:
+            raise HTTPException(
+                404, "conversation ids look like client_id:channel:session_id (see the list)"
+            )
+        return _client(key.client_id), key
+
+    def _replay(gw: Gateway, key: SessionKey) -> Replay | None:
+        if key.channel != "web":
+            return None
+        return Replay(_web_encode, after=gw.bus.cursor_hint(str(key)))
+
+    @router.get("/conversations/{conversation}")
+    async def one_conversation(conversation: str) -> dict[str, object]:
+        gw, key = _conversation(conversation)
+        record = await gw.conversations.get(key)
+        if record is None:
+            raise HTTPException(404, f"no conversation {conversation!r}")
+        return record.as_json()
+
+    @router.post("/conversations/{conversation}/reply")
+    async def staff_reply(conversation: str, body: StaffReplyBody) -> dict[str, object]:
+        """A staff reply into the conversation (see the module docstring)."""
+        gw, key = _conversation(conversation)
+        if not body.text.strip():
+            raise HTTPException(422, "text must not be blank")
+        try:
+            result = await gw.engine.staff_reply(
+                key.client_id,
+                key.channel,
+                key.session_id,
+                body.text,
+                reply_id=body.id,
+                replay=_replay(gw, key),
+            )
+        except HandoffRefused as exc:
+            raise HTTPException(409, str(exc)) from exc
+        except UnknownSessionError as exc:
+            raise HTTPException(
+                404, f"no open session for {conversation!r} (unknown or expired)"
+            ) from exc
+        except SessionBusyError as exc:
+            raise HTTPException(
+                503, "the conversation is busy; retry", headers={"Retry-After": "1"}
+            ) from exc
+        if not result.duplicate:
+            await gw.bus.publish(str(key))
+        return {
+            "id": conversation_id(key),
+            "handoff": result.state,
+            "event_id": result.event_id,
+            "duplicate": result.duplicate,
+            "delivery": "web" if key.channel == "web" else "recorded",
+        }
+
+    @router.post("/conversations/{conversation}/release")
+    async def release(conversation: str) -> dict[str, object]:
+        """Hand the conversation back to the bot (``resolved``)."""
+        gw, key = _conversation(conversation)
+        try:
+            state = await gw.engine.release(
+                key.client_id, key.channel, key.session_id, replay=_replay(gw, key)
+            )
+        except UnknownSessionError as exc:
+            raise HTTPException(
+                404, f"no open session for {conversation!r} (unknown or expired)"
+            ) from exc
+        except SessionBusyError as exc:
+            raise HTTPException(
+                503, "the conversation is busy; retry", headers={"Retry-After": "1"}
+            ) from exc
+        await gw.bus.publish(str(key))
+        return {"id": conversation_id(key), "handoff": state}
 
     @router.get("/calls/{call_sid}")
     async def call_trace(call_sid: str) -> dict[str, object]:

@@ -65,6 +65,25 @@ Turns
     disappears (expired), the connection gets ``unknown_session``, a new
     ``session`` event, and the message runs in the new session.
 
+Staff replies (a person at the business, :mod:`engine.handoff`)
+    ``POST /admin/api/conversations/{id}/reply`` commits a ``complete`` event
+    with ``metadata.from = "staff"`` (``metadata.state`` and
+    ``metadata.handoff`` = ``human``) to the session's log. The connection
+    holding the session listens on the gateway's conversation bus (in-process,
+    or Redis pub/sub with ``REDIS_URL`` so any replica's socket hears it):
+    while idle it sends the log's new events at once; during a turn, the
+    turn's first event that skips ids first sends the committed ones it
+    skipped. A socket that missed the signal gets them on its next turn or
+    ``resume``. ``POST .../release`` commits a ``complete`` with empty text
+    and ``metadata.state`` = ``resolved``.
+
+While a person holds the conversation
+    (``pending_human``, ``human``) a message is recorded and notified to
+    staff, not answered by the bot: its reply is a ``complete`` with empty
+    ``text``, no ``token`` events, and ``metadata.state`` = ``metadata.handoff``
+    = the handoff state (``purpose: "human"``). The widget shows "Waiting for
+    a person…" instead of a bubble.
+
 Logs carry client ids, session-id prefixes and error codes, never message text.
 """
 
@@ -104,6 +123,7 @@ from engine.errors import (
     SessionBusyError,
     UnknownSessionError,
 )
+from engine.handoff import ConversationBus
 from engine.logs import describe
 from engine.messages import ChannelContext, ConversationResponse, Discard, TextDelta, TurnEvent
 from engine.metrics import ACTIVE_CONNECTIONS
@@ -133,6 +153,8 @@ class WebDeps:
     store: SessionStore
     limits: WebLimits
     sources: SourceLimiter | None = None
+    bus: ConversationBus | None = None
+    """Signals committed events written outside the socket's turns (staff replies)."""
 
 
 def web_router(deps: Callable[[], WebDeps]) -> APIRouter:
@@ -162,7 +184,9 @@ def web_router(deps: Callable[[], WebDeps]) -> APIRouter:
                 CLOSE_FORBIDDEN, _reason(f"origin not allowed for client {client_id!r}")
             )
             return
-        connection = _Connection(websocket, client, web.engine, web.store, web.limits, web.sources)
+        connection = _Connection(
+            websocket, client, web.engine, web.store, web.limits, web.sources, web.bus
+        )
         gauge = ACTIVE_CONNECTIONS.labels(channel="web")
         gauge.inc()
         try:
@@ -207,8 +231,13 @@ class _Connection:
         store: SessionStore,
         limits: WebLimits,
         sources: SourceLimiter | None = None,
+        bus: ConversationBus | None = None,
     ) -> None:
         self.ws = websocket
+        self.bus = bus
+        self.poked = asyncio.Event()
+        """Set by the bus: the session's log has events this socket has not sent."""
+        self._unlisten: Callable[[], None] | None = None
         self.sources = sources
         peer = websocket.client
         self.source = peer.host if peer is not None else "unknown"
@@ -219,13 +248,29 @@ class _Connection:
         self.store = store
         self.limits = limits
         self.bucket = TokenBucket(limits.rate_per_s, limits.rate_burst)
-        self.key: SessionKey | None = None
+        self._key: SessionKey | None = None
         self.cursor = 0
         """Highest event id sent (or due) on this connection."""
         self.can_resume = True
         self.open = True
         origin = websocket.headers.get("origin")
         self.context = ChannelContext(web_origin=origin) if origin else None
+
+    @property
+    def key(self) -> SessionKey | None:
+        return self._key
+
+    @key.setter
+    def key(self, key: SessionKey | None) -> None:
+        """Hold ``key``, listening on the bus for its staff replies."""
+        if key == self._key:
+            return
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+        self._key = key
+        if key is not None and self.bus is not None:
+            self._unlisten = self.bus.listen(str(key), self.poked.set, lambda: self.cursor)
 
     @property
     def session_tag(self) -> str:
@@ -240,21 +285,61 @@ class _Connection:
         )
 
     async def serve(self) -> None:
-        first = asyncio.ensure_future(self._receive())
+        receiving: asyncio.Future[str | bytes | None] | None = asyncio.ensure_future(
+            self._receive()
+        )
+        assert receiving is not None
         try:
-            done, _ = await asyncio.wait({first}, timeout=self.limits.resume_wait_s)
+            done, _ = await asyncio.wait({receiving}, timeout=self.limits.resume_wait_s)
             if not done:
                 await self._ensure_session()
-            data = await first
-            while data is not None and self.open:
-                await self._on_frame(data)
-                if not self.open:
-                    break
-                data = await self._receive()
+            while self.open:
+                if receiving is None:
+                    receiving = asyncio.ensure_future(self._receive())
+                if not receiving.done():
+                    await self._wait_for(receiving)
+                if self.poked.is_set():
+                    self.poked.clear()
+                    await self._flush()
+                if receiving.done():
+                    data = receiving.result()
+                    receiving = None
+                    if data is None:
+                        break
+                    await self._on_frame(data)
         finally:
-            if not first.done():
-                first.cancel()
-                await asyncio.gather(first, return_exceptions=True)
+            self.key = None  # stop listening
+            if receiving is not None and not receiving.done():
+                receiving.cancel()
+                await asyncio.gather(receiving, return_exceptions=True)
+
+    async def _wait_for(self, receiving: asyncio.Future[str | bytes | None]) -> None:
+        """Until the next frame arrives or the bus signals new committed events."""
+        poke: asyncio.Future[object] = asyncio.ensure_future(self.poked.wait())
+        waiting: set[asyncio.Future[object]] = {receiving, poke}  # type: ignore[arg-type]
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not poke.done():
+                poke.cancel()
+                await asyncio.gather(poke, return_exceptions=True)
+
+    async def _flush(self, before: int | None = None) -> None:
+        """Send the session's committed events after the cursor (those below
+        ``before`` only): staff replies committed outside this socket's turns."""
+        key = self.key
+        if key is None or not self.open:
+            return
+        try:
+            events = await self.store.events_after(key, self.cursor)
+        except Exception as exc:  # the next turn or resume sends them
+            log.warning("web chat: could not read new events: error=%s", type(exc).__name__)
+            return
+        for event_id, text in events:
+            if before is not None and event_id >= before:
+                break
+            await self._send(text)
+            self.cursor = max(self.cursor, event_id)
 
     async def _receive(self) -> str | bytes | None:
         """The next frame (``str`` text, ``bytes`` binary), or None once the client left."""
@@ -446,6 +531,10 @@ class _Connection:
         async with contextlib.aclosing(stream) as events:
             async for _event in events:
                 for event_id, text in replay.unsent():
+                    if event_id > self.cursor + 1 and self.bus is not None:
+                        # Ids were skipped: a staff reply committed before this
+                        # turn (or an error event's id). Send what the log has.
+                        await self._flush(before=event_id)
                     self.cursor = max(self.cursor, event_id)
                     await self._send(text)
         self.started = True

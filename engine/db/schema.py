@@ -11,7 +11,8 @@ them. JSON documents are stored as text: both engines, no extension needed.
     session_events      a session's replay log (web chat events), by event id;
                         it lives as long as its session
     processed_messages  inbound message ids a committed turn consumed
-    conversations       one row per conversation for the admin API
+    conversations       one row per conversation for the admin API (with its
+                        handoff state: bot, pending_human, human, resolved)
     conversation_messages  the durable transcript, append-only (ordered by id)
     bookings            the local calendar (never two overlapping per client)
     calendar_locks      one row per client, locked while a booking is written
@@ -101,6 +102,8 @@ CONVERSATIONS = sa.Table(
     sa.Column("created_iso", sa.String(40), nullable=False),
     sa.Column("updated_iso", sa.String(40), nullable=False),
     sa.Column("updated_ts", sa.Float, nullable=False),
+    # bot | pending_human | human | resolved (engine.handoff)
+    sa.Column("handoff", sa.String(16), nullable=False, server_default="bot"),
     sa.Index(None, "client_id", "updated_ts"),
 )
 
@@ -117,6 +120,8 @@ CONVERSATION_MESSAGES = sa.Table(
     sa.Column("purpose", sa.String(64)),
     sa.Column("cut", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("at_iso", sa.String(40), nullable=False),
+    # an assistant line a person at the business wrote (admin API staff reply)
+    sa.Column("staff", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index(None, "client_id", "channel", "session_id", "id"),
     sa.Index(None, "client_id", "channel", "session_id", "line_id", unique=True),
 )

@@ -7,6 +7,12 @@ conversation's summary row; nothing is ever replaced, so a session that
 restarts under the same id (its state expired or was lost) continues the same
 transcript instead of overwriting it. The only edit is a voice channel's
 "heard only this much" (:meth:`ConversationLog.mark_cut_in`).
+
+Each conversation's summary also carries its **handoff** state (``bot``,
+``pending_human``, ``human``, ``resolved``; :mod:`engine.handoff`), updated by
+every commit, and each line whether a person at the business wrote it
+(``staff``). A conversation's id in the admin API is
+``client_id:channel:session_id`` (:func:`conversation_id`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,22 @@ from engine.db.fast import Tx
 from engine.db.schema import CONVERSATION_MESSAGES, CONVERSATIONS
 from engine.session import ConversationSession, SessionKey, Turn
 
-__all__ = ["ConversationLog", "ConversationRecord"]
+__all__ = ["ConversationLog", "ConversationRecord", "conversation_id", "parse_conversation_id"]
+
+
+def conversation_id(key: SessionKey) -> str:
+    """The admin API's id of a conversation: ``client_id:channel:session_id``."""
+    return str(key)
+
+
+def parse_conversation_id(value: str) -> SessionKey | None:
+    """The key a :func:`conversation_id` names, or None when malformed (client ids
+    and channels hold no ``:``; the session id is everything after the second)."""
+    client_id, sep1, rest = value.partition(":")
+    channel, sep2, session_id = rest.partition(":")
+    if not (sep1 and sep2 and client_id and channel and session_id):
+        return None
+    return SessionKey(client_id, channel, session_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,9 +59,14 @@ class ConversationRecord:
     created_at: str
     updated_at: str
     test: bool = False
+    handoff: str = "bot"
 
     def as_json(self) -> dict[str, object]:
+        """``id`` (``client_id:channel:session_id``, the path parameter of
+        ``/admin/api/conversations/{id}``), the key fields, ``handoff`` and the
+        transcript: lines ``{role, text, at, purpose, cut, staff}``."""
         return {
+            "id": conversation_id(SessionKey(self.client_id, self.channel, self.session_id)),
             "client_id": self.client_id,
             "channel": self.channel,
             "session_id": self.session_id,
@@ -51,6 +77,7 @@ class ConversationRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "test": self.test,
+            "handoff": self.handoff,
         }
 
 
@@ -74,7 +101,8 @@ class ConversationLog:
         if lines:
             await tx.executemany(
                 "INSERT INTO conversation_messages (client_id, channel, session_id, line_id,"
-                " role, text, purpose, cut, at_iso) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                " role, text, purpose, cut, at_iso, staff)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 [
                     (
                         *ident,
@@ -84,6 +112,7 @@ class ConversationLog:
                         line.purpose,
                         line.cut,
                         line.at.isoformat(),
+                        line.staff,
                     )
                     for line in lines
                 ],
@@ -94,8 +123,8 @@ class ConversationLog:
             changed = await tx.execute(
                 "UPDATE conversations SET purpose = COALESCE($4, purpose),"
                 " outcome = COALESCE($5, outcome), turn_count = turn_count + $6,"
-                " message_count = message_count + $7, updated_iso = $8, updated_ts = $9"
-                " WHERE client_id = $1 AND channel = $2 AND session_id = $3",
+                " message_count = message_count + $7, updated_iso = $8, updated_ts = $9,"
+                " handoff = $10 WHERE client_id = $1 AND channel = $2 AND session_id = $3",
                 *ident,
                 purpose,
                 session.outcome,
@@ -103,20 +132,22 @@ class ConversationLog:
                 len(lines),
                 updated_iso,
                 updated_ts,
+                session.handoff,
             )
             if changed:
                 return
         # A new conversation, or one whose session was lost: its log goes on.
         await tx.execute(
             "INSERT INTO conversations (client_id, channel, session_id, purpose, outcome,"
-            " turn_count, message_count, test, created_iso, updated_iso, updated_ts)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            " turn_count, message_count, test, created_iso, updated_iso, updated_ts, handoff)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
             " ON CONFLICT (client_id, channel, session_id) DO UPDATE SET"
             " purpose = COALESCE(excluded.purpose, conversations.purpose),"
             " outcome = COALESCE(excluded.outcome, conversations.outcome),"
             " turn_count = conversations.turn_count + excluded.turn_count,"
             " message_count = conversations.message_count + excluded.message_count,"
-            " updated_iso = excluded.updated_iso, updated_ts = excluded.updated_ts",
+            " updated_iso = excluded.updated_iso, updated_ts = excluded.updated_ts,"
+            " handoff = excluded.handoff",
             *ident,
             purpose,
             session.outcome,
@@ -126,6 +157,7 @@ class ConversationLog:
             session.created_at.isoformat(),
             updated_iso,
             updated_ts,
+            session.handoff,
         )
 
     async def mark_cut_in(self, tx: Tx, key: SessionKey, line_id: str, heard: str) -> None:
@@ -141,14 +173,29 @@ class ConversationLog:
             True,
         )
 
+    async def get(self, key: SessionKey) -> ConversationRecord | None:
+        """One conversation with its whole transcript, or None."""
+        found = await self.list(key.client_id, 1, channel=key.channel, session_id=key.session_id)
+        return found[0] if found else None
+
     async def list(
-        self, client_id: str, limit: int = 200, *, include_test: bool = True
+        self,
+        client_id: str,
+        limit: int = 200,
+        *,
+        include_test: bool = True,
+        channel: str | None = None,
+        session_id: str | None = None,
     ) -> list[ConversationRecord]:
         """The ``limit`` most recently active conversations of a client, each with
-        its whole transcript."""
+        its whole transcript (``channel`` and ``session_id`` narrow it to one)."""
 
         async def run() -> list[ConversationRecord]:
             query = sa.select(CONVERSATIONS).where(CONVERSATIONS.c.client_id == client_id)
+            if channel is not None:
+                query = query.where(CONVERSATIONS.c.channel == channel)
+            if session_id is not None:
+                query = query.where(CONVERSATIONS.c.session_id == session_id)
             if not include_test:
                 query = query.where(CONVERSATIONS.c.test == sa.false())
             async with self.db.read() as conn:
@@ -174,6 +221,7 @@ class ConversationLog:
                                 "at": r.at_iso,
                                 "purpose": r.purpose,
                                 "cut": bool(r.cut),
+                                "staff": bool(r.staff),
                             }
                         )
             return [
@@ -188,6 +236,7 @@ class ConversationLog:
                     created_at=h.created_iso,
                     updated_at=h.updated_iso,
                     test=bool(h.test),
+                    handoff=h.handoff,
                 )
                 for h in heads
             ]

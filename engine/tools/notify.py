@@ -148,6 +148,12 @@ class Escalation:
     transcript: tuple[tuple[Role, str], ...]
     created_at: datetime
     escalation_id: str
+    question: str | None = None
+    """The customer's last message (what they want answered), when known."""
+    link: str | None = None
+    """The conversation in the admin API
+    (``GATEWAY_PUBLIC_URL/admin/api/conversations/{id}``); None without a
+    public URL."""
 
     def __post_init__(self) -> None:
         for name in ("client_id", "client_name", "session_id", "reason"):
@@ -161,6 +167,8 @@ class Escalation:
             )
         if self.created_at.utcoffset() is None:
             raise ValueError("escalation: created_at must be timezone-aware")
+        if self.link is not None and not re.match(r"^https?://[^\s<>|]+$", self.link):
+            raise ValueError("escalation: link must be an http(s) URL without spaces")
         if self.contact is not None and not _E164.match(self.contact):
             raise ValueError("escalation: contact must be an E.164 phone number ('+' and digits)")
         fields = dict(self.fields)
@@ -193,6 +201,8 @@ class Escalation:
                 "fields": self.fields,
                 "transcript": [[role, text] for role, text in self.transcript],
                 "created_at": self.created_at.isoformat(),
+                "question": self.question,
+                "link": self.link,
             },
             ensure_ascii=False,
         )
@@ -230,6 +240,8 @@ class Escalation:
                 transcript=tuple((line[0], line[1]) for line in transcript),
                 created_at=datetime.fromisoformat(_str(obj, "created_at")),
                 escalation_id=_str(obj, "escalation_id"),
+                question=_opt_str(obj, "question"),
+                link=_opt_str(obj, "link"),
             )
         except KeyError as exc:
             raise ValueError(f"escalation JSON: missing key {exc.args[0]!r}") from exc
@@ -356,10 +368,17 @@ def render_slack(esc: Escalation) -> dict[str, object]:
          "blocks": [
            {"type": "header", "text": {"type": "plain_text", "text": ...}},
            {"type": "section", "fields": [who, contact, channel, reason]},
+           {"type": "section", "text": {"type": "mrkdwn", "text": "*Question* > ..."}},
            {"type": "section", "text": {"type": "mrkdwn", "text": "*Captured* ..."}},
            {"type": "section", "text": {"type": "mrkdwn", "text": "*Last lines* > ..."}},
+           {"type": "section", "text": {"type": "mrkdwn",
+                                        "text": "<link|Open the conversation> ..."}},
            {"type": "context", "elements": [session, escalation id, time]}],
          "unfurl_links": false, "unfurl_media": false}
+
+    The *Question* section (the customer's last message) appears when
+    ``question`` is set; the link section when ``link`` is (a
+    ``GATEWAY_PUBLIC_URL`` is configured), with how staff answer in the chat.
 
     User text is escaped (``&``, ``<``, ``>``) in every ``mrkdwn`` text and
     clipped to Slack's limits: header 150 characters, section text 3,000,
@@ -391,8 +410,28 @@ def render_slack(esc: Escalation) -> dict[str, object]:
                 for label, value in info_fields
             ],
         },
+    ]
+    if esc.question:
+        question = _mrkdwn(_clip(_one_line(esc.question), _LINE_MAX))
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"*Question*\n>{question}"}}
+        )
+    blocks += [
         {"type": "section", "text": {"type": "mrkdwn", "text": _slack_captured(esc)}},
         {"type": "section", "text": {"type": "mrkdwn", "text": _slack_transcript(esc)}},
+    ]
+    if esc.link:
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": f"<{esc.link}|Open the conversation> · reply with "
+                    f"`POST {esc.link}/reply`, hand back with `POST {esc.link}/release`",
+                },
+            }
+        )
+    blocks += [
         {
             "type": "context",
             "elements": [
@@ -650,6 +689,12 @@ def _email_body(esc: Escalation) -> str:
         f"Email:    {line(esc.email) if esc.email else '(not given)'}",
         f"Channel:  {channel}",
         f"Reason:   {line(esc.reason)}",
+    ]
+    if esc.question:
+        out += [f"Question: {line(esc.question)}"]
+    if esc.link:
+        out += [f"Open:     {esc.link}"]
+    out += [
         "",
         "Captured",
     ]

@@ -132,12 +132,18 @@ async def test_killed_after_the_commit_the_escalation_is_still_delivered_once(
             assert replayed[-1]["metadata"]["state"] == "closed"
             assert {"type": "escalated", "target": None} in replayed[-1]["actions"]
             # Resending the same message is not a second escalation.
+            await chat.send({"type": "message", "text": HANDOFF, "id": "m-1"})
+            # A new message while the team holds the conversation is recorded and
+            # passed on to them, not answered by the bot.
             again = await chat.ask("hello", "m-2")
-            assert again[-1]["reply_to"] == "m-2"
+            assert again[-1]["reply_to"] == "m-2" and again[-1]["text"] == ""
+            assert again[-1]["metadata"]["state"] == "pending_human"
+            held = await asyncio.to_thread(stub.wait_for, 2)
         leads = await asyncio.to_thread(gw.admin, "leads", client_id=CLIENT)
     finally:
         gw.stop()
-    assert len(posts) == 1 and len(stub.received) == 1
+    escalations = [p for p in held if "asked for a person" in str(p)]
+    assert len(posts) == 1 and len(escalations) == 1 and len(stub.received) == 2
     text = str(posts[0])
     assert "Maria Lopez" in text and "+14155550134" in text
     assert [lead["status"] for lead in leads] == ["callback_requested"]
