@@ -38,7 +38,15 @@ from typing import ClassVar
 
 from engine.config import ClientConfig
 from engine.effects import Effects
-from engine.messages import Action, AgentEvent, JsonScalar, NormalizedMessage, QuickReply, TextDelta
+from engine.messages import (
+    Action,
+    AgentEvent,
+    JsonScalar,
+    NormalizedMessage,
+    QuickReply,
+    Source,
+    TextDelta,
+)
 from engine.session import ConversationSession
 from engine.tools import Tools
 
@@ -164,6 +172,8 @@ class AgentReply:
     handoff: HandOff | None = None
     outcome: str | None = None
     """Set when the conversation reaches a notable outcome (``booked``...)."""
+    sources: tuple[Source, ...] = ()
+    """What the answer was drawn from (knowledge passages, config facts)."""
     metadata: Mapping[str, JsonScalar] = field(default_factory=dict)
 
 

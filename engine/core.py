@@ -34,7 +34,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, S
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from engine.agents import Agent, AgentReply, TurnContext, chunk_text
+from engine.agents import HUMAN, Agent, AgentReply, TurnContext, chunk_text
 from engine.commit import Committer, TurnCommit
 from engine.config import ClientConfig, ClientRegistry
 from engine.coordinator import Agents, Coordinator, GoLive, Settled
@@ -49,6 +49,7 @@ from engine.errors import (
     UnknownClientError,
     UnknownSessionError,
 )
+from engine.handoff import HELD, HandoffState, transition
 from engine.locks import Locks
 from engine.logs import describe
 from engine.messages import (
@@ -67,7 +68,7 @@ from engine.session import ConversationSession, LoadedSession, SessionKey, Sessi
 from engine.tools import ToolRegistry
 from engine.tools.conversations import ConversationLog
 
-__all__ = ["Engine", "Replay", "clean_text"]
+__all__ = ["Engine", "HandoffRefused", "Replay", "StaffReply", "clean_text"]
 
 log = logging.getLogger("engine")
 
@@ -383,6 +384,11 @@ class Engine:
         session.context = session.context.merged(turn.context)
         tools = self.tools.for_client(turn.client)
         effects = Effects(turn.turn_id, key, test=session.test, notifiers=tools.notifiers)
+        session.handoff = transition(session.handoff, "customer_message")
+        if session.handoff in HELD and key.channel != "phone":
+            # A person holds the conversation: record and notify, no bot reply.
+            yield self._held(turn, session, loaded, effects)
+            return
         msg = NormalizedMessage(
             client_id=key.client_id,
             channel=key.channel,  # type: ignore[arg-type]
@@ -436,6 +442,27 @@ class Engine:
         yield _Outcome(reply, settled.served_by, session, loaded, buffered, effects)
 
     @staticmethod
+    def _held(
+        turn: _TurnRun,
+        session: ConversationSession,
+        loaded: LoadedSession | None,
+        effects: Effects,
+    ) -> _Outcome:
+        """The turn while a person holds the conversation (``pending_human`` or
+        ``human``): the message is recorded, staff get one notice for it (the
+        escalation notifiers, through the outbox), and the reply is empty —
+        no text, ``state`` = the handoff state (``metadata.handoff`` too)."""
+        session.transcript.append(Turn(role="user", text=turn.message, purpose=HUMAN))
+        effects.escalate(
+            "wrote while waiting for a person",
+            contact=session.context.caller_number,
+        )
+        session.turn_count += 1
+        session.updated_at = _utcnow()
+        reply = AgentReply(text="", state=session.handoff, metadata={"handoff": session.handoff})
+        return _Outcome(reply, HUMAN, session, loaded, [], effects)
+
+    @staticmethod
     def _new_session(key: SessionKey, test: bool) -> ConversationSession:
         session = ConversationSession.new(key)
         session.test = test
@@ -482,6 +509,7 @@ class Engine:
                 slots=dict(reply.slots),
                 confidence=reply.confidence,
                 state=reply.state,
+                sources=reply.sources,
                 purpose_data=dict(reply.metadata),
             ),
         )
@@ -543,3 +571,202 @@ class Engine:
                 session, loaded.version, loaded.last_event_id, last.line_id, heard
             )
         return True
+
+    async def staff_reply(
+        self,
+        client_id: str,
+        channel: str,
+        session_id: str,
+        text: str,
+        *,
+        reply_id: str | None = None,
+        replay: Replay | None = None,
+    ) -> StaffReply:
+        """Deliver a reply a person at the business wrote into the conversation.
+
+        The line joins the history as an assistant :class:`Turn` with
+        ``staff=True`` (and the conversation log, ``staff: true``); the handoff
+        state becomes ``human`` (the bot stays silent until :meth:`release`).
+        ``replay``: the channel's event log (web): a ``complete`` event with the
+        text, ``metadata.from = "staff"``, ``metadata.state`` and
+        ``metadata.handoff`` = ``human`` is committed with it. ``reply_id``:
+        the caller's id for this reply; a second call with the same id writes
+        nothing and returns ``duplicate=True``.
+
+        Raises UnknownClientError, HandoffRefused (phone: a live call is
+        transferred, not written into), UnknownSessionError (no such
+        conversation, or it expired), ValueError (empty text),
+        SessionBusyError, StoreError.
+        """
+        client = self._client_for_staff(client_id, channel)
+        text = clean_text(text).strip()
+        if not text:
+            raise ValueError("a staff reply needs a non-empty text")
+        key = SessionKey(client_id, channel, session_id)
+        message_id = f"staff:{reply_id}" if reply_id is not None else None
+        turn_id = (
+            hashlib.sha256(f"{key}\x00{message_id}".encode()).hexdigest()[:24]
+            if message_id is not None
+            else uuid.uuid4().hex[:24]
+        )
+        async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
+            if message_id is not None and self.store.recently_processed(key, message_id):
+                return StaffReply(key, "human", None, duplicate=True)
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                try:
+                    return await self._staff_commit(client, key, text, turn_id, message_id, replay)
+                except DuplicateMessageError:
+                    return StaffReply(key, "human", None, duplicate=True)
+                except CommitConflict:
+                    if attempt == MAX_ATTEMPTS:
+                        raise
+                    if replay is not None:
+                        replay.log.clear()
+                        replay.sent = 0
+        raise AssertionError("unreachable")
+
+    async def _staff_commit(
+        self,
+        client: ClientConfig,
+        key: SessionKey,
+        text: str,
+        turn_id: str,
+        message_id: str | None,
+        replay: Replay | None,
+    ) -> StaffReply:
+        loaded = await self.store.load(key)
+        if loaded is None:
+            raise UnknownSessionError(str(key))
+        session = loaded.session
+        try:
+            session.handoff = transition(session.handoff, "staff_reply")
+            line = Turn(role="assistant", text=text, purpose=HUMAN, staff=True)
+            line.line_id = f"{turn_id}.0"
+            session.transcript.append(line)
+            session.updated_at = _utcnow()
+            response = ConversationResponse(
+                text=text,
+                metadata=ResponseMetadata(
+                    purpose=HUMAN,
+                    state=session.handoff,
+                    purpose_data={"from": "staff", "handoff": session.handoff},
+                ),
+            )
+            commit = self._staff_turn(
+                session, loaded, turn_id, message_id, [line], response, replay
+            )
+            await self.committer.commit(client, commit)
+        except BaseException:
+            self.store.forget(key)
+            raise
+        event_id = replay.last_id if replay is not None and replay.log else None
+        return StaffReply(key, session.handoff, event_id)
+
+    async def release(
+        self, client_id: str, channel: str, session_id: str, *, replay: Replay | None = None
+    ) -> HandoffState:
+        """Hand the conversation back to the bot: ``pending_human`` or ``human``
+        become ``resolved`` (the bot answers the customer's next message, which
+        moves it to ``bot``); ``bot`` and ``resolved`` stay as they are (nothing
+        written). Returns the state after. ``replay`` (web): a ``complete`` with
+        empty text and ``metadata.state``/``metadata.handoff`` = ``resolved``
+        tells an open widget. Raises UnknownClientError, UnknownSessionError,
+        SessionBusyError, StoreError (phone conversations may be released too).
+        """
+        client = self.clients.get(client_id)
+        if client is None:
+            raise UnknownClientError(client_id)
+        key = SessionKey(client_id, channel, session_id)
+        async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
+            for attempt in range(1, MAX_ATTEMPTS + 1):
+                loaded = await self.store.load(key)
+                if loaded is None:
+                    raise UnknownSessionError(str(key))
+                session = loaded.session
+                after = transition(session.handoff, "release")
+                if after == session.handoff:
+                    return after
+                try:
+                    session.handoff = after
+                    session.updated_at = _utcnow()
+                    response = ConversationResponse(
+                        text="",
+                        metadata=ResponseMetadata(
+                            purpose=HUMAN,
+                            state=after,
+                            purpose_data={"from": "staff", "handoff": after},
+                        ),
+                    )
+                    commit = self._staff_turn(
+                        session, loaded, uuid.uuid4().hex[:24], None, [], response, replay
+                    )
+                    await self.committer.commit(client, commit)
+                except CommitConflict:
+                    self.store.forget(key)
+                    if attempt == MAX_ATTEMPTS:
+                        raise
+                    if replay is not None:
+                        replay.log.clear()
+                        replay.sent = 0
+                    continue
+                except BaseException:
+                    self.store.forget(key)
+                    raise
+                return after
+        raise AssertionError("unreachable")
+
+    def _client_for_staff(self, client_id: str, channel: str) -> ClientConfig:
+        client = self.clients.get(client_id)
+        if client is None:
+            raise UnknownClientError(client_id)
+        if channel == "phone":
+            raise HandoffRefused(
+                "a phone call cannot take a written reply: the caller is transferred to "
+                "escalation.phone_transfer_number (or called back) instead"
+            )
+        return client
+
+    @staticmethod
+    def _staff_turn(
+        session: ConversationSession,
+        loaded: LoadedSession,
+        turn_id: str,
+        message_id: str | None,
+        lines: list[Turn],
+        response: ConversationResponse,
+        replay: Replay | None,
+    ) -> TurnCommit:
+        events: list[tuple[int, str]] = []
+        last_event_id = loaded.last_event_id
+        if replay is not None:
+            replay.add(loaded.last_event_id, response)
+            events = list(replay.log)
+            last_event_id = max(last_event_id, replay.last_id)
+        return TurnCommit(
+            session=session,
+            version=loaded.version,
+            turn_id=turn_id,
+            message_id=message_id,
+            effects=Effects(turn_id, session.key, test=session.test),
+            lines=lines,
+            purpose=session.purpose,
+            events=events,
+            last_event_id=last_event_id,
+        )
+
+
+class HandoffRefused(GatewayError):
+    """A staff action the conversation's channel cannot take (a written reply
+    into a phone call). The message says what happens instead."""
+
+
+@dataclass(frozen=True, slots=True)
+class StaffReply:
+    """What :meth:`Engine.staff_reply` did: the conversation, its handoff state
+    after, the web replay event id of the reply (None off the web or for a
+    duplicate) and whether ``reply_id`` had been delivered already."""
+
+    key: SessionKey
+    state: HandoffState
+    event_id: int | None
+    duplicate: bool = False

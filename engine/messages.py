@@ -24,6 +24,7 @@ __all__ = [
     "NormalizedMessage",
     "QuickReply",
     "ResponseMetadata",
+    "Source",
     "TextDelta",
     "ToolCall",
     "ToolResult",
@@ -110,6 +111,20 @@ class Action(BaseModel):
     target: str | None = None
 
 
+class Source(BaseModel):
+    """Where an answer came from: a knowledge ``file`` (relative to the client's
+    knowledge folder) with its ``section`` heading path and PDF ``page``, or
+    ``file="config"`` with the config key in ``section``; ``score`` is the
+    retrieval score (1.0 for config facts)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    section: str = ""
+    page: int | None = None
+    score: float | None = None
+
+
 class ResponseMetadata(BaseModel):
     """Per DESIGN.md: at least purpose, expecting, slots, confidence."""
 
@@ -123,6 +138,8 @@ class ResponseMetadata(BaseModel):
     confidence: float | None = None
     state: str | None = None
     """The flow's named state after this turn (e.g. ``collecting``, ``booked``)."""
+    sources: tuple[Source, ...] = ()
+    """What an answer was drawn from, best first (support answers; empty otherwise)."""
     purpose_data: dict[str, JsonScalar] = Field(default_factory=dict)
     """Facts specific to the purpose that answered (lead capture: ``lead_id``,
     ``booking_id``). Channels render them beside the generic fields (the web

@@ -25,18 +25,23 @@ from fastapi import FastAPI
 
 from engine import ClientRegistry, Engine, SessionStore, load_clients
 from engine.commit import Committer
+from engine.config import ClientConfig
 from engine.db.database import Database
+from engine.handoff import ConversationBus, RedisConversationBus
+from engine.knowledge import KnowledgeIndex
 from engine.locks import LocalLocks, Locks, RedisLocks
 from engine.outbox import Outbox, OutboxWorker, WorkerOptions
 from engine.tools import ConversationLog, LeadLedger, LocalCalendar, embedded_tools
 from engine.tools.calltraces import CallTraceStore
 from gateway.settings import Settings
 from purposes.lead_capture import LeadCaptureAgent
+from purposes.support import SupportAgent
 
 if TYPE_CHECKING:
     from adapters.phone.deps import PhoneDeps, VoiceDeps
     from adapters.phone.trace import CallTraces
     from adapters.web import WebDeps
+    from engine.knowledge import ClientKnowledge
 
 _T = TypeVar("_T")
 
@@ -60,7 +65,13 @@ class Gateway:
     conversations: ConversationLog
     outbox: Outbox
     call_traces: CallTraceStore
+    bus: ConversationBus
+    """Wakes open web sockets when a staff reply is committed (Redis pub/sub
+    with ``REDIS_URL``, so another replica's socket hears it too)."""
     worker: OutboxWorker | None = None
+    knowledge: KnowledgeIndex | None = None
+    """Every client's knowledge index (None when it could not open: support then
+    has no knowledge); stale folders are ingested in the background."""
 
 
 def open_database(settings: Settings) -> Database:
@@ -130,15 +141,21 @@ async def open_gateway(
         conversations = ConversationLog(db)
         outbox = Outbox(db)
         tools = embedded_tools(calendar, leads)
+        knowledge = await _open_knowledge(settings)
+        if knowledge is not None:
+            tools.set_knowledge(_knowledge_views(knowledge))
         for problem in tools.check_clients(registry):
             log.error("client config: %s; that client is skipped", problem)
-        committer = Committer(db, store, calendar, leads, conversations, outbox)
+        committer = Committer(
+            db, store, calendar, leads, conversations, outbox, public_url=settings.public_url
+        )
+        bus = RedisConversationBus(settings.redis_url) if settings.redis_url else ConversationBus()
         engine = Engine(
             registry,
             store,
             locks,
             committer,
-            [LeadCaptureAgent()],
+            [LeadCaptureAgent(), SupportAgent()],
             tools,
             conversation_log=conversations,
             lock_timeout_s=settings.lock_timeout_s,
@@ -165,20 +182,85 @@ async def open_gateway(
             conversations,
             outbox,
             CallTraceStore(db),
+            bus,
+        )
+        gw.knowledge = knowledge
+        preparing = (
+            asyncio.create_task(_prepare_knowledge(knowledge, registry, settings))
+            if knowledge is not None
+            else None
         )
         if worker:
             gw.worker = _worker(gw, http_client)
             gw.worker.start()
         try:
+            await bus.start()
             yield gw
         finally:
             if gw.worker is not None:
                 await gw.worker.stop()
+            if preparing is not None:
+                preparing.cancel()
+                await asyncio.gather(preparing, return_exceptions=True)
+            if knowledge is not None:
+                await knowledge.aclose()
+            await bus.close()
             await locks.close()
     finally:
         if own_http:
             await http_client.aclose()
         await db.close()
+
+
+async def _open_knowledge(settings: Settings) -> KnowledgeIndex | None:
+    """The knowledge index (``QDRANT_URL``, else local mode under the data dir), its
+    embedder still to come (:func:`_prepare_knowledge`). None, logged, when it
+    cannot open (local mode's folder held by another process): support then
+    has no knowledge, and the rest of the gateway serves."""
+    from engine.errors import ToolError
+
+    try:
+        return await asyncio.to_thread(
+            KnowledgeIndex.open,
+            data_dir=settings.data_dir,
+            url=settings.qdrant_url,
+            api_key=settings.qdrant_api_key,
+            embedder_ready=False,
+        )
+    except ToolError as exc:
+        log.error("knowledge: %s; support answers without knowledge", exc)
+        return None
+
+
+def _knowledge_views(index: KnowledgeIndex) -> Callable[[ClientConfig], ClientKnowledge | None]:
+    def view(client: ClientConfig) -> ClientKnowledge | None:
+        folder = client.folder / client.support.knowledge_dir if client.folder else None
+        return index.for_client(client.client_id, folder)
+
+    return view
+
+
+async def _prepare_knowledge(
+    index: KnowledgeIndex, registry: ClientRegistry, settings: Settings
+) -> None:
+    """In the background (never blocking readiness): load the embedder, then ingest
+    every client folder that changed since its last ingest. Until a client's
+    ingest is done its ``status()`` says ``building``."""
+    from engine.errors import ToolError
+    from engine.knowledge.embedders import load_embedder
+
+    index.use_embedder(await load_embedder(settings.embedder))
+    if not settings.knowledge_ingest_on_start:
+        return
+    for client in list(registry.clients.values()):
+        view = _knowledge_views(index)(client)
+        if view is None:
+            continue
+        try:
+            if await index.stale(client.client_id, view.folder):
+                await view.ingest()
+        except ToolError as exc:
+            log.error("knowledge: %s: ingest failed: %s", client.client_id, exc)
 
 
 def _worker(gw: Gateway, http: httpx.AsyncClient) -> OutboxWorker:
@@ -301,6 +383,7 @@ def create_app(
                     rate_burst=settings.web_rate_burst,
                 ),
                 sources=SourceLimiter(settings.web_new_sessions_per_min),
+                bus=gw.bus,
             )
             serving.voice = VoiceDeps(registry=gw.registry, settings=phone_settings)
             serving.phone = PhoneDeps(

@@ -29,7 +29,8 @@ failed mid-stream; the turn's commit conflicted and the turn ran again). A
 client that ignores it still gets the right text in ``complete``.
 
 ``metadata`` holds the generic fields (``purpose``, ``expecting``, ``slots``,
-``confidence``, ``state``) and, beside them, the answering purpose's own
+``confidence``, ``state``, ``sources``: ``[{"file", "section", "page", "score"}]``
+for answers drawn from knowledge or config) and, beside them, the answering purpose's own
 facts (lead capture: ``lead_id``, ``booking_id`` once set).
 
 :func:`parse_frame` turns one websocket frame into a :class:`MessageFrame` or
@@ -62,7 +63,7 @@ from pydantic import (
     ValidationError,
 )
 
-from engine.messages import Action, ConversationResponse, JsonScalar, QuickReply
+from engine.messages import Action, ConversationResponse, JsonScalar, QuickReply, Source
 
 __all__ = [
     "ClientFrame",
@@ -303,6 +304,7 @@ class WireMetadata(BaseModel):
     slots: dict[str, str] = Field(default_factory=dict)
     confidence: float | None = None
     state: str | None = None
+    sources: tuple[Source, ...] = ()
 
 
 class CompleteEvent(_Event):
@@ -386,6 +388,7 @@ def complete_event(
                 slots=meta.slots,
                 confidence=meta.confidence,
                 state=meta.state,
+                sources=meta.sources,
                 **extra,
             ),
             reply_to=reply_to,

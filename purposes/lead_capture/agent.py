@@ -34,11 +34,32 @@ from rapidfuzz import fuzz
 from engine.agents import Agent, AgentReply, TurnContext
 from engine.config import ClientConfig
 from engine.messages import QuickReply
+from engine.router import is_question
 from purposes.lead_capture.state import LeadState
 from purposes.lead_capture.transitions import TRANSITIONS, Step, resume_prompt
 
 __all__ = ["LeadCaptureAgent"]
 
+
+def _names_service(text: str, client: ClientConfig) -> bool:
+    low = text.lower()
+    return any(
+        len(name) >= 4 and fuzz.partial_ratio(name.lower(), low) >= 90
+        for svc in client.services
+        for name in (svc.name, *svc.aliases)
+    )
+
+
+_BOOKING_VERB = re.compile(
+    r"\b(book|booking|schedule|reserve|reservation|sign me up|come in|availability|openings?"
+    r"|free (slots?|times?)|(times?|slots?) (are )?(available|free|open)"
+    r"|(make|set up|get|need|want) an? (appointment|appt))\b",
+    re.IGNORECASE,
+)
+_WANTS = re.compile(
+    r"\b(i'?d like|i would like|i want|i need|(can|could|may) (i|we) (get|have|do|come|book))\b",
+    re.IGNORECASE,
+)
 _BOOKING_INTENT = re.compile(
     r"\b(book|booking|appointment|appt|schedule|reserve|reservation|slot|availability|available"
     r"|come in|sign me up|make an? (?:appointment|booking))\b",
@@ -54,15 +75,18 @@ class LeadCaptureAgent(Agent):
     offer = "book an appointment for you"
 
     def intent(self, text: str, client: ClientConfig) -> float:
-        """0.9 for booking words or a service's name (typos allowed), else 0."""
-        if _BOOKING_INTENT.search(text):
+        """0.9 for a booking request (booking words, or a service named in a
+        statement or an "I'd like / can I get" request); 0.4 for a question
+        about a service or an appointment that asks for information ("how much
+        is a facial?", "how long is the first appointment?"), which support
+        (0.6) answers; else 0."""
+        booking = bool(_BOOKING_VERB.search(text)) or bool(_WANTS.search(text))
+        mentions = bool(_BOOKING_INTENT.search(text)) or _names_service(text, client)
+        if booking:
             return 0.9
-        low = text.lower()
-        for svc in client.services:
-            for name in (svc.name, *svc.aliases):
-                if len(name) >= 4 and fuzz.partial_ratio(name.lower(), low) >= 90:
-                    return 0.9
-        return 0.0
+        if not mentions:
+            return 0.0
+        return 0.4 if is_question(text) else 0.9
 
     def _load(self, ctx: TurnContext) -> LeadState:
         raw = ctx.session.purpose_state.get(self.purpose)

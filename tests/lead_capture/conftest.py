@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -19,10 +21,22 @@ TZ = ZoneInfo("America/Los_Angeles")
 NOW = datetime(2026, 11, 21, 11, 0, tzinfo=TZ)
 
 
+async def knowledge_ready(gateway: Gateway, timeout_s: float = 60.0) -> None:
+    """Wait until every client's knowledge (ingested in the background at
+    start-up) is searchable, so support answers instead of "not ready yet"."""
+    deadline = time.monotonic() + timeout_s
+    for client in gateway.registry.clients.values():
+        view = gateway.engine.tools.for_client(client).knowledge
+        while view is not None and view.status() != "ready":
+            assert time.monotonic() < deadline, f"{client.client_id}: knowledge not ready"
+            await asyncio.sleep(0.02)
+
+
 @pytest.fixture
 async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
     settings = Settings(GATEWAY_CLIENTS_DIR=REPO / "clients", GATEWAY_DATA_DIR=tmp_path)  # type: ignore[call-arg]
     async with open_gateway(settings, clock=lambda: NOW) as gateway:
+        await knowledge_ready(gateway)
         yield gateway
 
 

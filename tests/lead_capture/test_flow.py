@@ -10,6 +10,7 @@ import pytest
 from engine import ConversationResponse
 from engine.agents import Agent, AgentReply, TurnContext
 from gateway.app import Gateway
+from purposes.lead_capture import LeadCaptureAgent
 
 CLIENT = "spa-del-sol"
 
@@ -243,6 +244,7 @@ async def test_repeated_failures_offer_a_human(gw: Gateway) -> None:
 
 
 async def test_question_without_support_is_answered_honestly(gw: Gateway) -> None:
+    gw.engine.replace_agents([LeadCaptureAgent()])  # a gateway serving bookings only
     r = await say(gw, "Where are you located?")
     assert r.metadata.purpose == "router"
     assert "not able to answer" in r.text

@@ -14,6 +14,7 @@ import json
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -371,5 +372,43 @@ def test_widget_resends_after_a_failed_turn_and_says_when_a_conversation_expired
             assert user_lines.all_inner_texts() == ["Maria Lopez"]
             lines = host.locator(".msg").all_inner_texts()
             assert lines[0] == "Maria Lopez" and len(lines) == 2
+        finally:
+            browser.close()
+
+
+def test_an_answer_shows_the_names_of_its_sources(
+    running_gateway: Any, clients_dir: Path, host_server: ThreadingHTTPServer
+) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    expect = sync_api.expect
+    origin = f"http://127.0.0.1:{host_server.server_address[1]}"
+    allow_origin(clients_dir, "spa-del-sol", origin)
+
+    with running_gateway() as gw, sync_api.sync_playwright() as p:
+        gateway = gw.app.state.gateway
+        client = gateway.registry.get("spa-del-sol")
+        knowledge = gateway.engine.tools.for_client(client).knowledge
+        deadline = time.monotonic() + 60
+        while knowledge.status() != "ready":  # ingested in the background at start-up
+            assert time.monotonic() < deadline, "knowledge never became ready"
+            time.sleep(0.05)
+        _Page.body = HOST_PAGE.format(gateway=gw.url).encode()
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 760})
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            expect.set_options(timeout=UI_TIMEOUT_MS)
+            page.goto(origin)
+            host = page.locator("cg-chat-widget")
+            host.locator("button.bubble").click()
+            expect(host).to_have_attribute("data-connection", "online")
+            field = host.get_by_role("textbox", name="Type your message")
+            field.fill("Do you sell gift cards?")
+            field.press("Enter")
+            answer = host.locator(".msg.bot").filter(has_text=re.compile("gift card", re.I))
+            expect(answer).to_have_count(1)
+            expect(answer.locator(".sources")).to_have_text("Source: faq.md")
+            page.reload()  # the sources stay with the answer in the saved transcript
+            expect(host.locator(".msg.bot .sources")).to_have_text("Source: faq.md")
         finally:
             browser.close()

@@ -181,25 +181,45 @@
     noticeTimer = setTimeout(function () { noticeEl.hidden = true; }, 6000);
   }
 
-  function lineEl(role, text) {
+  function lineEl(role, text, sources) {
     var el = document.createElement("div");
     el.className = "msg " + role;
     el.textContent = text;
+    if (sources && sources.length) {
+      // The documents an answer was drawn from, by name (metadata.sources).
+      var src = document.createElement("div");
+      src.className = "sources";
+      src.textContent = "Source: " + sources.join(", ");
+      el.appendChild(src);
+    }
     return el;
+  }
+
+  function sourceNames(meta) {
+    var seen = [];
+    (Array.isArray(meta.sources) ? meta.sources : []).forEach(function (s) {
+      if (!s || typeof s.file !== "string") return;
+      var name = s.file === "config" ? "business info" : s.file.split("/").pop();
+      if (typeof s.page === "number") name += " p. " + s.page;
+      if (seen.indexOf(name) < 0) seen.push(name);
+    });
+    return seen.slice(0, 3);
   }
 
   function renderAll() {
     logEl.textContent = "";
-    state.lines.forEach(function (l) { logEl.appendChild(lineEl(l.role, l.text)); });
+    state.lines.forEach(function (l) { logEl.appendChild(lineEl(l.role, l.text, l.sources)); });
     streamEl = null;
     renderQuick();
     renderTyping();
   }
 
-  function addLine(role, text) {
-    state.lines.push({ role: role, text: text });
+  function addLine(role, text, sources) {
+    var line = { role: role, text: text };
+    if (sources && sources.length) line.sources = sources;
+    state.lines.push(line);
     if (state.lines.length > MAX_LINES) state.lines.splice(0, state.lines.length - MAX_LINES);
-    logEl.insertBefore(lineEl(role, text), streamEl || (typingEl.parentNode ? typingEl : null));
+    logEl.insertBefore(lineEl(role, text, sources), streamEl || (typingEl.parentNode ? typingEl : null));
     scrollDown();
   }
 
@@ -375,11 +395,16 @@
     if (!(ev.event_id > liveCursor)) return;
     liveCursor = ev.event_id;
     dropStream();
-    addLine("bot", ev.text || "");
+    var meta = ev.metadata || {};
+    // A staff reply (metadata.from === "staff") shows as a person's line; while a
+    // person holds the conversation the bot's reply is empty: no bubble, a notice.
+    if (ev.text) addLine(meta.from === "staff" ? "bot staff" : "bot", ev.text, sourceNames(meta));
+    var held = meta.handoff === "pending_human" || meta.handoff === "human";
+    if (!ev.text && held) notice("Waiting for a person from the team…");
+    if (meta.handoff) host.setAttribute("data-handoff", meta.handoff);
     state.cursor = ev.event_id;
     state.pending = state.pending.filter(function (p) { return p.id !== ev.reply_to; });
     state.quick = Array.isArray(ev.quick_replies) ? ev.quick_replies : [];
-    var meta = ev.metadata || {};
     host.setAttribute("data-state", meta.state || "");
     host.setAttribute("data-expecting", meta.expecting || "");
     save();
@@ -473,6 +498,8 @@
       ".log{flex:1;overflow-y:auto;padding:16px 14px;display:flex;flex-direction:column;gap:8px;background:#f7f8fa}",
       ".msg{max-width:82%;padding:9px 13px;border-radius:16px;white-space:pre-wrap;overflow-wrap:anywhere}",
       ".msg.bot{align-self:flex-start;background:#fff;border:1px solid #e4e7eb;border-bottom-left-radius:5px}",
+      ".msg.staff{border-color:var(--accent);border-left-width:3px}",
+      ".msg .sources{margin-top:6px;font-size:11px;color:#6b7280}",
       ".msg.user{align-self:flex-end;background:var(--accent);color:#fff;border-bottom-right-radius:5px}",
       ".typing{align-self:flex-start;display:flex;gap:4px;padding:12px 14px;background:#fff;border:1px solid #e4e7eb;border-radius:16px;border-bottom-left-radius:5px}",
       ".typing span{width:7px;height:7px;border-radius:50%;background:#9aa5b1;animation:blink 1.2s infinite ease-in-out}",

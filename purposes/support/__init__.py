@@ -1,0 +1,6 @@
+"""Support: grounded answers from each client's config and knowledge, with
+sources, honest abstention and a handoff to a person."""
+
+from purposes.support.agent import SupportAgent
+
+__all__ = ["SupportAgent"]
