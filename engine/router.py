@@ -3,7 +3,8 @@
 Offline rules (no LLM), driven by the agents themselves: each registered
 agent scores the message (:meth:`engine.agents.Agent.intent`, in [0, 1]) and
 the best score of at least :data:`MIN_INTENT` wins. Around that the router
-answers what belongs to no agent: thanks, a request for a person (the
+answers what belongs to no agent: thanks, small talk ("how are you?", "are
+you a bot?") with a short polite line, a request for a person (the
 built-in ``human`` agent), a question no agent claims (said plainly, with
 what it *can* do instead, rather than pretending), and an unclear first
 message (a short menu of the agents' :attr:`~engine.agents.Agent.menu`).
@@ -47,6 +48,19 @@ _CANCEL = re.compile(
     re.IGNORECASE,
 )
 HUMAN_CHOICE = QuickReply(title="Talk to a person", value="I'd like to talk to a person")
+_SMALL_TALK: tuple[tuple[re.Pattern[str], str], ...] = (
+    (
+        re.compile(r"^\s*(how are you|how'?s it going|how are things|how do you do)\b", re.I),
+        "I'm doing well, thank you for asking!",
+    ),
+    (
+        re.compile(
+            r"^\s*(are you (a )?(bot|robot|real|human|an? ai|a person)|who are you|what are you)\b",
+            re.I,
+        ),
+        "I'm the virtual assistant for {name}; a person from the team can take over any time.",
+    ),
+)
 
 
 def wants_human(text: str) -> bool:
@@ -91,6 +105,14 @@ class Router:
             )
         if wants_human(text) and best_score < 0.9:
             return RouteDecision(None, wants_human=True)
+        for pattern, reply in _SMALL_TALK:
+            if pattern.match(text) and best_score < MIN_INTENT + 0.2:
+                return RouteDecision(
+                    None,
+                    text=f"{reply.format(name=client.name)} How can I help you today?",
+                    quick_replies=self.menu(agents, human=False),
+                    state="small_talk",
+                )
         if best_score >= MIN_INTENT:
             return RouteDecision(best)
         if question:

@@ -135,3 +135,11 @@ async def test_an_unsure_answer_with_a_question_mark_is_still_an_answer(gw: Gate
     r = await say(gw, "Maria Lopez?")
     assert r.metadata.slots.get("name") == "Maria Lopez" and r.metadata.expecting == "phone"
     assert "back to your booking" not in r.text
+
+
+async def test_small_talk_gets_a_short_polite_reply(gw: Gateway) -> None:
+    r = await say(gw, "how are you?", "talk")
+    assert r.metadata.purpose == "router" and r.text.startswith("I'm doing well")
+    assert "How can I help" in r.text and r.quick_replies
+    r = await say(gw, "are you a bot?", "talk")
+    assert "virtual assistant for Spa del Sol" in r.text
