@@ -10,13 +10,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP as SMTPServer
+from aiosmtpd.smtp import Envelope, Session
 
 SCRIPT = Path(__file__).with_name("gateway_proc.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -152,3 +158,38 @@ def slack_stub(fail_first: int = 0) -> Iterator[SlackStub]:
         yield stub
     finally:
         stub.close()
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
+        assert isinstance(envelope.content, bytes)
+        message = message_from_bytes(envelope.content, policy=default_policy)
+        assert isinstance(message, EmailMessage)
+        self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+
+@contextmanager
+def smtp_inbox() -> Iterator[tuple[str, Inbox]]:
+    """A local SMTP server (aiosmtpd): its ``smtp://`` URL and its :class:`Inbox`."""
+    handler = Inbox()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield f"smtp://127.0.0.1:{port}", handler
+    finally:
+        controller.stop()
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 30.0) -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "not delivered in time"
+        time.sleep(0.05)

@@ -10,48 +10,23 @@ sometimes does) and an email through SMTP (a local ``aiosmtpd`` server).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import default as default_policy
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP as SMTPServer
-from aiosmtpd.smtp import Envelope, Session
 from web.chat_client import open_chat
 
-from .procs import SlackStub, free_port, slack_stub
+from .procs import Inbox, SlackStub, slack_stub, smtp_inbox, wait_until
 
 CLIENT = "spa-del-sol"
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
-        assert isinstance(envelope.content, bytes)
-        message = message_from_bytes(envelope.content, policy=default_policy)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 Message accepted for delivery"
-
-
 @pytest.fixture
 def inbox() -> Iterator[tuple[str, Inbox]]:
-    handler = Inbox()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield f"smtp://127.0.0.1:{port}", handler
-    finally:
-        controller.stop()
+    with smtp_inbox() as served:
+        yield served
 
 
 @pytest.fixture
@@ -59,13 +34,6 @@ def flaky_slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackStub]:
     with slack_stub(fail_first=2) as stub:
         monkeypatch.setenv("SPA_SLACK_WEBHOOK_URL", stub.url)
         yield stub
-
-
-def _wait(predicate: Any, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "not delivered in time"
-        time.sleep(0.05)
 
 
 async def test_a_request_for_a_person_reaches_slack_despite_failures_and_email(
@@ -86,8 +54,8 @@ async def test_a_request_for_a_person_reaches_slack_despite_failures_and_email(
         assert done["metadata"]["state"] == "closed", done["text"]
         assert {"type": "escalated", "target": None} in done["actions"]
 
-        await asyncio.to_thread(_wait, lambda: len(flaky_slack.received) == 1)
-        await asyncio.to_thread(_wait, lambda: len(mailbox.messages) == 1)
+        await asyncio.to_thread(wait_until, lambda: len(flaky_slack.received) == 1)
+        await asyncio.to_thread(wait_until, lambda: len(mailbox.messages) == 1)
         async with httpx.AsyncClient(base_url=gw.url, headers=ADMIN) as http:
             leads = (await http.get("/admin/api/leads", params={"client_id": CLIENT})).json()
             metrics = (await http.get("/metrics")).text

@@ -8,21 +8,14 @@ not answered -> a staff reply through the admin API appears on the open socket
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from datetime import datetime
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import default as default_policy
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP as SMTPServer
-from aiosmtpd.smtp import Envelope, Session
-from durability.procs import SlackStub, free_port, slack_stub
+from durability.procs import Inbox, SlackStub, slack_stub, smtp_inbox, wait_until
 
 from web.chat_client import open_chat, reply_text
 
@@ -32,27 +25,10 @@ PUBLIC = "https://gw.example.test"
 OPEN = datetime(2026, 12, 2, 10, 0, tzinfo=ZoneInfo("America/Los_Angeles"))  # Wednesday
 
 
-class Inbox:
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: SMTPServer, session: Session, envelope: Envelope) -> str:
-        assert isinstance(envelope.content, bytes)
-        message = message_from_bytes(envelope.content, policy=default_policy)
-        assert isinstance(message, EmailMessage)
-        self.messages.append(message)
-        return "250 Message accepted for delivery"
-
-
 @pytest.fixture
 def inbox() -> Iterator[tuple[str, Inbox]]:
-    handler = Inbox()
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield f"smtp://127.0.0.1:{controller.port}", handler
-    finally:
-        controller.stop()
+    with smtp_inbox() as served:
+        yield served
 
 
 @pytest.fixture
@@ -60,13 +36,6 @@ def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackStub]:
     with slack_stub() as stub:
         monkeypatch.setenv("SPA_SLACK_WEBHOOK_URL", stub.url)
         yield stub
-
-
-def _wait(predicate: Any, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "not delivered in time"
-        time.sleep(0.05)
 
 
 async def test_staff_answer_in_the_open_widget_then_hand_back(
@@ -87,8 +56,8 @@ async def test_staff_answer_in_the_open_widget_then_hand_back(
             assert "will reply here shortly" in done["text"]
             assert done["metadata"]["handoff"] == "pending_human"
 
-            await asyncio.to_thread(_wait, lambda: len(slack.received) == 1)
-            await asyncio.to_thread(_wait, lambda: len(mailbox.messages) == 1)
+            await asyncio.to_thread(wait_until, lambda: len(slack.received) == 1)
+            await asyncio.to_thread(wait_until, lambda: len(mailbox.messages) == 1)
             notice = str(slack.received[0])
             assert "gift card" in notice  # the question
             assert f"{PUBLIC}/admin/api/conversations/{conv}" in notice
@@ -101,7 +70,7 @@ async def test_staff_answer_in_the_open_widget_then_hand_back(
             held = await chat.ask("Are you there?", "m-3")
             assert [e["type"] for e in held] == ["complete"]
             assert held[0]["text"] == "" and held[0]["metadata"]["state"] == "pending_human"
-            await asyncio.to_thread(_wait, lambda: len(slack.received) == 2)
+            await asyncio.to_thread(wait_until, lambda: len(slack.received) == 2)
             assert "Are you there?" in str(slack.received[1])
 
             # Staff reply through the admin API: pushed to the idle socket.
