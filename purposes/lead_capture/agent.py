@@ -60,6 +60,13 @@ _WANTS = re.compile(
     r"\b(i'?d like|i would like|i want|i need|(can|could|may) (i|we) (get|have|do|come|book))\b",
     re.IGNORECASE,
 )
+# "Can I just turn up without booking?", "do you take walk-ins?": asks how to come
+# without an appointment, which support answers, not a request to book one.
+_NO_BOOKING = re.compile(
+    r"\b(without (an? )?(booking|appointment|appt|reservation)|walk[- ]?ins?|walking in"
+    r"|(turn|show|rock) up|drop[- ]?ins?|dropping in|(no|don'?t need an?) (booking|appointment))\b",
+    re.IGNORECASE,
+)
 _BOOKING_INTENT = re.compile(
     r"\b(book|booking|appointment|appt|schedule|reserve|reservation|slot|availability|available"
     r"|come in|sign me up|make an? (?:appointment|booking))\b",
@@ -79,7 +86,10 @@ class LeadCaptureAgent(Agent):
         statement or an "I'd like / can I get" request); 0.4 for a question
         about a service or an appointment that asks for information ("how much
         is a facial?", "how long is the first appointment?"), which support
-        (0.6) answers; else 0."""
+        (0.6) answers, and for a question about coming without one ("can I just turn
+        up without booking?", "do you take walk-ins?"); else 0."""
+        if _NO_BOOKING.search(text) and is_question(text):
+            return 0.4
         booking = bool(_BOOKING_VERB.search(text)) or bool(_WANTS.search(text))
         mentions = bool(_BOOKING_INTENT.search(text)) or _names_service(text, client)
         if booking:

@@ -49,7 +49,12 @@ How an answer is made
        is within :data:`WORD_SUPPORT` of the answer ("voucher" ~ "gift";
        "sauna", "wifi", "veterans", "dog": no). When the answer is a list of
        short items, only a near-synonym (:data:`LIST_WORD_SUPPORT`) counts:
-       "showers" is no "towels". Without a similarity, yes/no
+       "showers" is no "towels" — except for the kind the items are examples
+       of ("contactless payments, including Apple Pay": "phone" ~
+       "contactless" counts at :data:`WORD_SUPPORT`). Question terms (generic
+       ones too: "clients" ~ "customers") the answer supports in meaning then
+       count as found for its support. Day and month names are not proper
+       nouns. Without a similarity, yes/no
        questions must be *decided* by the quoted sentence: it (with its
        heading) holds the key term, or at least half of several. An
        unsupported term is not a yes: the reply says a name is not on the
@@ -78,6 +83,7 @@ Sources
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -147,7 +153,9 @@ _GENERIC = frozenset(
     possible spa salon clinic place business service services appointment appointments book
     booking there way option options like would thing someone anyone person people guy guys
     also still ever able okay fine good right sure late early long soon far often happen mean
-    work kind sort type
+    work kind sort type run running turn pop
+    nearby near nearest around local locally
+    tool tools equipment instrument instruments stuff item items
     office practice studio shop store center centre building
     buy purchase order leave put keep find give send try see
     exactly actually currently usually normally typically generally ahead here somewhere
@@ -314,6 +322,15 @@ def _support(question: list[str], found: frozenset[str]) -> float:
     return sum(_weight(t) for t in question if t in found) / total if total else 0.0
 
 
+# capitalised but common words: a day or month is no name a passage must repeat
+# ("on a Tuesday?" against "walk-ins on Fridays and Saturdays only")
+_CALENDAR = re.compile(
+    r"(?:mon|tues|wednes|thurs|fri|satur|sun)days?|january|february|march|april|june|july"
+    r"|august|september|october|november|december",
+    re.I,
+)
+
+
 def _proper_nouns(question: str) -> dict[str, str]:
     """Stemmed term -> the words as typed, for capitalised words not opening the
     question and acronyms ("Cigna", "Blue Cross", "PPO")."""
@@ -323,6 +340,7 @@ def _proper_nouns(question: str) -> dict[str, str]:
     for i, match in enumerate(words):
         word = match.group().strip("'’-")
         capital = word[:1].isupper() and (i > 0 or (word.isupper() and len(word) > 1))
+        capital = capital and not _CALENDAR.fullmatch(word)
         if capital and word.lower() != "i":
             run.append(word)
             continue
@@ -482,16 +500,25 @@ async def _unsupported(
     # a list names what it holds: its other items are siblings, not synonyms
     # ("showers" ~ "robes, slippers and towels"), so only a near-synonym counts
     listing = _enumerates(best.text)
+    # "contactless payments, including Apple Pay and Google Pay": the words before
+    # "including" name the kind the items are examples of, and a question's word
+    # may be one of that kind ("phone" ~ "contactless")
+    category = _EXAMPLES.split(best.text, maxsplit=1)
+    kind = _phrases(f"{best.heading_text} {category[0]}") if listing and len(category) > 1 else []
     for term, without in zip(absent, cosines[1:], strict=True):
         word = " ".join(_words_for(question, term)) or term
-        close = await similarity(word, phrases) if phrases else None
-        nearest = max(close) if close else -1.0
+        close = await similarity(word, phrases + kind) if phrases else None
+        nearest = max(close[: len(phrases)]) if close else -1.0
+        of_kind = max(close[len(phrases) :], default=-1.0) if close else -1.0
         if nearest >= max(SYNONYM_SUPPORT, LIST_WORD_SUPPORT if listing else 0.0):
             continue  # a near-synonym, even where the rest of the question says it too
         bar = LIST_WORD_SUPPORT if listing else WORD_SUPPORT
-        if whole - without < TERM_SUPPORT or nearest < bar:
+        if whole - without < TERM_SUPPORT or max(nearest - bar, of_kind - WORD_SUPPORT) < 0:
             out.append(term)
     return out
+
+
+_EXAMPLES = re.compile(r",?\s+(?:including|such as|for example|e\.g\.?|like)\s+", re.I)
 
 
 def _enumerates(text: str) -> bool:
@@ -598,9 +625,18 @@ async def compose(
         block = found.union(
             *(s.terms for s in by_rank[best.rank] if s.group == best.sentence.group)
         )
-        unsupported = await _unsupported(asked, key, best.sentence, block, similarity)
+        # generic terms too: one the answer says in other words ("clients" ~
+        # "customers") is support, though only key terms must be supported
+        checked = [t for t in question if not t.isdigit()]
+        unsupported = await _unsupported(asked, checked, best.sentence, block, similarity)
+        meant = frozenset(t for t in checked if t not in block and t not in unsupported)
+        unsupported = [t for t in unsupported if t in key]
         decided = not unsupported
         missing = missing or unsupported
+        if decided and meant:
+            # terms the answer supports in other words count as found
+            support = min(max(best.support, _support(question, found | meant)), 1.0)
+            best = dataclasses.replace(best, support=support)
     elif decided and _YES_NO.match(asked) and key:
         covered = sum(t in found for t in key) / len(key)
         decided = covered >= 0.5 if len(key) > 1 else covered == 1.0

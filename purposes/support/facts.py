@@ -557,6 +557,38 @@ def _unknown_modifier(words: list[str], match: _Match, client: ClientConfig) -> 
     return False
 
 
+_HEAD_OK = word_set("""
+    cut cuts haircut haircuts hair trim style session treatment service appointment price prices
+    cost costs fee take takes last lasts today tonight tomorrow weekend week please pls thanks
+    monday mondays tuesday tuesdays wednesday wednesdays thursday thursdays friday fridays
+    saturday saturdays sunday sundays morning afternoon evening now
+    """)
+
+
+def _unknown_head(words: list[str], match: _Match, client: ClientConfig) -> bool:
+    """A content word right after an alias that makes it a different noun phrase
+    the config does not know: "beard oil" is no Beard Trim, "fade cream" no Skin Fade."""
+    if not match.by_alias or match.end >= len(words):
+        return False
+    word = words[match.end]
+    known = {
+        w
+        for svc in client.services
+        for name in (svc.name, *svc.aliases)
+        for w in _WORD.findall(name.lower())
+    }
+    return not (
+        word in STOP_WORDS
+        or word in _MODIFIER_OK
+        or word in _LIST_WORDS
+        or word.rstrip("s") in _LIST_WORDS
+        or word in _HEAD_OK
+        or word in known
+        or word.isdigit()
+        or re.fullmatch(r"[$€£]?\d+(?:min|mins|minute|hr|h|[.,]\d+)?", word) is not None
+    )
+
+
 def _also(matches: list[_Match], client: ClientConfig) -> list[Service]:
     """Other services a one-word alias could mean: "massage" is the Swedish
     Massage's alias, but the Deep Tissue Massage is a massage too."""
@@ -605,7 +637,9 @@ def _service_fact(client: ClientConfig, q: str) -> Fact | None:
     wants_price = bool(_PRICE.search(q))
     wants_duration = bool(_DURATION.search(q))
     if matches:
-        if any(_unknown_modifier(words, m, client) for m in matches):
+        if any(
+            _unknown_modifier(words, m, client) or _unknown_head(words, m, client) for m in matches
+        ):
             return None
         confidence = min(m.score for m in matches) / 100
         services = [m.service for m in matches]

@@ -295,3 +295,20 @@ async def test_booked_times_are_timezone_aware(gw: Gateway) -> None:
     r = await say(gw, "I'm Al Roe, 415 555 0155, al@roe.io, manicure, Dec 3 at 9am")
     start = datetime.fromisoformat(r.metadata.slots["time"])
     assert start.utcoffset() is not None and start.isoformat().endswith("-08:00")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Can I just turn up without booking on a Tuesday?", 0.4),
+        ("do you take walk-ins?", 0.4),
+        ("Can I book a facial on Friday?", 0.9),
+        ("I'd like to book a massage", 0.9),
+    ],
+)
+def test_coming_without_booking_is_a_question_not_a_booking(
+    gw: Gateway, text: str, expected: float
+) -> None:
+    client = gw.registry.get(CLIENT)
+    assert client is not None
+    assert LeadCaptureAgent().intent(text, client) == expected
