@@ -16,7 +16,9 @@ variables, read here and nowhere in the product:
     - ``after_commit``: right after a turn's commit, before the outbox worker
       could deliver anything it enqueued;
     - ``after_delivery``: after a vendor accepted an outbox delivery, before the
-      row is marked delivered.
+      row is marked delivered;
+    - ``after_staff_reply``: after a staff reply's commit, before the open
+      widget is signalled and before the admin API answers.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def _die(*_: Any, **__: Any) -> None:
 
 
 def _install_crash(point: str) -> None:
+    from engine.handoff import ConversationBus, RedisConversationBus
     from engine.outbox import Outbox
     from engine.tools.crm import LeadLedger
 
@@ -55,6 +58,9 @@ def _install_crash(point: str) -> None:
             return await original(self, row_id, worker_id, state, **kw)
 
         Outbox.settle = settle  # type: ignore[method-assign]
+    elif point == "after_staff_reply":
+        ConversationBus.publish = _die  # type: ignore[method-assign,assignment]
+        RedisConversationBus.publish = _die  # type: ignore[method-assign,assignment]
     elif point:
         raise SystemExit(f"unknown GATEWAY_TEST_CRASH_AT {point!r}")
 

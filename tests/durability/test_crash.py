@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from web.chat_client import ChatClient, open_chat
 
-from .procs import GatewayProcess, SlackStub, slack_stub
+from .procs import ADMIN_TOKEN, GatewayProcess, SlackStub, slack_stub
 
 CLIENT = "spa-del-sol"
 NOW = "2026-12-07T17:00:00+00:00"  # Monday 09:00 in Los Angeles
@@ -184,3 +185,54 @@ async def test_killed_after_the_vendor_accepted_the_row_is_redelivered_not_lost(
 def _outbox_states(data_dir: Path) -> dict[str, str]:
     with sqlite3.connect(data_dir / "gateway.sqlite") as db:
         return dict(db.execute("SELECT kind, state FROM outbox").fetchall())
+
+
+async def test_killed_after_a_staff_reply_committed_the_retry_posts_it_once(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Staff's reply is durable before anything else happens: the process dies
+    after its commit (no push to the widget, no HTTP answer); the admin tool
+    retries with the same id and the customer sees the reply exactly once."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    crashing = start(env, tmp_path / "gw1.log", crash_at="after_staff_reply")
+    try:
+        async with open_chat(chat_url(crashing)) as chat:
+            sid = (await chat.session())["session_id"]
+            escalated = await chat.ask(HANDOFF, "m-1")
+            assert escalated[-1]["metadata"]["handoff"] == "pending_human"
+        conversation = f"{CLIENT}:web:{sid}"
+        reply = {"text": "Hi Maria, Ana from the front desk here.", "id": "r-1"}
+        async with httpx.AsyncClient(headers=headers, timeout=10) as http:
+            with pytest.raises(httpx.HTTPError):  # the process died before answering
+                await http.post(
+                    f"{crashing.url}/admin/api/conversations/{conversation}/reply", json=reply
+                )
+        assert crashing.wait_killed() == -9
+    finally:
+        crashing.stop()
+
+    gw = start(env, tmp_path / "gw2.log")
+    try:
+        async with httpx.AsyncClient(headers=headers, timeout=10) as http:
+            retried = await http.post(
+                f"{gw.url}/admin/api/conversations/{conversation}/reply", json=reply
+            )
+        assert retried.status_code == 200, retried.text
+        assert retried.json()["duplicate"] is True
+        async with open_chat(chat_url(gw)) as chat:
+            await chat.resume(sid, 0)
+
+            def is_staff(event: dict[str, Any]) -> bool:
+                return (event.get("metadata") or {}).get("from") == "staff"
+
+            while not is_staff(await chat.recv()):  # the replay, up to the reply
+                pass
+            with pytest.raises(TimeoutError):  # and nothing after it: no second copy
+                await asyncio.wait_for(chat.recv(), 1.0)
+        record = await asyncio.to_thread(gw.admin, f"conversations/{conversation}")
+    finally:
+        gw.stop()
+    staff = [e for e in chat.seen if is_staff(e)]
+    assert [e["text"] for e in staff] == [reply["text"]]
+    lines = [line for line in record["transcript"] if line.get("staff")]
+    assert [line["text"] for line in lines] == [reply["text"]]
