@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -85,3 +86,33 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self._log.close()
+
+
+def gateway_serve_cmd(port: int, clients_dir: Path) -> list[str]:
+    """The command line of ``gateway serve`` on ``HOST:port`` (one uvicorn worker)."""
+    return [
+        sys.executable,
+        "-c",
+        "from gateway.cli import main; main()",
+        "serve",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--clients-dir",
+        str(clients_dir),
+    ]
+
+
+def gateway_bench_env(data_dir: Path) -> dict[str, str]:
+    """This environment without REDIS_URL/DATABASE_URL, the data folder set,
+    warnings-only logs and every web rate limit lifted (the bench is the load)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(
+        GATEWAY_DATA_DIR=str(data_dir),
+        GATEWAY_LOG_LEVEL="WARNING",
+        GATEWAY_WEB_RATE_PER_S="1000000",
+        GATEWAY_WEB_RATE_BURST="1000000",
+        GATEWAY_WEB_NEW_SESSIONS_PER_MIN="1000000",
+    )
+    return env

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +31,7 @@ import httpx
 import yaml
 from websockets.asyncio.client import connect
 
-from bench._server import HOST, ServerProcess, free_port
+from bench._server import HOST, ServerProcess, free_port, gateway_bench_env, gateway_serve_cmd
 from bench.knowledge import shipped_index
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,27 +48,9 @@ class Server(ServerProcess):
     def __init__(self, workdir: Path, embedder: str) -> None:
         port = free_port()
         self.url = f"http://{HOST}:{port}"
-        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-        env.update(
-            GATEWAY_DATA_DIR=str(workdir / "data"),
-            GATEWAY_LOG_LEVEL="WARNING",
-            GATEWAY_EMBEDDER=embedder,
-            GATEWAY_WEB_RATE_PER_S="1000000",
-            GATEWAY_WEB_RATE_BURST="1000000",
-            GATEWAY_WEB_NEW_SESSIONS_PER_MIN="1000000",
-        )
-        cmd = [
-            sys.executable,
-            "-c",
-            "from gateway.cli import main; main()",
-            "serve",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--clients-dir",
-            str(REPO / "clients"),
-        ]
+        env = gateway_bench_env(workdir / "data")
+        env["GATEWAY_EMBEDDER"] = embedder
+        cmd = gateway_serve_cmd(port, REPO / "clients")
         super().__init__(workdir, cmd, env)
 
     def ready(self) -> bool:

@@ -63,7 +63,14 @@ import yaml
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from bench._server import HOST, ServerProcess, cpu_seconds, free_port
+from bench._server import (
+    HOST,
+    ServerProcess,
+    cpu_seconds,
+    free_port,
+    gateway_bench_env,
+    gateway_serve_cmd,
+)
 from bench._services import (
     OffScript,
     chat_turn,
@@ -158,30 +165,12 @@ class Server(ServerProcess):
         self.url = f"http://{HOST}:{port}"
         data = workdir / f"data-{store}"
         data.mkdir()
-        env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
-        env.update(
-            GATEWAY_DATA_DIR=str(data),
-            GATEWAY_LOG_LEVEL="WARNING",
-            GATEWAY_WEB_RATE_PER_S="1000000",
-            GATEWAY_WEB_RATE_BURST="1000000",
-        )
+        env = gateway_bench_env(data)
         if redis_url:
             env["REDIS_URL"] = redis_url
         if database_url:
             env["DATABASE_URL"] = database_url
-        env["GATEWAY_WEB_NEW_SESSIONS_PER_MIN"] = "1000000"
-        cmd = [
-            sys.executable,
-            "-c",
-            "from gateway.cli import main; main()",
-            "serve",
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--clients-dir",
-            str(clients_dir),
-        ]
+        cmd = gateway_serve_cmd(port, clients_dir)
         super().__init__(workdir, cmd, env)
 
     def ready(self) -> bool:
