@@ -37,7 +37,9 @@ from enum import StrEnum
 from typing import ClassVar
 
 from engine.config import ClientConfig
+from engine.contacts import KnownContact
 from engine.effects import Effects
+from engine.llm.model import TurnModel
 from engine.messages import (
     Action,
     AgentEvent,
@@ -130,6 +132,17 @@ class TurnContext:
     handoff: HandOff | None = None
     """The handoff that brought this agent in this turn, if any."""
     delegate_fn: Callable[[str, str, str], Awaitable[Handback]] | None = None
+    llm: TurnModel | None = None
+    """The client's language model for this turn, under the channel's latency
+    budget; None when the client runs offline (``llm.provider: offline``, or
+    no API key). An agent that uses it falls back to its offline logic on
+    any :class:`~engine.llm.LlmError` (the turn then commits exactly as an
+    offline turn would)."""
+    contact: KnownContact | None = None
+    """The returning contact this conversation's channel identifies (same
+    number, WhatsApp id or widget visitor id), as stored when the turn
+    started, with summaries of earlier conversations; None when unknown or
+    the client's ``memory`` is off (:mod:`engine.contacts`)."""
 
     @property
     def text(self) -> str:
@@ -192,6 +205,13 @@ class Agent(ABC):
     menu: ClassVar[QuickReply | None] = None
     offer: ClassVar[str] = ""
     streams_live: ClassVar[bool] = False
+
+    def live(self, ctx: TurnContext) -> bool:
+        """Whether this turn's deltas are generated progressively (sent before
+        the commit, withdrawn by a Discard if it fails); ``streams_live`` by
+        default. An agent that uses a model only when the client has one
+        answers per turn."""
+        return self.streams_live
 
     def intent(self, text: str, client: ClientConfig) -> float:
         """How sure this agent is that a new message is for it, in [0, 1]

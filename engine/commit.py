@@ -11,7 +11,13 @@ In one database transaction (:meth:`Committer.commit`):
 4. the **leads** in the ledger,
 5. the session's **replay events** (what the web channel sends),
 6. the **conversation log** lines,
-7. the **outbox** rows: escalation notices and other deliveries.
+7. the **outbox** rows: escalation notices and other deliveries,
+8. the **approval** requests the turn made (:mod:`engine.approvals`) and the
+   ones it settled, each settlement conditional on the request still being
+   pending (ApprovalSettled otherwise), with its slot hold confirmed or
+   released.
+9. the **contact** the conversation identifies, with its summary line
+   (:mod:`engine.contacts`), on turns with a customer message.
 
 Any failure rolls all of it back: a failed turn leaves nothing behind and can
 be retried with the same message id. After the commit the outbox worker is
@@ -24,18 +30,24 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote
 
+from engine.approvals import ApprovalStore
 from engine.config import ClientConfig
+from engine.contacts import ContactStore
 from engine.db.database import Database
 from engine.db.fast import Tx
 from engine.effects import Effects, EscalationRequest
+from engine.errors import SlotTakenError
 from engine.outbox import Outbox, OutboxItem
 from engine.session import ConversationSession, SessionKey, SessionStore, Turn
 from engine.tools.calendar import LocalCalendar
 from engine.tools.conversations import ConversationLog, conversation_id
 from engine.tools.crm import LeadLedger
+
+if TYPE_CHECKING:
+    from engine.tools.notify import ApprovalAsk
 
 __all__ = ["Committer", "TurnCommit", "escalation_items"]
 
@@ -106,6 +118,7 @@ def escalation_items(
         created_at=datetime.now(UTC),
         question=question,
         link=conversation_link(public_url, session.key),
+        approval=_approval_ask(client, request, public_url),
     )
     payload = {"escalation": esc.to_json()}
     return [
@@ -114,6 +127,23 @@ def escalation_items(
         )
         for route in request.notifiers
     ]
+
+
+def _approval_ask(
+    client: ClientConfig, request: EscalationRequest, public_url: str | None
+) -> ApprovalAsk | None:
+    from engine.tools.notify import ApprovalAsk
+
+    ask = request.approval
+    if ask is None:
+        return None
+    url = (
+        f"{public_url.rstrip('/')}/admin/api/approvals/{quote(ask.approval_id)}"
+        if public_url
+        else None
+    )
+    deadline = datetime.fromtimestamp(ask.deadline_ts, client.tz)
+    return ApprovalAsk(ask.approval_id, url, deadline, ask.fallback)
 
 
 class Committer:
@@ -127,9 +157,12 @@ class Committer:
         outbox: Outbox,
         *,
         public_url: str | None = None,
+        contacts: ContactStore | None = None,
     ) -> None:
         """``public_url``: ``GATEWAY_PUBLIC_URL``, for the conversation link in
-        escalation notices (none without it)."""
+        escalation notices (none without it). ``contacts``: the returning-contact
+        store (one on ``db`` by default)."""
+        self.contacts = contacts or ContactStore(db)
         self.public_url = public_url
         self.db = db
         self.sessions = sessions
@@ -158,10 +191,24 @@ class Committer:
                 await self.calendar.book_in(tx, booking)
             for lead in effects.leads:
                 await self.ledger.record_in(tx, lead, turn.turn_id)
+            for request in effects.approvals:
+                await ApprovalStore.create_in(tx, request)
+            for settled in effects.settlements:
+                hold_id = await ApprovalStore.settle_in(tx, settled)
+                if hold_id is not None:
+                    held = await self.calendar.settle_hold_in(
+                        tx, hold_id, confirm=settled.confirm_hold
+                    )
+                    if settled.confirm_hold and not held:
+                        raise SlotTakenError(hold_id)
             await self.sessions.append_events_in(tx, key, turn.events)
             await self.conversations.append_in(
                 tx, session, turn.lines, turn.purpose, new=turn.version is None
             )
+            if any(line.role == "user" for line in turn.lines):
+                await self.contacts.remember_in(
+                    tx, client, session, [r.lead.fields for r in effects.leads]
+                )
             if items:
                 await self.outbox.enqueue_in(tx, items)
             return version

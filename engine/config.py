@@ -42,6 +42,7 @@ __all__ = [
     "ClientConfig",
     "ClientRegistry",
     "ConfigProblem",
+    "MemoryConfig",
     "Service",
     "load_client",
     "load_clients",
@@ -249,12 +250,35 @@ def _provider_name(value: object) -> str:
 ProviderName = Annotated[str, BeforeValidator(_provider_name)]
 
 
+class ApprovalConfig(_Frozen):
+    """``booking.approval``: bookings a person at the business confirms first
+    (``purposes/lead_capture/approval.py``). By default nothing needs approval.
+
+    ``services``: service names that always need approval. ``within_hours``:
+    a start sooner than this many hours away needs approval (0: off); while
+    it is set, a start inside ``rules.min_notice_hours`` is asked for instead
+    of refused. ``timeout_minutes``: how long staff have to decide (never past
+    the booking's start); then ``fallback`` applies: ``decline`` (a polite
+    no) or ``take_message`` (a ``callback_requested`` lead; staff call back).
+    """
+
+    services: tuple[str, ...] = ()
+    within_hours: float = Field(default=0, ge=0, le=24 * 90)
+    timeout_minutes: int = Field(default=60, gt=0, le=7 * 24 * 60)
+    fallback: Literal["decline", "take_message"] = "take_message"
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.services) or self.within_hours > 0
+
+
 class BookingConfig(_Frozen):
     provider: ProviderName = "local"
     """The calendar: ``local`` (bookings in the gateway's database), or another
     provider registered in the gateway."""
     slot_minutes: int = Field(default=30, gt=0, le=240)
     rules: BookingRules = BookingRules()
+    approval: ApprovalConfig = ApprovalConfig()
 
 
 class CrmConfig(_Frozen):
@@ -276,9 +300,40 @@ class EscalationConfig(_Frozen):
     phone_transfer_number: str | None = None
 
 
+class LlmPrices(_Frozen):
+    """USD per million tokens, for the cost estimate in ``/metrics``."""
+
+    input_per_million: float = Field(ge=0)
+    output_per_million: float = Field(ge=0)
+
+
 class LlmConfig(_Frozen):
+    """``llm``: which model answers (``offline``: the rule engine; ``gemini``
+    with ``GEMINI_API_KEY`` set: Gemini ``model``, the offline engine as the
+    fallback of every turn).
+
+    ``first_token_s``: seconds a model call may take to its first streamed
+    chunk, per channel (``default`` for the rest; 1.5 on the phone, 3
+    elsewhere); ``total_s``: seconds the model may use in one turn. Past either,
+    the offline engine answers that turn. ``prices``: per million tokens
+    (default: the model's list price, ``engine.llm.usage``). ``tone`` and
+    ``instructions``: see the fields.
+    """
+
     provider: Literal["offline", "gemini"] = "offline"
     model: str = "gemini-2.5-flash"
+    first_token_s: dict[str, float] = Field(default_factory=lambda: {"phone": 1.5, "default": 3.0})
+    total_s: float = Field(10.0, gt=0, le=60)
+    prices: LlmPrices | None = None
+    tone: str = Field("warm, concise and professional", max_length=200)
+    """How the assistant sounds, put in every agent's instructions."""
+    instructions: str = Field("", max_length=4000)
+    """The business's own rules for the assistant ("never discuss pricing of
+    packages by phone"), put in every agent's instructions."""
+
+    def first_token_for(self, channel: str) -> float:
+        """The first-token budget of ``channel``, in seconds."""
+        return self.first_token_s.get(channel, self.first_token_s.get("default", 3.0))
 
 
 class SpeechProviderConfig(_Frozen):
@@ -299,6 +354,21 @@ class VoiceConfig(_Frozen):
     tts: SpeechProviderConfig = SpeechProviderConfig()
 
 
+class MemoryConfig(_Frozen):
+    """``memory``: recognising a returning contact (same phone number, WhatsApp
+    id or widget visitor id) and how long personal data is kept.
+
+    ``enabled``: remember contacts (name, phone, email, short summaries of
+    earlier conversations; :mod:`engine.contacts`); off: nothing is
+    remembered and housekeeping deletes what was. ``retention_days``: a
+    contact not seen for this many days is deleted, and so are the client's
+    conversation transcripts, sessions and call traces older than that.
+    """
+
+    enabled: bool = True
+    retention_days: int = Field(default=365, ge=1, le=3650)
+
+
 class ClientConfig(_Frozen):
     """A client business, as read from ``clients/<client_id>/config.yaml``."""
 
@@ -317,6 +387,7 @@ class ClientConfig(_Frozen):
     escalation: EscalationConfig = EscalationConfig()
     llm: LlmConfig = LlmConfig()
     voice: VoiceConfig = VoiceConfig()
+    memory: MemoryConfig = MemoryConfig()
     folder: Path | None = Field(default=None, exclude=True)
 
     @field_validator("client_id")
@@ -586,6 +657,15 @@ def load_client(folder: Path) -> tuple[ClientConfig | None, list[ConfigProblem]]
     if not config.services and "service" in config.booking.rules.lead_fields:
         problems.append(
             ConfigProblem(shown, "services", "lead_fields asks for a service but none is listed")
+        )
+        return None, problems
+    names = {svc.name.casefold() for svc in config.services}
+    unknown = [n for n in config.booking.approval.services if n.casefold() not in names]
+    if unknown:  # an approval rule that matches nothing would book without asking
+        problems.append(
+            ConfigProblem(
+                shown, "booking.approval.services", f"no service named {', '.join(unknown)}"
+            )
         )
         return None, problems
     knowledge = folder / config.support.knowledge_dir

@@ -41,6 +41,7 @@ from engine.agents import (
     chunk_text,
 )
 from engine.escalation import HumanAgent
+from engine.llm.prompt import conversation
 from engine.messages import (
     AgentEvent,
     Handoff,
@@ -48,7 +49,7 @@ from engine.messages import (
     ToolCall,
     ToolResult,
 )
-from engine.router import HUMAN_CHOICE, Router
+from engine.router import HUMAN_CHOICE, RouteDecision, Router, model_route
 from engine.session import HandoffItem, SuspendedJourney, ToolCallItem, ToolResultItem
 from engine.stuck import StuckDetector
 
@@ -162,7 +163,10 @@ class Coordinator:
         status: HandbackStatus | None = None
         while True:
             if target is None:
-                decision = self.router.route(ctx.text, client, self.agents.routable(excluded))
+                candidates = self.agents.routable(excluded)
+                decision = await self._model_route(ctx, candidates) or self.router.route(
+                    ctx.text, client, candidates
+                )
                 if decision.wants_human:
                     target = HUMAN
                     handoff = HandOff(HUMAN, reason="asked for a person")
@@ -206,7 +210,7 @@ class Coordinator:
             ctx.handoff = handoff
             got: AgentReply | None = None
             lead = bool(replies)
-            if agent.streams_live:
+            if agent.live(ctx):
                 yield GoLive()
             async for part in agent.stream(ctx):
                 if isinstance(part, AgentReply):
@@ -253,6 +257,22 @@ class Coordinator:
         if apology and HUMAN_CHOICE not in final.quick_replies:
             final = replace(final, quick_replies=(*final.quick_replies, HUMAN_CHOICE))
         yield Settled(final, served_by)
+
+    @staticmethod
+    async def _model_route(ctx: TurnContext, candidates: list[Agent]) -> RouteDecision | None:
+        """The model's routing when the client has a usable model, else None."""
+        llm = ctx.llm
+        if llm is None or not llm.available:
+            return None
+        return await model_route(
+            llm,
+            ctx.text,
+            ctx.client,
+            candidates,
+            history=conversation(ctx.session.lines()),
+            now=ctx.now,
+            channel=ctx.session.channel,
+        )
 
     async def _resume(
         self,

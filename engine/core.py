@@ -26,6 +26,7 @@ The engine never imports an adapter or a purpose by name: agents are passed in.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -50,6 +51,7 @@ from engine.errors import (
     UnknownSessionError,
 )
 from engine.handoff import HELD, HandoffState, transition
+from engine.llm import LatencyBudget, Prices, TurnModel
 from engine.locks import Locks
 from engine.logs import describe
 from engine.messages import (
@@ -65,7 +67,7 @@ from engine.messages import (
 from engine.metrics import OUTCOMES, TURN_ERRORS, TURN_SECONDS, TURNS
 from engine.router import HUMAN_CHOICE, Router
 from engine.session import ConversationSession, LoadedSession, SessionKey, SessionStore, Turn
-from engine.tools import ToolRegistry
+from engine.tools import ToolRegistry, Tools
 from engine.tools.conversations import ConversationLog
 
 __all__ = ["Engine", "HandoffRefused", "Replay", "StaffReply", "clean_text"]
@@ -156,6 +158,7 @@ class _TurnRun:
     message_id: str | None
     replay: Replay | None
     test: bool
+    interrupt: asyncio.Event | None = None
     committed_upto: int = 0
     """Replay log entries emitted before this attempt's post-commit events."""
 
@@ -274,6 +277,7 @@ class Engine:
         replay: Replay | None = None,
         expect_session: bool = False,
         test: bool = False,
+        interrupt: asyncio.Event | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Like :meth:`handle_turn`, but yields the turn's events (:data:`TurnEvent`)
         and last the final :class:`ConversationResponse`.
@@ -287,7 +291,10 @@ class Engine:
         ``replay``: the channel's event log to commit with the turn.
         ``expect_session``: the caller holds a conversation it believes exists;
         if the store no longer has it, raise UnknownSessionError instead of
-        silently starting over.
+        silently starting over. ``interrupt``: set by the channel when nobody
+        listens to this reply any more (a barge-in on a call): every model
+        stream of the turn is closed at once (no tokens billed for nothing)
+        and the offline engine finishes the turn, which still commits.
         """
         client = self.clients.get(client_id)
         if client is None:
@@ -302,7 +309,9 @@ class Engine:
             if message_id is not None
             else uuid.uuid4().hex[:24]
         )
-        turn = _TurnRun(client, key, purpose, message, context, turn_id, message_id, replay, test)
+        turn = _TurnRun(
+            client, key, purpose, message, context, turn_id, message_id, replay, test, interrupt
+        )
         done: _Done | None = None
         async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
             if message_id is not None and self.store.recently_processed(key, message_id):
@@ -404,6 +413,8 @@ class Engine:
             tools=tools,
             now=self.clock(),
             effects=effects,
+            llm=_turn_model(turn.client, key.channel, tools, turn.interrupt),
+            contact=await self.committer.contacts.recognise(turn.client, session),
         )
         session.transcript.append(Turn(role="user", text=turn.message, purpose=session.purpose))
         buffered: list[TurnEvent] = []
@@ -432,6 +443,10 @@ class Engine:
             yield await self._fallback(turn, exc)
             return
         reply = settled.reply
+        if ctx.llm is not None and ctx.llm.calls:
+            session.llm_usage = session.llm_usage.plus(
+                ctx.llm.usage, ctx.llm.cost_usd, ctx.llm.calls
+            )
         session.transcript.append(
             Turn(role="assistant", text=reply.text, purpose=settled.served_by)
         )
@@ -770,3 +785,21 @@ class StaffReply:
     state: HandoffState
     event_id: int | None
     duplicate: bool = False
+
+
+def _turn_model(
+    client: ClientConfig, channel: str, tools: Tools, interrupt: asyncio.Event | None
+) -> TurnModel | None:
+    """The client's model for one turn under its channel's budget, or None (offline)."""
+    if tools.llm is None:
+        return None
+    cfg = client.llm
+    prices = cfg.prices
+    return TurnModel(
+        tools.llm,
+        client_id=client.client_id,
+        channel=channel,
+        budget=LatencyBudget(cfg.first_token_for(channel), cfg.total_s),
+        prices=Prices(prices.input_per_million, prices.output_per_million) if prices else None,
+        interrupt=interrupt,
+    )

@@ -14,6 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from engine.approvals import Fallback, NewApproval, Settlement
 from engine.outbox import OutboxItem
 from engine.session import SessionKey
 from engine.tools.calendar import Booking, BookingRequest
@@ -36,6 +37,8 @@ class EscalationRequest:
     fields: dict[str, str] = field(default_factory=dict)
     notifiers: tuple[NotifierRoute, ...] = ()
     """The client's routes to its staff (its ``Tools.notifiers``): one outbox row each."""
+    approval: NewApproval | None = None
+    """Set when the notice asks staff to approve or decline a request."""
 
 
 @dataclass(slots=True)
@@ -51,6 +54,8 @@ class Effects:
     leads: list[LeadRecord] = field(default_factory=list)
     escalations: list[EscalationRequest] = field(default_factory=list)
     deliveries: list[OutboxItem] = field(default_factory=list)
+    approvals: list[NewApproval] = field(default_factory=list)
+    settlements: list[Settlement] = field(default_factory=list)
     _count: int = 0
 
     def _id(self, kind: str) -> str:
@@ -66,11 +71,13 @@ class Effects:
         name: str = "",
         *,
         capacity: int = 1,
+        hold: bool = False,
     ) -> str:
         """Ask for ``[start, end)`` (aware datetimes); returns the booking id it will
         have. If the slot is taken when the turn commits, the commit raises
         SlotTakenError and the engine runs the turn again (the agent's
-        availability check then sees the booking that won)."""
+        availability check then sees the booking that won). ``hold``: only hold
+        the slot while a person approves (:meth:`request_approval`)."""
         booking = Booking(self._id("booking"), self.key.client_id, start, end, service, name)
         self.bookings.append(
             BookingRequest(
@@ -80,6 +87,7 @@ class Effects:
                 turn_id=self.turn_id,
                 capacity=capacity,
                 test=self.test,
+                hold=hold,
             )
         )
         return booking.booking_id
@@ -107,6 +115,61 @@ class Effects:
         )
         self.escalations.append(request)
         return request.escalation_id
+
+    def request_approval(
+        self,
+        purpose: str,
+        summary: str,
+        reason: str,
+        details: dict[str, str],
+        *,
+        hold_id: str | None,
+        fallback: Fallback,
+        created_ts: float,
+        deadline_ts: float,
+        who: str | None = None,
+        contact: str | None = None,
+        email: str | None = None,
+    ) -> str:
+        """Ask a person to approve something (:mod:`engine.approvals`): a
+        ``pending`` request row, and a notice with approve/decline instructions
+        through each of the client's notifier routes. Returns the request's id."""
+        key = self.key
+        request = NewApproval(
+            self._id("approval"),
+            key.client_id,
+            key.channel,
+            key.session_id,
+            purpose,
+            summary,
+            reason,
+            dict(details),
+            hold_id,
+            fallback,
+            created_ts,
+            deadline_ts,
+            self.turn_id,
+            self.test,
+        )
+        self.approvals.append(request)
+        self.escalations.append(
+            EscalationRequest(
+                f"{request.approval_id}-ask",
+                f"needs approval: {summary} ({reason})",
+                who,
+                contact,
+                email,
+                dict(details),
+                self.notifiers,
+                request,
+            )
+        )
+        return request.approval_id
+
+    def settle_approval(self, settlement: Settlement) -> None:
+        """Settle a pending approval request with this turn (its hold confirmed
+        or released); the commit fails with ApprovalSettled if it is not pending."""
+        self.settlements.append(settlement)
 
     def deliver(self, kind: str, payload: dict[str, object], key: str | None = None) -> str:
         """Any other outbox delivery; ``key`` defaults to one derived from the turn."""

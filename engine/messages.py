@@ -212,7 +212,10 @@ class Discard:
     deltas that follow, and the final response, replace it.
     """
 
-    reason: Literal["failed", "conflict"] = "failed"
+    reason: Literal["failed", "conflict", "rejected"] = "failed"
+    """``failed``: the agent failed mid-stream; ``conflict``: the commit
+    conflicted and the turn runs again; ``rejected``: a model's streamed
+    wording failed its checks and the flow's own wording replaces it."""
 
 
 AgentEvent = TextDelta | ToolCall | ToolResult | Handoff | Discard

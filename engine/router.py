@@ -1,5 +1,9 @@
 """The router: picks the agent for a message no journey holds.
 
+With a model (``ctx.llm``), :func:`model_route` asks it first (structured
+output: purpose + confidence) and these rules decide when it is unsure or
+fails.
+
 Offline rules (no LLM), driven by the agents themselves: each registered
 agent scores the message (:meth:`engine.agents.Agent.intent`, in [0, 1]) and
 the best score of at least :data:`MIN_INTENT` wins. Around that the router
@@ -12,18 +16,23 @@ message (a short menu of the agents' :attr:`~engine.agents.Agent.menu`).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from engine.config import ClientConfig
+from engine.llm.prompt import business_brief
+from engine.llm.types import LlmError, LlmMessage, LlmReason, LlmRequest
 from engine.messages import QuickReply
 
 if TYPE_CHECKING:
     from engine.agents import Agent
+    from engine.llm.model import TurnModel
 
-__all__ = ["MIN_INTENT", "RouteDecision", "Router", "is_cancel", "wants_human"]
+__all__ = ["MIN_INTENT", "RouteDecision", "Router", "is_cancel", "model_route", "wants_human"]
 
 MIN_INTENT = 0.5
 """Lowest intent score that routes a message to an agent."""
@@ -148,3 +157,69 @@ class Router:
         if human or len(items) < 2:
             items.append(HUMAN_CHOICE)
         return tuple(items)
+
+
+_ROUTE_SCHEMA_CONFIDENCE = {"type": "number", "description": "0 to 1"}
+
+
+async def model_route(
+    llm: TurnModel,
+    text: str,
+    client: ClientConfig,
+    agents: Sequence[Agent],
+    *,
+    history: tuple[LlmMessage, ...],
+    now: datetime,
+    channel: str,
+) -> RouteDecision | None:
+    """Route with the model (structured output: ``purpose`` + ``confidence``).
+
+    Returns the decision when the model names one of ``agents`` (or a person)
+    with confidence at least :data:`MIN_INTENT`; None when it is unsure, says
+    ``none`` (greetings, small talk: the offline router answers those) or
+    fails — then the offline :meth:`Router.route` decides. Malformed output
+    ends the model's part of the turn (``llm.fail``)."""
+    names = [a.purpose for a in agents]
+    if not names:
+        return None
+    listing = "\n".join(f"- {a.purpose}: {a.offer or a.purpose}" for a in agents)
+    system = (
+        business_brief(client, now, channel)
+        + "\n\nYour job now: decide who should handle the customer's latest message.\n"
+        f"{listing}\n- human: the customer asks for a person\n"
+        "- none: a greeting, small talk, or too unclear to tell\n"
+        "Give the purpose and your confidence from 0 to 1."
+    )
+    schema = {
+        "type": "object",
+        "properties": {
+            "purpose": {"type": "string", "enum": [*names, "human", "none"]},
+            "confidence": _ROUTE_SCHEMA_CONFIDENCE,
+        },
+        "required": ["purpose", "confidence"],
+    }
+    try:
+        result = await llm.generate(
+            LlmRequest(
+                system=system,
+                messages=history or (LlmMessage("user", text),),
+                response_schema=schema,
+                temperature=0.0,
+                max_output_tokens=60,
+                purpose="router",
+            )
+        )
+    except LlmError:
+        return None
+    try:
+        value = json.loads(result.text)
+        purpose = str(value["purpose"])
+        confidence = float(value["confidence"])
+    except (ValueError, KeyError, TypeError):
+        llm.fail(LlmReason.MALFORMED, "routing: not the JSON asked for")
+        return None
+    if confidence < MIN_INTENT:
+        return None
+    if purpose == "human":
+        return RouteDecision(None, wants_human=True)
+    return RouteDecision(purpose) if purpose in names else None

@@ -41,6 +41,7 @@ from engine.db.fast import Row, Tx
 from engine.db.schema import PROCESSED_MESSAGES, SESSION_EVENTS, SESSIONS
 from engine.errors import CommitConflict, DuplicateMessageError
 from engine.handoff import HandoffState
+from engine.llm.types import Usage
 from engine.messages import ChannelContext
 
 __all__ = [
@@ -151,6 +152,24 @@ def window(items: Sequence[HistoryItem], max_items: int = 20) -> list[HistoryIte
     return recent
 
 
+class LlmUsage(BaseModel):
+    """The model's use by one conversation: tokens (per the vendor's usage
+    reports), calls, and the estimated cost in USD."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 0
+    cost_usd: float = 0.0
+
+    def plus(self, usage: Usage, cost_usd: float, calls: int = 1) -> LlmUsage:
+        return LlmUsage(
+            input_tokens=self.input_tokens + usage.input_tokens,
+            output_tokens=self.output_tokens + usage.output_tokens,
+            calls=self.calls + calls,
+            cost_usd=round(self.cost_usd + cost_usd, 8),
+        )
+
+
 class ConversationSession(BaseModel):
     """Everything the engine keeps about one conversation.
 
@@ -177,6 +196,8 @@ class ConversationSession(BaseModel):
     (:mod:`engine.handoff` draws the state machine)."""
     turn_count: int = 0
     test: bool = False
+    llm_usage: LlmUsage = Field(default_factory=LlmUsage)
+    """Tokens and estimated cost the model spent on this conversation."""
     """A conversation held for testing (``gateway chat``): kept out of the leads
     list unless asked for."""
     created_at: datetime = Field(default_factory=_now)

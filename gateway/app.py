@@ -24,15 +24,20 @@ import httpx
 from fastapi import FastAPI
 
 from engine import ClientRegistry, Engine, SessionStore, load_clients
+from engine.approvals import ApprovalStore
 from engine.commit import Committer
 from engine.config import ClientConfig
+from engine.contacts import ContactStore
 from engine.db.database import Database
+from engine.decisions import ApprovalSweeper, Decisions
 from engine.handoff import ConversationBus, RedisConversationBus
 from engine.knowledge import KnowledgeIndex
+from engine.llm.gemini import gemini_models
 from engine.locks import LocalLocks, Locks, RedisLocks
 from engine.outbox import Outbox, OutboxWorker, WorkerOptions
 from engine.tools import ConversationLog, LeadLedger, LocalCalendar, embedded_tools
 from engine.tools.calltraces import CallTraceStore
+from gateway.approvals import sweeper as approval_sweeper
 from gateway.settings import Settings
 from purposes.lead_capture import LeadCaptureAgent
 from purposes.support import SupportAgent
@@ -72,6 +77,14 @@ class Gateway:
     knowledge: KnowledgeIndex | None = None
     """Every client's knowledge index (None when it could not open: support then
     has no knowledge); stale folders are ingested in the background."""
+    decisions: Decisions | None = None
+    """Approval requests and their decisions (admin API, timeout sweeper)."""
+    sweeper: ApprovalSweeper | None = None
+
+    @property
+    def contacts(self) -> ContactStore:
+        """Returning contacts (the turn commit writes them; :mod:`engine.contacts`)."""
+        return self.engine.committer.contacts
 
 
 def open_database(settings: Settings) -> Database:
@@ -144,6 +157,8 @@ async def open_gateway(
         knowledge = await _open_knowledge(settings)
         if knowledge is not None:
             tools.set_knowledge(_knowledge_views(knowledge))
+        models = gemini_models(settings.gemini_api_key, settings.gemini_base_url)
+        tools.set_models(models)
         for problem in tools.check_clients(registry):
             log.error("client config: %s; that client is skipped", problem)
         committer = Committer(
@@ -185,6 +200,9 @@ async def open_gateway(
             bus,
         )
         gw.knowledge = knowledge
+        gw.decisions = Decisions(
+            engine, ApprovalStore(db, clock=lambda: engine.clock().timestamp())
+        )
         preparing = (
             asyncio.create_task(_prepare_knowledge(knowledge, registry, settings))
             if knowledge is not None
@@ -193,10 +211,14 @@ async def open_gateway(
         if worker:
             gw.worker = _worker(gw, http_client)
             gw.worker.start()
+            gw.sweeper = approval_sweeper(gw)
+            gw.sweeper.start()
         try:
             await bus.start()
             yield gw
         finally:
+            if gw.sweeper is not None:
+                await gw.sweeper.stop()
             if gw.worker is not None:
                 await gw.worker.stop()
             if preparing is not None:
@@ -204,6 +226,7 @@ async def open_gateway(
                 await asyncio.gather(preparing, return_exceptions=True)
             if knowledge is not None:
                 await knowledge.aclose()
+            await models.aclose()
             await bus.close()
             await locks.close()
     finally:
@@ -300,9 +323,11 @@ DELIVERED_KEEP_S = 7 * 24 * 3600
 async def _housekeeping(gw: Gateway) -> None:
     """Every few minutes, on each replica: expired sessions, replay logs and marks
     go; delivered outbox rows older than :data:`DELIVERED_KEEP_S` go (dead rows
-    stay until an operator retries or purges them)."""
+    stay until an operator retries or purges them); each client's ``memory``
+    retention is applied (old contacts, transcripts, sessions, call traces)."""
     await gw.store.purge_expired()
     await gw.outbox.purge(state="delivered", older_than_s=DELIVERED_KEEP_S)
+    await gw.contacts.purge_expired(list(gw.registry.clients.values()))
 
 
 class _Serving:

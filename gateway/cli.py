@@ -1,5 +1,6 @@
 """The ``gateway`` command: serve, chat in the terminal, place a simulated call,
-validate client folders, migrate the database, inspect and repair the outbox.
+validate client folders, migrate the database, inspect and repair the outbox,
+forget one person's data (``gateway contacts forget``).
 
 Exit codes: 0 done; 1 the command ran and found a problem (unreachable
 database, schema behind, unknown row id, invalid client folder); 2 bad usage
@@ -51,6 +52,11 @@ outbox_app = typer.Typer(
     "`gateway serve` uses: inspect, retry, purge.",
 )
 app.add_typer(outbox_app, name="outbox")
+contacts_app = typer.Typer(
+    no_args_is_help=True,
+    help="Returning contacts (the memory across conversations): forget one person.",
+)
+app.add_typer(contacts_app, name="contacts")
 
 
 @app.command()
@@ -911,6 +917,52 @@ def outbox_purge(
     count, named = _on_database(_target(), purge)
     _report_skipped(named, state.value, client, "purged")
     typer.echo(f"purged {count} {state.value} row{'' if count == 1 else 's'}")
+
+
+@contacts_app.command("forget")
+def contacts_forget(
+    client: Annotated[str, typer.Option("--client", help="The client id (folder name).")],
+    phone: Annotated[
+        str | None, typer.Option(help="The person's phone number, E.164: +14155550134.")
+    ] = None,
+    email: Annotated[str | None, typer.Option(help="The person's email address.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
+) -> None:
+    """Delete one person's data for a client, everywhere: their contact, the
+    sessions, transcripts, leads, call traces and outbox rows that hold the
+    phone number or email (bookings stay in the calendar, name cleared).
+
+    Prints how many rows of each kind went; running it again deletes nothing.
+    A running gateway drops a cached copy of such a session at its next turn.
+    """
+    from engine.contacts import ContactStore, ForgetReport, normalize_email, normalize_phone
+
+    if phone is None and email is None:
+        _fail("name the person: --phone +E164 and/or --email ADDRESS", 2)
+    try:
+        phone = normalize_phone(phone) if phone is not None else None
+    except ValueError as exc:
+        _fail(f"--phone: {exc}", 2)
+    try:
+        email = normalize_email(email) if email is not None else None
+    except ValueError as exc:
+        _fail(f"--email: {exc}", 2)
+
+    async def forget(db: Database) -> ForgetReport:
+        return await ContactStore(db).forget(client, phone=phone, email=email)
+
+    report = _on_database(_target(), forget)
+    counts = report.counts()
+    if as_json:
+        typer.echo(json.dumps({"client_id": client, "deleted": counts}))
+        return
+    if not report.total:
+        typer.echo(f"nothing held that person for {client}: nothing deleted")
+        return
+    typer.echo(f"forgot the person for {client}:")
+    for kind, count in counts.items():
+        verb = "name cleared" if kind == "bookings" else "deleted"
+        typer.echo(f"  {kind:<14}{count:>6} {verb}")
 
 
 def main() -> None:

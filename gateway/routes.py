@@ -22,13 +22,36 @@ notices)::
         422 empty text; 503 the conversation is busy (retry)
     POST /admin/api/conversations/{id}/release
         200 {"id", "handoff"}: ``resolved`` (the bot answers the next message)
+
+Staff decide bookings that need approval (``booking.approval``;
+:mod:`engine.decisions`)::
+
+    GET  /admin/api/approvals?client_id=ID[&state=pending]   newest first
+    GET  /admin/api/approvals/{id}
+    POST /admin/api/approvals/{id}    {"decision": "approve"|"decline", "note": "..."}
+        200 the request as stored (``state``, ``outcome``: booked | slot_taken |
+            declined..., ``result``: booking_id, lead_id) + ``duplicate`` and
+            ``delivery`` (web: pushed to the widget; phone/WhatsApp: recorded).
+            ``note`` is passed on to the customer. Repeating the same decision
+            changes nothing (``duplicate: true``).
+        404 unknown id; 409 already settled otherwise (another decision, the
+        timeout, the customer withdrew): the body's ``approval`` says how;
+        503 the conversation is busy (retry)
+
+Forgetting one person (:meth:`engine.contacts.ContactStore.forget`)::
+
+    DELETE /admin/api/contacts?client_id=ID&phone=%2B14155550134[&email=...]
+        200 {"client_id", "deleted": {"contacts", "sessions", "conversations",
+            "messages", "leads", "bookings", "call_traces", "outbox"}}: row
+            counts (bookings stay, name cleared); a second call deletes nothing
+        404 unknown client; 422 neither phone nor email, or a malformed one
 """
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
@@ -37,7 +60,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.phone.trace import CallTraces
 from adapters.web.codec import complete_event
+from engine.approvals import ApprovalState, state_after
 from engine.core import HandoffRefused, Replay
+from engine.decisions import Decisions, UnknownApprovalError
 from engine.errors import SessionBusyError, UnknownSessionError
 from engine.messages import CHANNELS, ConversationResponse, TurnEvent
 from engine.session import SessionKey
@@ -93,6 +118,22 @@ def _check_token(token: str | None, authorization: str | None) -> None:
         raise HTTPException(
             401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
+
+
+class DecisionBody(BaseModel):
+    """``POST /admin/api/approvals/{id}``: the decision, and an optional note
+    passed on to the customer ("we have a therapist free at 4 instead")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "decline"]
+    note: str | None = Field(default=None, max_length=500)
+
+
+def _decisions(gw: Gateway) -> Decisions:
+    if gw.decisions is None:
+        raise HTTPException(503, "approvals are not available on this gateway")
+    return gw.decisions
 
 
 class StaffReplyBody(BaseModel):
@@ -217,6 +258,68 @@ def admin_router(
             ) from exc
         await gw.bus.publish(str(key))
         return {"id": conversation_id(key), "handoff": state}
+
+    @router.delete("/contacts")
+    async def forget_contact(
+        client_id: Annotated[str, Query()],
+        phone: Annotated[str | None, Query(max_length=40)] = None,
+        email: Annotated[str | None, Query(max_length=320)] = None,
+    ) -> dict[str, object]:
+        """Delete one person's data (see the module docstring)."""
+        gw = _client(client_id)
+        if phone is None and email is None:
+            raise HTTPException(422, "name the person: phone=+E164 and/or email=...")
+        if phone is not None and phone.startswith(" "):
+            phone = "+" + phone[1:]  # an unencoded "+" arrives as a space
+        try:
+            report = await gw.contacts.forget(client_id, phone=phone, email=email)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from exc
+        traces = call_traces()
+        for key in report.keys:
+            gw.store.forget(key)  # this replica's cached copy
+            if key.channel == "phone":
+                traces.discard(key.session_id)
+        return {"client_id": client_id, "deleted": report.counts()}
+
+    @router.get("/approvals")
+    async def approvals(
+        client_id: Annotated[str, Query()],
+        state: Annotated[ApprovalState | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> list[dict[str, object]]:
+        decisions = _decisions(_client(client_id))
+        found = await decisions.approvals.list(client_id=client_id, state=state, limit=limit)
+        return [a.as_json() for a in found]
+
+    @router.get("/approvals/{approval_id}")
+    async def one_approval(approval_id: str) -> dict[str, object]:
+        found = await _decisions(gateway()).approvals.get(approval_id)
+        if found is None:
+            raise HTTPException(404, f"no approval request {approval_id!r}")
+        return found.as_json()
+
+    @router.post("/approvals/{approval_id}")
+    async def decide_approval(approval_id: str, body: DecisionBody) -> JSONResponse:
+        """Approve or decline a request (see the module docstring)."""
+        from gateway.approvals import decide
+
+        try:
+            result = await decide(gateway(), approval_id, body.decision, body.note)
+        except UnknownApprovalError as exc:
+            raise HTTPException(404, str(exc)) from exc
+        except SessionBusyError as exc:
+            raise HTTPException(
+                503, "the conversation is busy; retry", headers={"Retry-After": "1"}
+            ) from exc
+        found = result.approval
+        if found.state != state_after(body.decision):
+            detail = f"approval {approval_id} is already {found.state}"
+            return JSONResponse({"detail": detail, "approval": found.as_json()}, status_code=409)
+        delivery = "web" if found.channel == "web" else "recorded"
+        return JSONResponse(
+            {**found.as_json(), "duplicate": result.duplicate, "delivery": delivery}
+        )
 
     @router.get("/calls/{call_sid}")
     async def call_trace(call_sid: str) -> dict[str, object]:

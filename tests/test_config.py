@@ -349,7 +349,10 @@ def test_unknown_keys_at_every_level_are_named_by_dotted_path(
     (warning,) = _unknown(problems)
     assert warning.key == key
     if suggestion is None:  # nothing close: the keys that would be understood
-        assert warning.reason == "unknown key; expected one of: provider, model"
+        assert warning.reason == (
+            "unknown key; expected one of: provider, model, first_token_s, total_s, prices,"
+            " tone, instructions"
+        )
     else:
         assert warning.reason == f"unknown key; did you mean {suggestion}?"
 

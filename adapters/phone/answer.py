@@ -50,6 +50,8 @@ class TurnEngine(Protocol):
         session_id: str,
         message: str,
         context: ChannelContext | None = None,
+        *,
+        interrupt: asyncio.Event | None = None,
     ) -> AsyncGenerator[TurnEvent, None]: ...
 
     async def note_heard(
@@ -93,6 +95,9 @@ class Answer:
         self.failed = False
         self.withdrawn = asyncio.Event()
         """Set by each ``Discard``; the reader clears it when it takes the marker."""
+        self.interrupt = asyncio.Event()
+        """Set on a barge-in: the engine closes the turn's model streams at once
+        (the offline engine finishes the turn, which still commits)."""
         self._queue: asyncio.Queue[str | Withdraw | None] = asyncio.Queue()
         self._splitter = SentenceSplitter()
         self._streamed = False  # a sentence was queued since the last Discard
@@ -101,7 +106,13 @@ class Answer:
     async def _run(self, context: ChannelContext) -> None:
         try:
             stream = self.engine.stream_turn(
-                self.client_id, "phone", None, self.call_sid, self.text, context
+                self.client_id,
+                "phone",
+                None,
+                self.call_sid,
+                self.text,
+                context,
+                interrupt=self.interrupt,
             )
             async with contextlib.aclosing(stream) as events:
                 async for event in events:

@@ -177,6 +177,8 @@ class Speaker:
     async def interrupt(self) -> None:
         """Stop the bot: cancel the current reply and clear Twilio's buffered audio."""
         speaking, self.speaking = self.speaking, None
+        if speaking is not None and speaking.answer is not None:
+            speaking.answer.interrupt.set()  # stop the model's stream; the turn still commits
         if speaking is not None and speaking.task is not None and not speaking.task.done():
             speaking.task.cancel()
             await asyncio.gather(speaking.task, return_exceptions=True)

@@ -231,3 +231,7 @@ class CallTraces:
 
     def get(self, call_sid: str) -> CallTrace | None:
         return self._calls.get(call_sid)
+
+    def discard(self, call_sid: str) -> None:
+        """Drop this process's copy of a call's trace (its person was forgotten)."""
+        self._calls.pop(call_sid, None)

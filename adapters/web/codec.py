@@ -14,13 +14,18 @@ docstring for how ids are allocated)::
     {"type": "session", "event_id": N, "session_id": "...", "resumed": bool,
      "greeting": "...", "client_name": "..."}
     {"type": "token", "event_id": N, "content": "...", "reply_to": id | null}
-    {"type": "discard", "event_id": N, "reason": "failed" | "conflict", "reply_to": id | null}
+    {"type": "discard", "event_id": N, "reason": "failed" | "conflict" | "rejected", "reply_to": id | null}
     {"type": "complete", "event_id": N, "text": "...", "quick_replies": [{"title", "value"}],
      "actions": [{"type", "target"}], "metadata": {...}, "reply_to": id | null}
     {"type": "error", "event_id": N, "code": "...", "message": "...", "reply_to": id | null}
 
 ``resumed``, ``greeting``, ``client_name`` and ``reply_to`` are additions to
 the contract; clients that do not know them can ignore them.
+
+The chat URL may carry ``?visitor_id=<id>`` (an addition; 8 to 128 letters,
+digits, ``-`` or ``_``): a random id the widget keeps in the browser, so the
+business recognises a returning visitor (``ChannelContext.visitor_id``;
+:mod:`engine.contacts`). Any other value is ignored, never refused.
 
 ``discard`` (an addition) withdraws every ``token`` of the current reply
 received so far: the tokens after it, and the ``complete`` event, replace
@@ -85,6 +90,7 @@ __all__ = [
     "parse_frame",
     "session_event",
     "token_event",
+    "visitor_id",
 ]
 
 ErrorCode = Literal[
@@ -255,6 +261,13 @@ def _parse_resume(raw: dict[str, object]) -> ResumeFrame:
             "bad_frame", 'resume "session_id" may hold only letters, digits, - and _'
         )
     return ResumeFrame(session_id=resume.session_id, last_event_id=resume.last_event_id)
+
+
+def visitor_id(value: str | None) -> str | None:
+    """The ``visitor_id`` query parameter if well-formed, else None."""
+    if value is None or not 8 <= len(value) <= MAX_ID_CHARS:
+        return None
+    return value if set(value) <= _SESSION_ID_CHARS else None
 
 
 # -- server events ----------------------------------------------------------------------------

@@ -113,6 +113,7 @@ from adapters.web.codec import (
     parse_frame,
     session_event,
     token_event,
+    visitor_id,
 )
 from adapters.web.limits import SourceLimiter, TokenBucket, WebLimits
 from engine.config import ClientConfig, ClientRegistry
@@ -254,7 +255,10 @@ class _Connection:
         self.can_resume = True
         self.open = True
         origin = websocket.headers.get("origin")
-        self.context = ChannelContext(web_origin=origin) if origin else None
+        visitor = visitor_id(websocket.query_params.get("visitor_id"))
+        self.context = (
+            ChannelContext(web_origin=origin, visitor_id=visitor) if origin or visitor else None
+        )
 
     @property
     def key(self) -> SessionKey | None:

@@ -20,6 +20,13 @@ them. JSON documents are stored as text: both engines, no extension needed.
     call_traces         phone calls' per-turn stage timings
     outbox              side effects to deliver exactly once (Slack, email,
                         Twilio call actions...), with retries and a dead state
+    approvals           actions waiting for a person's decision (a booking
+                        outside the usual rules): pending until approved,
+                        declined, expired (timeout fallback) or withdrawn
+    contacts            a client's returning contacts (engine.contacts): name,
+                        phone, email, first/last seen, by contact key
+    contact_conversations  which conversations a contact had, with a one-line
+                        summary of each (no free text from the customer)
 
 The schema evolves only through the Alembic migrations beside this module
 (``engine/db/migrations``); ``gateway db upgrade`` applies them.
@@ -30,9 +37,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 __all__ = [
+    "APPROVALS",
     "BOOKINGS",
     "CALENDAR_LOCKS",
     "CALL_TRACES",
+    "CONTACTS",
+    "CONTACT_CONVERSATIONS",
     "CONVERSATIONS",
     "CONVERSATION_MESSAGES",
     "LEADS",
@@ -104,6 +114,11 @@ CONVERSATIONS = sa.Table(
     sa.Column("updated_ts", sa.Float, nullable=False),
     # bot | pending_human | human | resolved (engine.handoff)
     sa.Column("handoff", sa.String(16), nullable=False, server_default="bot"),
+    # the model's use by the conversation (engine.session.LlmUsage)
+    sa.Column("llm_input_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("llm_output_tokens", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("llm_calls", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("llm_cost_usd", sa.Float, nullable=False, server_default="0"),
     sa.Index(None, "client_id", "updated_ts"),
 )
 
@@ -202,4 +217,63 @@ OUTBOX = sa.Table(
     sa.Column("delivered_ts", sa.Float),
     sa.Index(None, "state", "next_attempt_ts"),
     sa.Index(None, "client_id", "state"),
+)
+
+CONTACTS = sa.Table(
+    "contacts",
+    METADATA,
+    sa.Column("client_id", sa.String(128), primary_key=True),
+    # tel:+E164 (phone, WhatsApp) | wa:<wa id> | web:<hashed visitor id>
+    sa.Column("contact_key", sa.String(160), primary_key=True),
+    sa.Column("name", sa.String(512)),
+    sa.Column("phone", sa.String(32)),
+    sa.Column("email", sa.String(320)),
+    sa.Column("first_seen_iso", sa.String(40), nullable=False),
+    sa.Column("last_seen_iso", sa.String(40), nullable=False),
+    sa.Column("last_seen_ts", sa.Float, nullable=False),
+    sa.Index(None, "client_id", "phone"),
+    sa.Index(None, "client_id", "last_seen_ts"),
+)
+
+CONTACT_CONVERSATIONS = sa.Table(
+    "contact_conversations",
+    METADATA,
+    sa.Column("client_id", sa.String(128), primary_key=True),
+    sa.Column("contact_key", sa.String(160), primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("session_id", sa.String(128), primary_key=True),
+    sa.Column("date_iso", sa.String(10), nullable=False),
+    sa.Column("outcome", sa.String(64)),
+    sa.Column("service", sa.String(256)),
+    sa.Column("line", sa.String(512), nullable=False),
+    sa.Column("updated_ts", sa.Float, nullable=False),
+    sa.Index(None, "client_id", "channel", "session_id"),
+    sa.Index(None, "client_id", "updated_ts"),
+)
+
+APPROVALS = sa.Table(
+    "approvals",
+    METADATA,
+    sa.Column("approval_id", sa.String(64), primary_key=True),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("session_id", sa.String(128), nullable=False),
+    sa.Column("purpose", sa.String(64), nullable=False),
+    # pending | approved | declined | expired | withdrawn (engine.approvals)
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("details", sa.Text, nullable=False),
+    sa.Column("hold_id", sa.String(64)),
+    sa.Column("fallback", sa.String(32), nullable=False),
+    sa.Column("created_ts", sa.Float, nullable=False),
+    sa.Column("deadline_ts", sa.Float, nullable=False),
+    sa.Column("decided_ts", sa.Float),
+    sa.Column("decided_by", sa.String(16)),
+    sa.Column("note", sa.Text),
+    sa.Column("outcome", sa.String(32)),
+    sa.Column("result", sa.Text),
+    sa.Column("turn_id", sa.String(64), nullable=False),
+    sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Index(None, "state", "deadline_ts"),
+    sa.Index(None, "client_id", "state", "created_ts"),
 )

@@ -8,6 +8,10 @@ overlap and inserts, so two conversations racing for one slot — on one
 replica or on several sharing a PostgreSQL — can never both get it: the loser's
 commit raises :class:`~engine.errors.SlotTakenError` and is rolled back whole.
 
+A booking's ``status``: ``booked``; ``held`` while a person approves it
+(:mod:`engine.approvals`: busy for everyone else), then ``booked`` or
+``released``. Only ``booked`` and ``held`` rows take up time.
+
 Reads go through :class:`Calendar`'s public methods, which own the timeout,
 retries and metrics (:mod:`engine.providers`); a calendar implements the
 ``_..._impl`` behind them. Which calendar a client uses is its
@@ -57,6 +61,10 @@ class BookingRequest:
     turn_id: str
     capacity: int = 1
     test: bool = False
+    hold: bool = False
+    """Hold the slot (status ``held``) while a person approves the booking
+    (:mod:`engine.approvals`): busy for everyone else, not yet a booking;
+    :meth:`LocalCalendar.settle_hold_in` confirms or releases it."""
 
 
 class Calendar(Provider):
@@ -100,7 +108,8 @@ class LocalCalendar(Calendar):
         async def read(tx: Tx) -> list[Row]:
             return await tx.fetchall(
                 "SELECT booking_id, client_id, start_iso, end_iso, service, name FROM bookings"
-                " WHERE client_id = $1 AND status = 'booked' AND start_ts < $2 AND end_ts > $3"
+                " WHERE client_id = $1 AND status IN ('booked', 'held')"
+                " AND start_ts < $2 AND end_ts > $3"
                 " ORDER BY start_ts",
                 client_id,
                 end.timestamp(),
@@ -134,7 +143,8 @@ class LocalCalendar(Calendar):
                 booking.client_id,
             )
         row = await tx.fetchone(
-            "SELECT COUNT(*) FROM bookings WHERE client_id = $1 AND status = 'booked'"
+            "SELECT COUNT(*) FROM bookings WHERE client_id = $1"
+            " AND status IN ('booked', 'held')"
             " AND start_ts < $2 AND end_ts > $3",
             booking.client_id,
             booking.end.timestamp(),
@@ -145,7 +155,7 @@ class LocalCalendar(Calendar):
         await tx.execute(
             "INSERT INTO bookings (booking_id, client_id, start_ts, end_ts, start_iso, end_iso,"
             " service, name, channel, session_id, turn_id, status, test, created_iso)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'booked', $12, $13)",
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $14, $12, $13)",
             booking.booking_id,
             booking.client_id,
             booking.start.timestamp(),
@@ -159,4 +169,27 @@ class LocalCalendar(Calendar):
             request.turn_id,
             request.test,
             datetime.now(UTC).isoformat(),
+            "held" if request.hold else "booked",
         )
+
+    async def settle_hold_in(self, tx: Tx, booking_id: str, *, confirm: bool) -> bool:
+        """Turn a held slot into a booking (``confirm``) or release it, in the
+        caller's transaction. False when ``booking_id`` is not held (released
+        already, or never held)."""
+        changed = await tx.execute(
+            "UPDATE bookings SET status = $2 WHERE booking_id = $1 AND status = 'held'",
+            booking_id,
+            "booked" if confirm else "released",
+        )
+        return bool(changed)
+
+    async def status(self, booking_id: str) -> str | None:
+        """``booked``, ``held``, ``released`` or None (no such booking)."""
+
+        async def read(tx: Tx) -> Row | None:
+            return await tx.fetchone(
+                "SELECT status FROM bookings WHERE booking_id = $1", booking_id
+            )
+
+        row = await self.db.fast.query(read)
+        return None if row is None else str(row[0])

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from time import time
 
 import sqlalchemy as sa
@@ -60,11 +60,14 @@ class ConversationRecord:
     updated_at: str
     test: bool = False
     handoff: str = "bot"
+    llm_usage: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, object]:
         """``id`` (``client_id:channel:session_id``, the path parameter of
-        ``/admin/api/conversations/{id}``), the key fields, ``handoff`` and the
-        transcript: lines ``{role, text, at, purpose, cut, staff}``."""
+        ``/admin/api/conversations/{id}``), the key fields, ``handoff``, the
+        transcript: lines ``{role, text, at, purpose, cut, staff}``, and
+        ``llm_usage``: ``{input_tokens, output_tokens, calls, cost_usd}`` (the
+        model's use by this conversation; zeros offline)."""
         return {
             "id": conversation_id(SessionKey(self.client_id, self.channel, self.session_id)),
             "client_id": self.client_id,
@@ -78,6 +81,8 @@ class ConversationRecord:
             "updated_at": self.updated_at,
             "test": self.test,
             "handoff": self.handoff,
+            "llm_usage": self.llm_usage
+            or {"input_tokens": 0, "output_tokens": 0, "calls": 0, "cost_usd": 0.0},
         }
 
 
@@ -118,13 +123,17 @@ class ConversationLog:
                 ],
             )
         turns = 1 if lines else 0
+        spent = session.llm_usage
+        usage = (spent.input_tokens, spent.output_tokens, spent.calls, spent.cost_usd)
         updated_iso, updated_ts = session.updated_at.isoformat(), time()
         if not new:
             changed = await tx.execute(
                 "UPDATE conversations SET purpose = COALESCE($4, purpose),"
                 " outcome = COALESCE($5, outcome), turn_count = turn_count + $6,"
                 " message_count = message_count + $7, updated_iso = $8, updated_ts = $9,"
-                " handoff = $10 WHERE client_id = $1 AND channel = $2 AND session_id = $3",
+                " handoff = $10, llm_input_tokens = $11, llm_output_tokens = $12,"
+                " llm_calls = $13, llm_cost_usd = $14"
+                " WHERE client_id = $1 AND channel = $2 AND session_id = $3",
                 *ident,
                 purpose,
                 session.outcome,
@@ -133,21 +142,25 @@ class ConversationLog:
                 updated_iso,
                 updated_ts,
                 session.handoff,
+                *usage,
             )
             if changed:
                 return
         # A new conversation, or one whose session was lost: its log goes on.
         await tx.execute(
             "INSERT INTO conversations (client_id, channel, session_id, purpose, outcome,"
-            " turn_count, message_count, test, created_iso, updated_iso, updated_ts, handoff)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+            " turn_count, message_count, test, created_iso, updated_iso, updated_ts, handoff,"
+            " llm_input_tokens, llm_output_tokens, llm_calls, llm_cost_usd)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
             " ON CONFLICT (client_id, channel, session_id) DO UPDATE SET"
             " purpose = COALESCE(excluded.purpose, conversations.purpose),"
             " outcome = COALESCE(excluded.outcome, conversations.outcome),"
             " turn_count = conversations.turn_count + excluded.turn_count,"
             " message_count = conversations.message_count + excluded.message_count,"
             " updated_iso = excluded.updated_iso, updated_ts = excluded.updated_ts,"
-            " handoff = excluded.handoff",
+            " handoff = excluded.handoff, llm_input_tokens = excluded.llm_input_tokens,"
+            " llm_output_tokens = excluded.llm_output_tokens, llm_calls = excluded.llm_calls,"
+            " llm_cost_usd = excluded.llm_cost_usd",
             *ident,
             purpose,
             session.outcome,
@@ -158,6 +171,7 @@ class ConversationLog:
             updated_iso,
             updated_ts,
             session.handoff,
+            *usage,
         )
 
     async def mark_cut_in(self, tx: Tx, key: SessionKey, line_id: str, heard: str) -> None:
@@ -237,6 +251,12 @@ class ConversationLog:
                     updated_at=h.updated_iso,
                     test=bool(h.test),
                     handoff=h.handoff,
+                    llm_usage={
+                        "input_tokens": h.llm_input_tokens,
+                        "output_tokens": h.llm_output_tokens,
+                        "calls": h.llm_calls,
+                        "cost_usd": h.llm_cost_usd,
+                    },
                 )
                 for h in heads
             ]

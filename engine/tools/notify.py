@@ -73,6 +73,7 @@ from engine.providers import CallOptions, Provider
 from engine.tools.http import retry_after_s
 
 __all__ = [
+    "ApprovalAsk",
     "Channel",
     "DeliveryError",
     "EmailNotifier",
@@ -117,6 +118,61 @@ _SUBJECT_MAX = 200
 # --------------------------------------------------------------------------- model
 
 
+_FALLBACK_TEXT = {
+    "decline": "the customer is told politely that it cannot be booked",
+    "take_message": "the customer is told the team will call back (a callback lead)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalAsk:
+    """The decision a notice asks staff for (:mod:`engine.approvals`).
+
+    ``url``: ``GATEWAY_PUBLIC_URL/admin/api/approvals/{id}`` (None without a
+    public URL: the notice names the path); ``deadline``: timezone-aware, when
+    ``fallback`` (``decline`` | ``take_message``) applies without a decision.
+    """
+
+    approval_id: str
+    url: str | None
+    deadline: datetime
+    fallback: str
+
+    @property
+    def target(self) -> str:
+        return self.url or f"/admin/api/approvals/{self.approval_id}"
+
+    def lines(self) -> list[str]:
+        """Plain-text instructions (email; Slack wraps them in code spans)."""
+        return [
+            f'Approve: POST {self.target} with {{"decision": "approve"}}',
+            f'Decline: POST {self.target} with {{"decision": "decline", "note": "..."}}',
+            f"No decision by {self.deadline.isoformat(timespec='minutes')}: "
+            + _FALLBACK_TEXT.get(self.fallback, self.fallback),
+        ]
+
+    def to_obj(self) -> dict[str, str | None]:
+        return {
+            "approval_id": self.approval_id,
+            "url": self.url,
+            "deadline": self.deadline.isoformat(),
+            "fallback": self.fallback,
+        }
+
+    @classmethod
+    def from_obj(cls, obj: object) -> ApprovalAsk | None:
+        if obj is None:
+            return None
+        if not isinstance(obj, dict):
+            raise ValueError("escalation JSON: 'approval' must be an object or null")
+        return cls(
+            approval_id=_str(obj, "approval_id"),
+            url=_opt_str(obj, "url"),
+            deadline=datetime.fromisoformat(_str(obj, "deadline")),
+            fallback=_str(obj, "fallback"),
+        )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Escalation:
     """One hand-over to a human, as the business should see it.
@@ -154,6 +210,9 @@ class Escalation:
     """The conversation in the admin API
     (``GATEWAY_PUBLIC_URL/admin/api/conversations/{id}``); None without a
     public URL."""
+    approval: ApprovalAsk | None = None
+    """Set when staff are asked to approve or decline (a booking outside the
+    usual rules); the notice then says how, and what happens without an answer."""
 
     def __post_init__(self) -> None:
         for name in ("client_id", "client_name", "session_id", "reason"):
@@ -203,6 +262,7 @@ class Escalation:
                 "created_at": self.created_at.isoformat(),
                 "question": self.question,
                 "link": self.link,
+                "approval": self.approval.to_obj() if self.approval else None,
             },
             ensure_ascii=False,
         )
@@ -242,6 +302,7 @@ class Escalation:
                 escalation_id=_str(obj, "escalation_id"),
                 question=_opt_str(obj, "question"),
                 link=_opt_str(obj, "link"),
+                approval=ApprovalAsk.from_obj(obj.get("approval")),
             )
         except KeyError as exc:
             raise ValueError(f"escalation JSON: missing key {exc.args[0]!r}") from exc
@@ -411,6 +472,22 @@ def render_slack(esc: Escalation) -> dict[str, object]:
             ],
         },
     ]
+    if esc.approval:
+        ask = esc.approval.lines()
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _clip_mrkdwn(
+                        "*Needs your decision*\n"
+                        + "\n".join(f"`{_mrkdwn(line)}`" for line in ask[:2])
+                        + f"\n{_mrkdwn(ask[2])}",
+                        SLACK_SECTION_TEXT_MAX,
+                    ),
+                },
+            }
+        )
     if esc.question:
         question = _mrkdwn(_clip(_one_line(esc.question), _LINE_MAX))
         blocks.append(
@@ -694,6 +771,8 @@ def _email_body(esc: Escalation) -> str:
         out += [f"Question: {line(esc.question)}"]
     if esc.link:
         out += [f"Open:     {esc.link}"]
+    if esc.approval:
+        out += ["", "Needs your decision", *(f"  {line}" for line in esc.approval.lines())]
     out += [
         "",
         "Captured",

@@ -29,6 +29,7 @@ from typing import TypeVar
 from engine.config import ClientConfig, ClientRegistry, ConfigProblem, EscalationConfig
 from engine.errors import ConfigError
 from engine.knowledge.index import ClientKnowledge
+from engine.llm.model import LanguageModel
 from engine.tools.calendar import Calendar
 from engine.tools.crm import Crm
 
@@ -50,6 +51,7 @@ CalendarFactory = Callable[[ClientConfig], Calendar]
 CrmFactory = Callable[[ClientConfig], Crm]
 """Builds (or hands out a shared) CRM for one client. May raise ConfigError."""
 KnowledgeFactory = Callable[[ClientConfig], ClientKnowledge | None]
+ModelFactory = Callable[[ClientConfig], LanguageModel | None]
 """The client's knowledge view, or None when it has no knowledge folder."""
 
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,40}$")
@@ -105,6 +107,9 @@ class Tools:
     notifiers: tuple[NotifierRoute, ...] = ()
     transfer_number: str | None = None
     knowledge: ClientKnowledge | None = None
+    llm: LanguageModel | None = None
+    """The client's language model (``llm.provider: gemini`` with a key), or
+    None: the offline engine answers."""
 
     @property
     def can_escalate(self) -> bool:
@@ -128,6 +133,7 @@ class ToolRegistry:
         self._notifiers: dict[str, NotifierRoute] = {}
         self._built: dict[str, tuple[ClientConfig, Tools]] = {}
         self._knowledge: KnowledgeFactory | None = None
+        self._models: ModelFactory | None = None
 
     # -- registration -----------------------------------------------------------------
 
@@ -152,6 +158,11 @@ class ToolRegistry:
     def set_knowledge(self, factory: KnowledgeFactory | None) -> None:
         """Give clients their knowledge view (``Tools.knowledge``); None: no index."""
         self._knowledge = factory
+        self._built.clear()
+
+    def set_models(self, factory: ModelFactory | None) -> None:
+        """Give clients their language model (``Tools.llm``); None: all offline."""
+        self._models = factory
         self._built.clear()
 
     def _register(self, kind: str, table: dict[str, F], name: str, factory: F) -> None:
@@ -226,6 +237,7 @@ class ToolRegistry:
             ),
             transfer_number=escalation.phone_transfer_number or None,
             knowledge=self._knowledge(client) if self._knowledge is not None else None,
+            llm=self._models(client) if self._models is not None else None,
         )
         self._built[client.client_id] = (client, tools)
         return tools

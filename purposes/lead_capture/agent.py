@@ -27,15 +27,20 @@ offers a person.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 
 from rapidfuzz import fuzz
 
 from engine.agents import Agent, AgentReply, TurnContext
+from engine.approvals import Approval, Decision
 from engine.config import ClientConfig
-from engine.messages import QuickReply
+from engine.llm import LlmError
+from engine.messages import AgentEvent, QuickReply
 from engine.router import is_question
-from purposes.lead_capture.state import LeadState
+from purposes.lead_capture import approval
+from purposes.lead_capture.llm import Understanding, phrase, understand
+from purposes.lead_capture.state import LeadState, Stage
 from purposes.lead_capture.transitions import TRANSITIONS, Step, resume_prompt
 
 __all__ = ["LeadCaptureAgent"]
@@ -105,8 +110,45 @@ class LeadCaptureAgent(Agent):
     def _save(self, ctx: TurnContext, state: LeadState) -> None:
         ctx.session.purpose_state[self.purpose] = state.model_dump(mode="json")
 
+    def live(self, ctx: TurnContext) -> bool:
+        """Streams before the commit when a model phrases the replies."""
+        return ctx.llm is not None
+
     async def handle(self, ctx: TurnContext) -> AgentReply:
-        step = Step.start(ctx, self._load(ctx))
+        return await self._run(ctx, self._load(ctx), None)
+
+    async def stream(self, ctx: TurnContext) -> AsyncIterator[AgentEvent | AgentReply]:
+        """Offline: :meth:`handle`, streamed after it. With a model (``ctx.llm``):
+        the model's understanding drives the transitions, then the reply is
+        phrased by the model as it streams (``llm.py``); any model failure
+        leaves that part to the offline flow."""
+        if ctx.llm is None:
+            async for part in super().stream(ctx):
+                yield part
+            return
+        state = self._load(ctx)
+        understood: Understanding | None = None
+        if ctx.llm.available and state.stage not in (Stage.HANDOFF,):
+            try:
+                async for item in understand(ctx, state):
+                    if isinstance(item, Understanding):
+                        understood = item
+                    else:
+                        yield item
+            except LlmError:
+                understood = None  # the rules read this message
+        reply = await self._run(ctx, state, understood)
+        async for said in phrase(ctx, reply):
+            if isinstance(said, str):
+                reply = replace(reply, text=said)
+            else:
+                yield said
+        yield reply
+
+    async def _run(
+        self, ctx: TurnContext, state: LeadState, understood: Understanding | None
+    ) -> AgentReply:
+        step = Step.start(ctx, state, understood)
         for transition in TRANSITIONS:
             if step.st.stage not in transition.stages or not await transition.guard(step):
                 continue
@@ -119,6 +161,15 @@ class LeadCaptureAgent(Agent):
     async def resume(self, ctx: TurnContext, summary: str) -> AgentReply | None:
         state = self._load(ctx)
         reply = await resume_prompt(ctx, state)
+        self._save(ctx, state)
+        return reply
+
+    async def decide(
+        self, ctx: TurnContext, request: Approval, decision: Decision, note: str | None
+    ) -> AgentReply:
+        """A person's decision on a booking this flow asked them to approve
+        (:class:`engine.decisions.ApprovalHandler`; see ``approval.py``)."""
+        reply, state = await approval.decide(ctx, self._load(ctx), request, decision, note)
         self._save(ctx, state)
         return reply
 

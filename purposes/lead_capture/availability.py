@@ -99,7 +99,7 @@ class Availability:
         end = start + timedelta(minutes=minutes)
         if start < self.now:
             return Problem("past", f"{format_when(start)} has already passed.")
-        if start < self.earliest:
+        if start < self.earliest and not self.client.booking.approval.within_hours:
             notice = self.client.booking.rules.min_notice_hours
             hours = f"{notice:g} hour{'s' if notice != 1 else ''}"
             return Problem(
@@ -128,6 +128,21 @@ class Availability:
         busy = await self.calendar.busy(self.client.client_id, start, end)
         if busy:
             return Problem("taken", f"{format_when(start)} is already booked.")
+        return None
+
+    def approval_needed(self, start: datetime | None, service: str) -> Problem | None:
+        """Why booking ``service`` at ``start`` needs a person's OK first
+        (``booking.approval``; the message reads after "because"), or None.
+        While ``within_hours`` is set, a start inside ``min_notice_hours`` is
+        asked for (here) rather than refused (:meth:`problem`)."""
+        rules = self.client.booking.approval
+        if service and service.casefold() in {name.casefold() for name in rules.services}:
+            return Problem("service", f"the team confirms {service} bookings personally")
+        if start is not None and rules.within_hours > 0:
+            window = max(rules.within_hours, self.client.booking.rules.min_notice_hours)
+            if start.astimezone(self.tz) < self.now + timedelta(hours=window):
+                hours = f"{window:g} hour{'s' if window != 1 else ''}"
+                return Problem("short_notice", f"it's less than {hours} away")
         return None
 
     async def free_slots(

@@ -10,6 +10,7 @@ error (what was wrong and what to send instead) and quick replies.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 
 from engine.agents import TurnContext
@@ -29,6 +30,23 @@ from purposes.lead_capture.validators import (
 )
 
 __all__ = ["ASKS_OPTIONS", "SlotFiller", "first_name", "service_list"]
+
+
+def _model_when(day: str | None, clock: str | None) -> When | None:
+    """A :class:`When` from a model's ``YYYY-MM-DD`` and ``HH:MM`` (24-hour),
+    or None when either is malformed."""
+    try:
+        parsed_day = date.fromisoformat(day) if day else None
+        if clock:
+            hh, mm = clock.strip().split(":")[:2]
+            hour, minute = int(hh), int(mm)
+            if not (0 <= hour <= 23 and 0 <= minute <= 59):
+                return None
+            return When(day=parsed_day, hour=hour, minute=minute)
+    except ValueError:
+        return None
+    return When(day=parsed_day) if parsed_day else None
+
 
 ASKS_OPTIONS = re.compile(
     r"\b(available|availability|free|open|options|what times?|which times?|when can|earliest|soonest|"
@@ -183,11 +201,81 @@ class SlotFiller:
         if expecting == "time" and not self.found and not self.errors and not self.quick:
             await self.offer_times(asked=bool(ASKS_OPTIONS.search(text)))
 
+    async def apply(self, given: Mapping[str, str], text: str) -> None:
+        """Take slot values a language model read in the message (``given``:
+        ``service``, ``name``, ``phone``, ``email``, ``date`` ``YYYY-MM-DD``,
+        ``time`` ``HH:MM``, ``notes``), each checked exactly as if the customer
+        had typed it when asked for that slot. A value that fails is not
+        written: the slot's error asks for it again (``text``: the message, for
+        the "what times are free?" offer)."""
+        wanted = set(self.fields)
+        if "email" in given and "email" in wanted:
+            email, err, _rest = find_email(given["email"], True)
+            if email:
+                self.set("email", email)
+            else:
+                self.fail(err or SlotError("email", "Sorry, that email doesn't look right."))
+        if "phone" in given and "phone" in wanted:
+            phone, err, _rest = find_phone(given["phone"], self.client.region, True)
+            if phone:
+                self.set("phone", phone)
+            else:
+                self.fail(err or SlotError("phone", "Sorry, that number doesn't look right."))
+        if "service" in given and "service" in wanted:
+            svc, _score, _near = find_service(given["service"], self.client.services)
+            if svc is None:
+                self.quick = [QuickReply(title=s.name, value=s.name) for s in self.client.services]
+                self.fail(
+                    SlotError(
+                        "service",
+                        f"Sorry, we don't offer that. We offer {service_list(self.client.services)} — which would you like?",
+                    )
+                )
+            else:
+                changed = self.st.slots.get("service") not in (None, svc.name)
+                self.set("service", svc.name)
+                if changed and "time" in self.st.slots and not ({"date", "time"} & set(given)):
+                    await self.revalidate_time()
+        if ({"date", "time"} & set(given)) and "time" in wanted:
+            when = _model_when(given.get("date"), given.get("time"))
+            if when is None:
+                self.fail(
+                    SlotError(
+                        "time",
+                        "I didn't catch a day and time — could you say something like “Friday at 10:30”?",
+                    )
+                )
+            else:
+                await self.interpret_when(when)
+        if "name" in given and "name" in wanted:
+            name = find_name(given["name"], expecting=True)
+            if name:
+                self.set("name", name)
+            else:
+                self.fail(
+                    SlotError(
+                        "name",
+                        "Sorry, I didn't catch your name — could you type just your first and last name?",
+                    )
+                )
+        if "notes" in given and "notes" in wanted:
+            self.set("notes", given["notes"][:500])
+        if (
+            self.st.expecting == "time"
+            and not self.found
+            and not self.errors
+            and not self.quick
+            and not given
+        ):
+            await self.offer_times(asked=bool(ASKS_OPTIONS.search(text)))
+
     def set(self, slot: str, value: str) -> None:
         old = self.st.slots.get(slot)
         self.st.slots[slot] = value
         self.found.add(slot)
         self.st.failures.pop(slot, None)
+        if slot in self.st.unread:
+            self.st.unread.remove(slot)
         if slot == "time":
             self.st.pending_day = None
         if old == value:
@@ -406,8 +494,16 @@ class SlotFiller:
         if "phone" in s:
             contact.append(f"phone {display_phone(s['phone'])}")
         if "email" in s:
-            contact.append(f"email {s['email']}")
+            unread = "email" in self.st.unread and self.ctx.session.channel == "phone"
+            contact.append("email on file" if unread else f"email {s['email']}")
         line = " ".join(parts + who)
         if contact:
             line += " — " + ", ".join(contact)
+        start = datetime.fromisoformat(s["time"]) if "time" in s else None
+        approval = self.avail.approval_needed(start, s.get("service", ""))
+        if approval is not None:  # booking.approval: the team confirms it first
+            return (
+                f"Here's what I have: {line}. This one needs the team's OK ({approval.message})"
+                " — shall I ask them?"
+            )
         return f"Here's what I have: {line}. Shall I book it?"

@@ -19,6 +19,8 @@ class Stage(StrEnum):
     CONFIRMING = "confirming"
     HANDOFF = "handoff"
     """Legacy: sessions saved before escalation moved to the ``human`` agent."""
+    AWAITING_APPROVAL = "awaiting_approval"
+    """Confirmed, but a person at the business approves it first (``approval.py``)."""
     BOOKED = "booked"
     CLOSED = "closed"
 
@@ -38,6 +40,11 @@ class LeadState(BaseModel):
     started: bool = False
     booking_id: str | None = None
     lead_id: str | None = None
+    approval_id: str | None = None
+    """The approval request this booking waits on (stage ``awaiting_approval``)."""
+    unread: list[str] = Field(default_factory=list)
+    """Slots filled from memory that are never read out on a call (the e-mail
+    on file: caller ID can be spoofed); cleared when the customer gives one."""
     queued: list[str] = Field(default_factory=list)
     """Further services asked for during this booking ("can I also book a
     manicure?"), booked one after another with the same contact details."""

@@ -14,10 +14,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from engine.agents import AgentReply, Handback, HandbackStatus, HandOff, TurnContext
+from engine.config import Service
 from engine.messages import Action, QuickReply
 from engine.router import is_cancel, is_question, wants_human
 from engine.tools import Lead
+from purposes.lead_capture import approval
 from purposes.lead_capture.availability import format_when
+from purposes.lead_capture.llm import Understanding
+from purposes.lead_capture.returning import welcome_back
 from purposes.lead_capture.slots import ASKS_OPTIONS, SlotFiller, first_name
 from purposes.lead_capture.state import CONFIRMATION, LeadState, Stage
 from purposes.lead_capture.validators import find_service, find_when, is_no, is_yes
@@ -68,22 +72,35 @@ class Step:
     st: LeadState
     text: str
     filler: SlotFiller
+    understood: Understanding | None = None
+    """What a language model read in the message (``llm.py``), or None: the
+    rules read it."""
     _extracted: bool = field(default=False)
 
     @classmethod
-    def start(cls, ctx: TurnContext, st: LeadState) -> Step:
+    def start(
+        cls, ctx: TurnContext, st: LeadState, understood: Understanding | None = None
+    ) -> Step:
         text = ctx.message.text.strip()
         if re.fullmatch(r"\d", text) and st.choices and st.expecting != "phone":
             index = int(text) - 1
             if 0 <= index < len(st.choices):
                 text = st.choices[index]
-        return cls(ctx, st, text, SlotFiller(ctx, st))
+        return cls(ctx, st, text, SlotFiller(ctx, st), understood)
+
+    def act(self, *acts: str) -> bool | None:
+        """Whether the model's reading is one of ``acts``; None when the rules read."""
+        return None if self.understood is None else self.understood.act in acts
 
     async def extract(self) -> SlotFiller:
-        """The filler after reading the message (once per step)."""
+        """The filler after reading the message (once per step): the model's
+        values validated like typed input, else the rules' extraction."""
         if not self._extracted:
             self._extracted = True
-            await self.filler.extract(self.text)
+            if self.understood is not None:
+                await self.filler.apply(self.understood.slots, self.text)
+            else:
+                await self.filler.extract(self.text)
         return self.filler
 
     def renew(self, st: LeadState) -> None:
@@ -129,6 +146,8 @@ async def _always(step: Step) -> bool:
 
 
 async def _wants_new_booking(step: Step) -> bool:
+    if step.act("update") and step.understood and (step.understood.slots or step.understood.also):
+        return True
     return bool(BOOKING_WORDS.search(step.text)) or (
         find_service(step.text, step.ctx.client.services)[0] is not None
     )
@@ -139,23 +158,44 @@ async def _thanks(step: Step) -> bool:
 
 
 async def _cancel(step: Step) -> bool:
-    return is_cancel(step.text)
+    by_model = step.act("cancel")
+    return is_cancel(step.text) if by_model is None else by_model
 
 
 async def _asks_for_person(step: Step) -> bool:
-    return wants_human(step.text)
+    by_model = step.act("person")
+    return wants_human(step.text) if by_model is None else by_model
+
+
+def _also_service(step: Step) -> Service | None:
+    """A further service the message asks to book ("can I also book a
+    manicure?"), not the current one nor one already queued."""
+    current = step.st.slots.get("service")
+    if current is None:
+        return None
+    services = step.ctx.client.services
+    if step.understood is not None:
+        if step.understood.slots.get("service") not in (None, current):
+            return None  # a change of service, not a second one
+        named = (find_service(value, services)[0] for value in step.understood.also)
+        candidates = [svc for svc in named if svc is not None]
+    elif _ALSO.search(step.text):
+        svc = find_service(step.text, services)[0]
+        candidates = [svc] if svc is not None else []
+    else:
+        candidates = []
+    return next((s for s in candidates if s.name != current and s.name not in step.st.queued), None)
 
 
 async def _another_service(step: Step) -> bool:
-    current = step.st.slots.get("service")
-    if current is None or not _ALSO.search(step.text):
-        return False
-    svc = find_service(step.text, step.ctx.client.services)[0]
-    return svc is not None and svc.name != current and svc.name not in step.st.queued
+    return _also_service(step) is not None
 
 
 async def _unrelated_question(step: Step) -> bool:
     """A question that gives nothing this flow can use ("do you have parking?")."""
+    by_model = step.act("other")
+    if by_model is not None:
+        return by_model and is_question(step.text)
     text, client = step.text, step.ctx.client
     if not is_question(text) or re.search(r"\d|@", text) or ASKS_OPTIONS.search(text):
         return False
@@ -173,11 +213,16 @@ async def _unrelated_question(step: Step) -> bool:
 
 async def _plain_yes(step: Step) -> bool:
     filler = await step.extract()
-    return not filler.found and not filler.errors and is_yes(step.text)
+    said_yes = step.act("confirm")
+    said_yes = is_yes(step.text) if said_yes is None else said_yes
+    return not filler.found and not filler.errors and said_yes
 
 
 def _field_named(step: Step) -> str | None:
     fields = step.filler.fields
+    if step.understood is not None:
+        change = step.understood.change if step.understood.act == "change" else None
+        return change if change in fields else None
     return next((s for s, rx in _CHANGE.items() if rx.search(step.text) and s in fields), None)
 
 
@@ -188,7 +233,9 @@ async def _names_a_field(step: Step) -> bool:
 
 async def _plain_no(step: Step) -> bool:
     filler = await step.extract()
-    return not filler.found and not filler.errors and (is_no(step.text) or not step.text)
+    said_no = step.act("change")
+    said_no = (is_no(step.text) or not step.text) if said_no is None else said_no
+    return not filler.found and not filler.errors and said_no
 
 
 async def _nothing_understood(step: Step) -> bool:
@@ -239,7 +286,7 @@ async def _escalate(step: Step) -> AgentReply:
 
 async def _queue_service(step: Step) -> AgentReply:
     st, filler = step.st, step.filler
-    svc = find_service(step.text, step.ctx.client.services)[0]
+    svc = _also_service(step)
     assert svc is not None
     st.queued.append(svc.name)
     ack = f"Sure — I'll book the {svc.name} for you right after this one."
@@ -261,6 +308,8 @@ async def _book(step: Step) -> AgentReply:
     if not await _recheck(filler):
         st.stage = Stage.COLLECTING
         return step.reply(filler.errors[0].message, expecting="time")
+    if await approval.needed(step):  # booking.approval: a person confirms it first
+        return await approval.request(step, _next_booking)
     booking_id: str | None = None
     start = end = None
     if "time" in st.slots:
@@ -353,7 +402,8 @@ async def _collect(step: Step) -> AgentReply:
     next question, or the summary to confirm."""
     st = step.st
     st.stage = Stage.COLLECTING
-    opening = "" if st.started else "I'd be happy to help you book. "
+    # A returning contact's details are filled and offered back once (returning.py).
+    opening = "" if st.started else welcome_back(step.ctx, st) + "I'd be happy to help you book. "
     st.started = True
     filler = await step.extract()
     ack = filler.ack()
@@ -417,12 +467,16 @@ def _lower_first(text: str) -> str:
 _OPEN = frozenset({Stage.COLLECTING, Stage.CONFIRMING})
 _OVER = frozenset({Stage.BOOKED, Stage.CLOSED})
 _CONFIRMING = frozenset({Stage.CONFIRMING})
+_AWAITING = frozenset({Stage.AWAITING_APPROVAL})
 
 TRANSITIONS: tuple[Transition, ...] = (
     Transition("new_booking", _OVER, _wants_new_booking, _start_new_booking),
     Transition("thanks", frozenset({Stage.BOOKED}), _thanks, _say_welcome),
     Transition("not_mine", _OVER, _always, _not_mine),
     Transition("legacy_handoff", frozenset({Stage.HANDOFF}), _always, _escalate),
+    Transition("withdraw", _AWAITING, _cancel, approval.withdraw),
+    Transition("awaiting_question", _AWAITING, _unrelated_question, _not_mine),
+    Transition("awaiting", _AWAITING, _always, approval.still_waiting),
     Transition("cancel", _OPEN, _cancel, _close),
     Transition("ask_for_person", _OPEN, _asks_for_person, _escalate),
     Transition("another_service", _OPEN, _another_service, _queue_service),

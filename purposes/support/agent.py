@@ -8,7 +8,10 @@ One question per turn (see ``FLOW.md`` beside this file):
    durations, prices in its currency) — never from retrieval;
 3. else the client's knowledge (``ctx.tools.knowledge``: hybrid retrieval over
    its own folder, no other client's) and the extractive composer
-   (``answer.py``), which abstains below ``support.min_confidence``;
+   (``answer.py``), which abstains below ``support.min_confidence``. With a
+   language model (``ctx.llm``) the model answers from the same passages and
+   fact first, and its answer goes out only when it passes its checks
+   (``grounded.py``);
 4. an answer carries ``sources`` (file, section, page, score) and
    ``confidence``; on the phone it is one or two short sentences;
 5. an abstention says so and offers a person; a second question in a row the
@@ -31,8 +34,10 @@ from engine.agents import Agent, AgentReply, Handback, HandbackStatus, TurnConte
 from engine.config import ClientConfig
 from engine.messages import QuickReply, Source
 from engine.router import HUMAN_CHOICE, is_question, wants_human
+from engine.session import Turn
 from purposes.support.answer import Answer, AnswerRequest, compose
 from purposes.support.facts import answer_fact
+from purposes.support.grounded import FACTS_ID, generate_answer
 
 if TYPE_CHECKING:
     from engine.knowledge.types import Passage
@@ -101,12 +106,17 @@ class SupportAgent(Agent):
                 passages = await knowledge.search(text, k=TOP_K)
             else:
                 not_ready = True
-        answer = await compose(
-            AnswerRequest(question=text, passages=passages, fact=fact, voice=voice),
-            client.support.min_confidence,
-            # sentences and headings weighed by meaning too (None when sparse-only)
-            similarity=knowledge.similarity if passages and knowledge is not None else None,
-        )
+        request = AnswerRequest(question=text, passages=passages, fact=fact, voice=voice)
+        answer: Answer | None = None
+        if ctx.llm is not None and ctx.llm.available:
+            answer = await generate_answer(ctx.llm, request, client, _history(ctx))
+        if answer is None:
+            answer = await compose(
+                request,
+                client.support.min_confidence,
+                # sentences and headings weighed by meaning too (None when sparse-only)
+                similarity=knowledge.similarity if passages and knowledge is not None else None,
+            )
         if not answer.abstained:
             state.misses = 0
             return AgentReply(
@@ -144,13 +154,26 @@ class SupportAgent(Agent):
         )
 
 
+def _history(ctx: TurnContext) -> list[Turn]:
+    """The conversation before this message (the engine has already added it)."""
+    said = [t for t in ctx.session.transcript if isinstance(t, Turn)]
+    if said and said[-1].role == "user" and said[-1].text == ctx.text:
+        said.pop()
+    return said
+
+
 def _sources(
     answer: Answer, passages: list[Passage], *, fact_source: str | None
 ) -> tuple[Source, ...]:
     if fact_source is not None and not answer.cited:
         return (Source(file="config", section=fact_source, score=1.0),)
+    config = (
+        (Source(file="config", section=fact_source, score=1.0),)
+        if fact_source is not None and FACTS_ID in answer.cited
+        else ()
+    )
     by_id = {p.id: p for p in passages}
     cited = [by_id[i] for i in answer.cited if i in by_id]
-    return tuple(
+    return config + tuple(
         Source(file=p.file, section=p.section, page=p.page, score=round(p.score, 4)) for p in cited
     )

@@ -240,6 +240,8 @@ class ListEngine:
         session_id: str,
         message: str,
         context: ChannelContext | None = None,
+        *,
+        interrupt: asyncio.Event | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         for event in self.events:
             yield event

@@ -3,7 +3,9 @@
  *
  *   <script src="https://GATEWAY/widget.js" data-client="spa-del-sol"></script>
  *
- * Optional: data-color="#0f766e" (accent colour), data-open="true" (start open).
+ * Optional: data-color="#0f766e" (accent colour), data-open="true" (start open),
+ * data-remember="false" (send no visitor id: the business does not recognise
+ * this browser as a returning contact).
  *
  * Adds a chat bubble (bottom right) inside a Shadow DOM, so the host page's CSS
  * and the widget's never meet. Talks DESIGN.md's web chat protocol over
@@ -13,7 +15,9 @@
  * reply it committed. Session id, transcript and unanswered messages live in
  * localStorage (one key per client), so a reload shows the conversation once:
  * the transcript holds everything up to the committed event id, and the server
- * replays only what came after it.
+ * replays only what came after it. A random visitor id, kept there too, goes
+ * with every connection (?visitor_id=...), so a returning visitor's details
+ * can be offered back instead of asked again.
  */
 (function () {
   "use strict";
@@ -46,7 +50,11 @@
     quick: Array.isArray(saved.quick) ? saved.quick : [], // quick replies of the last reply
     open: saved.open === true || script.getAttribute("data-open") === "true",
     title: typeof saved.title === "string" ? saved.title : "Chat",
+    visitorId: typeof saved.visitorId === "string" && /^[A-Za-z0-9_-]{8,128}$/.test(saved.visitorId)
+      ? saved.visitorId : null,
   };
+  var REMEMBER = script.getAttribute("data-remember") !== "false";
+  if (REMEMBER && !state.visitorId) state.visitorId = newId();
 
   function load() {
     try {
@@ -279,7 +287,9 @@
     if (ws || refused) return;
     clearTimeout(retryTimer);
     setStatus("Connecting…", false);
-    var sock = new WebSocket(WS_URL);
+    var sock = new WebSocket(
+      REMEMBER && state.visitorId ? WS_URL + "?visitor_id=" + encodeURIComponent(state.visitorId) : WS_URL
+    );
     ws = sock;
     ready = false;
     resolving = false;

@@ -1,0 +1,50 @@
+"""The language model behind the agents: offline (none) or Gemini.
+
+``types``: requests, chunks, function calls, usage, errors (vendor-neutral).
+``model``: the provider base with its deadlines, and the per-turn handle
+(``TurnContext.llm``). ``usage``: metrics and prices. ``gemini``: the
+google-genai provider. ``stub``: a local server speaking Gemini's REST wire
+format (tests, benchmarks). ``testing``: an in-process scripted model.
+"""
+
+from engine.llm.model import (
+    DEFAULT_BUDGETS,
+    LanguageModel,
+    LatencyBudget,
+    LlmResult,
+    TurnModel,
+    budget_for,
+)
+from engine.llm.types import (
+    FunctionCall,
+    FunctionDecl,
+    FunctionResponse,
+    LlmChunk,
+    LlmError,
+    LlmMessage,
+    LlmReason,
+    LlmRequest,
+    Usage,
+)
+from engine.llm.usage import Prices, cost_usd, prices_for
+
+__all__ = [
+    "DEFAULT_BUDGETS",
+    "FunctionCall",
+    "FunctionDecl",
+    "FunctionResponse",
+    "LanguageModel",
+    "LatencyBudget",
+    "LlmChunk",
+    "LlmError",
+    "LlmMessage",
+    "LlmReason",
+    "LlmRequest",
+    "LlmResult",
+    "Prices",
+    "TurnModel",
+    "Usage",
+    "budget_for",
+    "cost_usd",
+    "prices_for",
+]

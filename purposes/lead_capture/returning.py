@@ -1,0 +1,63 @@
+"""A returning contact's details, offered back when a booking starts.
+
+When the engine recognises the person (``ctx.contact``, :mod:`engine.contacts`:
+the same phone number, WhatsApp id or widget visitor id as an earlier
+conversation), the contact slots the client asks for (``name``, ``phone``,
+``email`` in ``booking.rules.lead_fields``) are filled from what is on file
+and said back once, so the flow does not ask for them again::
+
+    Welcome back, Ana! I have +1 617-555-0101 and ana@example.com on file —
+    I'll use those unless something changed.
+
+The booking summary confirmed before booking lists them like any other slot,
+and the customer may correct any of them at any time ("my email is now ..."),
+as with values they typed.
+
+On a call the e-mail on file is used but never read out ("your email on
+file", also in the summary): caller ID can be spoofed, and reading a stored
+address to whoever dials from a known number would disclose it.
+"""
+
+from __future__ import annotations
+
+from engine.agents import TurnContext
+from engine.contact import display_phone
+from purposes.lead_capture.slots import first_name
+from purposes.lead_capture.state import LeadState
+
+__all__ = ["CONTACT_SLOTS", "welcome_back"]
+
+CONTACT_SLOTS = ("name", "phone", "email")
+
+
+def welcome_back(ctx: TurnContext, st: LeadState) -> str:
+    """Fill the empty contact slots from a returning contact and return the
+    sentence that offers them back (ending in a space), or ``""`` when the
+    contact is unknown, new in this conversation, or has nothing to offer."""
+    contact = ctx.contact
+    if contact is None or not contact.returning:
+        return ""
+    wanted = ctx.client.booking.rules.lead_fields
+    on_file = {"name": contact.name, "phone": contact.phone, "email": contact.email}
+    filled: dict[str, str] = {}
+    for slot in CONTACT_SLOTS:
+        value = on_file[slot]
+        if slot in wanted and value and slot not in st.slots:
+            st.slots[slot] = value
+            filled[slot] = value
+    if not filled:
+        return ""
+    name = first_name(filled.get("name", ""))
+    text = f"Welcome back, {name}!" if name else "Welcome back!"
+    said = [display_phone(filled["phone"])] if "phone" in filled else []
+    if "email" in filled and ctx.session.channel == "phone":
+        st.unread.append("email")
+        said.append("your email")
+    elif "email" in filled:
+        said.append(filled["email"])
+    if said:
+        text += (
+            f" I have {' and '.join(said)} on file — I'll use "
+            f"{'those' if len(said) > 1 else 'that'} unless something changed."
+        )
+    return text + " "
