@@ -347,3 +347,18 @@ async def test_a_wording_that_stalls_mid_stream_is_withdrawn_and_the_turn_ends(
     assert isinstance(final, ConversationResponse)
     assert any(isinstance(e, Discard) for e in got)  # "Lovely choice." was withdrawn
     assert "$140" in final.text and final.metadata.expecting == "name"
+
+
+async def test_a_conversation_stuck_with_the_model_on_goes_to_a_person(gw: Gateway) -> None:
+    """The model reads nothing useful three times: the same question comes
+    back each time, and stuck detection hands the next message to a person."""
+    table = dict(BOOKING)
+    table["hmm"] = _calls(_f("update_booking"))
+    use(gw, dialogue(scripted(table)))
+    await say(gw, "I'd like the deep tissue one on Friday at 2pm")
+    replies = [await say(gw, "hmm") for _ in range(4)]
+    assert len({r.text for r in replies[:3]}) == 1  # the same question three times...
+    assert replies[-1].metadata.purpose == "human"  # ...then a person takes over
+    loaded = await gw.store.load(SessionKey(CLIENT, "web", "s1"))
+    assert loaded is not None and loaded.session.purpose == "human"
+    assert loaded.session.purpose_state["lead_capture"]["slots"]["service"] == "Deep Tissue Massage"
