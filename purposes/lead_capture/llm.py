@@ -402,44 +402,43 @@ async def phrase(ctx: TurnContext, reply: AgentReply) -> AsyncIterator[TextDelta
     facts = _Facts.of(draft, ctx)
     said: list[str] = []
     pending = ""
-    ok = True
+    why: str | None = None  # why the wording is rejected
     try:
         async for chunk in llm.stream(_phrasing_request(ctx, draft)):
             if chunk.calls:
-                ok = False
+                why = "a function call instead of a wording"
                 break
             pending += chunk.text
             *done, pending = _SENTENCE_END.split(pending)
             for sentence in done:
                 if not facts.adds_nothing(sentence):
-                    ok = False
+                    why = "a sentence added a fact"
                     break
-                piece = (" " if said else "") + sentence
                 said.append(sentence)
-                yield TextDelta(piece)
-            if not ok:
+                yield TextDelta((" " if len(said) > 1 else "") + sentence)
+            if why:
                 break
-        if ok and pending.strip():
+        if not why and pending.strip():
             if facts.adds_nothing(pending):
                 said.append(pending.strip())
                 yield TextDelta((" " if len(said) > 1 else "") + pending.strip())
             else:
-                ok = False
+                why = "a sentence added a fact"
     except LlmError as exc:
         if exc.reason == LlmReason.INTERRUPTED:
             # Nobody listens any more (a barge-in): stop here; the turn records
             # the flow's wording, and the channel what was actually heard.
             yield draft
             return
-        ok = False
+        why = ""  # the model failed: TurnModel recorded why
     text = " ".join(said).strip()
-    if ok and text and facts.kept(text):
+    if why is None and text and facts.kept(text):
         yield text
         return
-    if ok:  # finished, but dropped a fact of the draft
-        llm.fail(LlmReason.MALFORMED, "phrasing dropped a fact of the draft")
-    elif llm.failure is None:
-        llm.fail(LlmReason.MALFORMED, "phrasing added a fact")
+    if why is None:
+        why = "the wording dropped a fact or the question of the draft"
+    if why:
+        llm.fail(LlmReason.MALFORMED, f"phrasing: {why}")
     if said:
         yield Discard("rejected")
     for piece in _pieces(draft):
