@@ -30,7 +30,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 from urllib.parse import quote
 
 from engine.approvals import ApprovalStore
@@ -40,6 +40,7 @@ from engine.db.database import Database
 from engine.db.fast import Tx
 from engine.effects import Effects, EscalationRequest
 from engine.errors import SlotTakenError
+from engine.messages import ConversationResponse
 from engine.outbox import Outbox, OutboxItem
 from engine.session import ConversationSession, SessionKey, SessionStore, Turn
 from engine.tools.calendar import LocalCalendar
@@ -69,6 +70,19 @@ class TurnCommit:
     purpose: str | None
     events: Sequence[tuple[int, str]] = ()
     last_event_id: int = 0
+    hook: CommitHook | None = None
+    """The channel's own writes, in the same transaction (see :class:`CommitHook`)."""
+    response: ConversationResponse | None = None
+    """The turn's final response (what ``hook`` renders)."""
+
+
+class CommitHook(Protocol):
+    """What a channel writes with a turn, atomically: called inside the turn's
+    transaction with the final response; returns outbox rows to enqueue with
+    it (the messaging channels' reply sends). May raise to roll the whole
+    turn back (a lost inbound-message lease: another replica owns it now)."""
+
+    async def __call__(self, tx: Tx, response: ConversationResponse) -> Sequence[OutboxItem]: ...
 
 
 def conversation_link(public_url: str | None, key: SessionKey) -> str | None:
@@ -182,8 +196,10 @@ class Committer:
         for request in effects.escalations:
             items.extend(escalation_items(client, session, request, self.public_url))
         key = session.key
+        woken: list[bool] = []
 
         async def write(tx: Tx) -> int:
+            woken.clear()  # a retried transaction starts over
             if turn.message_id is not None:
                 await self.sessions.mark_processed_in(tx, key, turn.message_id, turn.turn_id)
             version = await self.sessions.save_in(tx, session, turn.version, turn.last_event_id)
@@ -209,8 +225,12 @@ class Committer:
                 await self.contacts.remember_in(
                     tx, client, session, [r.lead.fields for r in effects.leads]
                 )
-            if items:
-                await self.outbox.enqueue_in(tx, items)
+            own = list(items)
+            if turn.hook is not None and turn.response is not None:
+                own.extend(await turn.hook(tx, turn.response))
+            if own:
+                await self.outbox.enqueue_in(tx, own)
+                woken.append(True)
             return version
 
         try:
@@ -219,7 +239,7 @@ class Committer:
             self.sessions.forget(key)
             raise
         self.sessions.remember(session, version, turn.last_event_id, turn.message_id)
-        if items:
+        if woken:
             self.outbox.wake()
         return version
 

@@ -195,11 +195,41 @@ class PhoneChannel(_Frozen):
     turn_taking: TurnTakingConfig = TurnTakingConfig()
 
 
+class MessageTemplate(_Frozen):
+    """The approved template a WhatsApp send outside the 24-hour customer-service
+    window must use: Twilio's ``content_sid`` (``HX...``), or Meta's template
+    ``name`` and ``language`` (``en_US``). Its one body variable gets the text."""
+
+    content_sid: str | None = None
+    name: str | None = None
+    language: str = "en_US"
+
+
 class WhatsAppChannel(_Frozen):
+    """``channels.whatsapp``: the Twilio sender and/or the Meta Cloud API number.
+
+    ``burst_window_ms``: messages of one conversation sent within this window
+    are answered as one turn. ``template``: what a send outside the 24-hour
+    window uses (none: such a send is dead-lettered, never dropped silently).
+    """
+
     enabled: bool = True
     purpose: Purpose = "auto"
     twilio: TwilioCredentials | None = None
     meta: MetaCredentials | None = None
+    burst_window_ms: int = Field(default=1500, ge=0, le=30_000)
+    template: MessageTemplate | None = None
+
+
+class SmsChannel(_Frozen):
+    """``channels.sms``: plain SMS to the business's number through Twilio
+    Messaging (``twilio`` defaults to ``channels.phone.twilio``; ``from``: the
+    number replies are sent from, default the number the customer texted)."""
+
+    enabled: bool = True
+    purpose: Purpose = "auto"
+    twilio: TwilioCredentials | None = None
+    burst_window_ms: int = Field(default=1500, ge=0, le=30_000)
 
 
 class WebChannel(_Frozen):
@@ -215,6 +245,7 @@ class ChannelsConfig(_Frozen):
     phone: PhoneChannel = PhoneChannel()
     whatsapp: WhatsAppChannel = WhatsAppChannel()
     web: WebChannel = WebChannel()
+    sms: SmsChannel = SmsChannel()
 
 
 class BookingRules(_Frozen):
@@ -445,7 +476,7 @@ class ClientConfig(_Frozen):
         """``channels.<name>.purpose: value`` entries naming no purpose in ``known``
         (besides ``auto``), for a start-up warning."""
         out = []
-        for name in ("phone", "whatsapp", "web"):
+        for name in ("phone", "whatsapp", "web", "sms"):
             purpose = getattr(self.channels, name).purpose
             if purpose != "auto" and purpose not in known:
                 out.append(f"channels.{name}.purpose: {purpose}")

@@ -113,7 +113,7 @@ _MAX_NAME = 200
 def contact_key(channel: str, context: ChannelContext) -> str | None:
     """The contact key of a conversation, or None when the channel does not
     identify the person (see the module docstring for the forms)."""
-    if channel in ("phone", "whatsapp"):
+    if channel in ("phone", "whatsapp", "sms"):
         number = context.caller_number
         if number and _E164.fullmatch(number):
             return f"tel:{number}"

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from engine.agents import HUMAN, Agent, AgentReply, TurnContext, chunk_text
-from engine.commit import Committer, TurnCommit
+from engine.commit import CommitHook, Committer, TurnCommit
 from engine.config import ClientConfig, ClientRegistry
 from engine.coordinator import Agents, Coordinator, GoLive, Settled
 from engine.effects import Effects
@@ -159,6 +159,7 @@ class _TurnRun:
     replay: Replay | None
     test: bool
     interrupt: asyncio.Event | None = None
+    on_commit: CommitHook | None = None
     committed_upto: int = 0
     """Replay log entries emitted before this attempt's post-commit events."""
 
@@ -278,6 +279,7 @@ class Engine:
         expect_session: bool = False,
         test: bool = False,
         interrupt: asyncio.Event | None = None,
+        on_commit: CommitHook | None = None,
     ) -> AsyncGenerator[TurnEvent, None]:
         """Like :meth:`handle_turn`, but yields the turn's events (:data:`TurnEvent`)
         and last the final :class:`ConversationResponse`.
@@ -295,6 +297,10 @@ class Engine:
         listens to this reply any more (a barge-in on a call): every model
         stream of the turn is closed at once (no tokens billed for nothing)
         and the offline engine finishes the turn, which still commits.
+        ``on_commit``: the channel's own writes, made in the turn's transaction
+        with its final response (a messaging reply's outbox rows, the inbound
+        messages it consumed); raising from it rolls the turn back and is
+        raised here.
         """
         client = self.clients.get(client_id)
         if client is None:
@@ -310,7 +316,17 @@ class Engine:
             else uuid.uuid4().hex[:24]
         )
         turn = _TurnRun(
-            client, key, purpose, message, context, turn_id, message_id, replay, test, interrupt
+            client,
+            key,
+            purpose,
+            message,
+            context,
+            turn_id,
+            message_id,
+            replay,
+            test,
+            interrupt,
+            on_commit,
         )
         done: _Done | None = None
         async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
@@ -363,6 +379,7 @@ class Engine:
             response = self._response(outcome)
             outcome.events.append(response)
             commit = self._prepare(outcome, turn, base)
+            commit.hook, commit.response = turn.on_commit, response
             try:
                 await self.committer.commit(turn.client, commit)
             except (CommitConflict, SlotTakenError) as exc:
@@ -596,6 +613,7 @@ class Engine:
         *,
         reply_id: str | None = None,
         replay: Replay | None = None,
+        on_commit: CommitHook | None = None,
     ) -> StaffReply:
         """Deliver a reply a person at the business wrote into the conversation.
 
@@ -606,7 +624,8 @@ class Engine:
         text, ``metadata.from = "staff"``, ``metadata.state`` and
         ``metadata.handoff`` = ``human`` is committed with it. ``reply_id``:
         the caller's id for this reply; a second call with the same id writes
-        nothing and returns ``duplicate=True``.
+        nothing and returns ``duplicate=True``. ``on_commit``: the channel's
+        writes with it (a WhatsApp/SMS send through the outbox).
 
         Raises UnknownClientError, HandoffRefused (phone: a live call is
         transferred, not written into), UnknownSessionError (no such
@@ -629,7 +648,9 @@ class Engine:
                 return StaffReply(key, "human", None, duplicate=True)
             for attempt in range(1, MAX_ATTEMPTS + 1):
                 try:
-                    return await self._staff_commit(client, key, text, turn_id, message_id, replay)
+                    return await self._staff_commit(
+                        client, key, text, turn_id, message_id, replay, on_commit
+                    )
                 except DuplicateMessageError:
                     return StaffReply(key, "human", None, duplicate=True)
                 except CommitConflict:
@@ -648,6 +669,7 @@ class Engine:
         turn_id: str,
         message_id: str | None,
         replay: Replay | None,
+        on_commit: CommitHook | None = None,
     ) -> StaffReply:
         loaded = await self.store.load(key)
         if loaded is None:
@@ -670,6 +692,7 @@ class Engine:
             commit = self._staff_turn(
                 session, loaded, turn_id, message_id, [line], response, replay
             )
+            commit.hook, commit.response = on_commit, response
             await self.committer.commit(client, commit)
         except BaseException:
             self.store.forget(key)

@@ -31,8 +31,8 @@ __all__ = [
     "TurnEvent",
 ]
 
-Channel = Literal["phone", "whatsapp", "web"]
-CHANNELS: tuple[Channel, ...] = ("phone", "whatsapp", "web")
+Channel = Literal["phone", "whatsapp", "web", "sms"]
+CHANNELS: tuple[Channel, ...] = ("phone", "whatsapp", "web", "sms")
 
 JsonScalar = str | int | float | bool | None
 

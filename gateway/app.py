@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, TypeVar
 import httpx
 from fastapi import FastAPI
 
+from adapters.whatsapp.inbox import Inbox
+from adapters.whatsapp.voice import voice_notes
+from adapters.whatsapp.worker import MessagingWorker
 from engine import ClientRegistry, Engine, SessionStore, load_clients
 from engine.approvals import ApprovalStore
 from engine.commit import Committer
@@ -80,6 +83,10 @@ class Gateway:
     decisions: Decisions | None = None
     """Approval requests and their decisions (admin API, timeout sweeper)."""
     sweeper: ApprovalSweeper | None = None
+    inbox: Inbox | None = None
+    """Inbound WhatsApp/SMS messages, durable and deduplicated (adapters.whatsapp)."""
+    messaging: MessagingWorker | None = None
+    """This replica's messaging worker (answers the inbox), when serving."""
 
     @property
     def contacts(self) -> ContactStore:
@@ -208,15 +215,27 @@ async def open_gateway(
             if knowledge is not None
             else None
         )
+        gw.inbox = Inbox(db, locks, lease_s=settings.messaging_lease_s)
         if worker:
             gw.worker = _worker(gw, http_client)
             gw.worker.start()
+            gw.messaging = MessagingWorker(
+                gw.inbox,
+                registry,
+                engine,
+                outbox,
+                transcribe=voice_notes(http_client, settings.meta_graph_base_url),
+                poll_s=settings.messaging_poll_s,
+            )
+            gw.messaging.start()
             gw.sweeper = approval_sweeper(gw)
             gw.sweeper.start()
         try:
             await bus.start()
             yield gw
         finally:
+            if gw.messaging is not None:
+                await gw.messaging.stop()
             if gw.sweeper is not None:
                 await gw.sweeper.stop()
             if gw.worker is not None:
@@ -310,6 +329,9 @@ def _worker(gw: Gateway, http: httpx.AsyncClient) -> OutboxWorker:
             smtp=smtp,
             slack_base_url=settings.slack_base_url,
             twilio_base_url=settings.twilio_base_url,
+            db=gw.db,
+            meta_base_url=settings.meta_graph_base_url,
+            public_url=settings.public_url,
         ),
         options,
         housekeeping=lambda: _housekeeping(gw),
@@ -377,6 +399,7 @@ def create_app(
     from adapters.speech.providers import SpeechHub
     from adapters.web import WebDeps, WebLimits, web_router
     from adapters.web.limits import SourceLimiter
+    from adapters.whatsapp.routes import messaging_router
     from gateway.logging import configure_logging
     from gateway.routes import admin_router, ops_router
 
@@ -434,4 +457,5 @@ def create_app(
     app.include_router(web_router(serving.require_web))
     app.include_router(voice_router(serving.require_voice))
     app.include_router(media_router(serving.require_phone))
+    app.include_router(messaging_router(serving.require_gateway))
     return app

@@ -10,6 +10,9 @@ Kinds today:
     An escalation emailed to ``escalation.to_email`` through
     ``GATEWAY_SMTP_URL``; the ``Message-ID`` is derived from the escalation id,
     so a redelivery is recognisably the same message.
+``message.twilio``, ``message.meta``, ``read.meta``
+    WhatsApp and SMS replies, and read receipts
+    (:mod:`adapters.whatsapp.sender`; 20 per second per kind).
 ``twilio.call``
     A live call update (``transfer`` to a number, ``hangup``) through
     Twilio's REST API with the client's credentials. Pointless once the call
@@ -27,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from engine.config import ClientConfig, ClientRegistry
+from engine.db.database import Database
 from engine.errors import ToolError
 from engine.outbox import Deliverer, OutboxRow
 from engine.tools.notify import EmailNotifier, Escalation, SlackNotifier
@@ -134,9 +138,27 @@ def deliverers(
     smtp: EmailNotifier | None,
     slack_base_url: str | None,
     twilio_base_url: str | None,
+    db: Database | None = None,
+    meta_base_url: str | None = None,
+    public_url: str | None = None,
 ) -> list[Deliverer]:
-    return [
+    """Every kind's deliverer. ``db``: the messaging kinds (``message.twilio``,
+    ``message.meta``, ``read.meta``; :mod:`adapters.whatsapp.sender`) record what
+    they sent there, so they are wired only with it."""
+    out: list[Deliverer] = [
         SlackDeliverer(registry, http, slack_base_url),
         EmailDeliverer(registry, smtp),
         TwilioCallDeliverer(registry, http, twilio_base_url),
     ]
+    if db is not None:
+        from adapters.whatsapp.sender import messaging_deliverers
+
+        out += messaging_deliverers(
+            registry,
+            http,
+            db,
+            twilio_base_url=twilio_base_url,
+            meta_base_url=meta_base_url,
+            public_url=public_url,
+        )
+    return out

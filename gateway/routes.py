@@ -14,8 +14,9 @@ notices)::
             the reply joins the transcript (``staff: true``); web: a ``complete``
             event with ``metadata.from = "staff"`` is committed, pushed to an
             open widget (any replica) or replayed on its next resume
-            (``delivery: "web"``); WhatsApp: recorded only until the WhatsApp
-            adapter sends it (``delivery: "recorded"``). A retried POST with the
+            (``delivery: "web"``); WhatsApp / SMS: sent to the customer's thread
+            through the outbox, committed with it (``delivery: "whatsapp"`` /
+            ``"sms"``). A retried POST with the
             same ``id`` posts nothing twice (``duplicate: true``).
         404 unknown client, malformed id, or no such (or an expired) session
         409 a phone conversation (a live call is transferred, not written into)
@@ -38,6 +39,13 @@ Staff decide bookings that need approval (``booking.approval``;
         timeout, the customer withdrew): the body's ``approval`` says how;
         503 the conversation is busy (retry)
 
+What became of WhatsApp/SMS replies (:mod:`adapters.whatsapp.statuses`)::
+
+    GET /admin/api/messages?client_id=ID[&status=failed][&limit=200]
+        200 [{"provider", "message_id", "channel", "recipient", "outbox_key",
+            "status", "error_code", "error_title", "created_ts", "updated_ts"}]
+            most recently updated first; 404 unknown client
+
 Forgetting one person (:meth:`engine.contacts.ContactStore.forget`)::
 
     DELETE /admin/api/contacts?client_id=ID&phone=%2B14155550134[&email=...]
@@ -50,6 +58,7 @@ Forgetting one person (:meth:`engine.contacts.ContactStore.forget`)::
 from __future__ import annotations
 
 import hmac
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -60,6 +69,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.phone.trace import CallTraces
 from adapters.web.codec import complete_event
+from adapters.whatsapp.inbox import ThreadKey
+from adapters.whatsapp.statuses import MessageStatus, list_messages
+from adapters.whatsapp.worker import ThreadSendHook
 from engine.approvals import ApprovalState, state_after
 from engine.core import HandoffRefused, Replay
 from engine.decisions import Decisions, UnknownApprovalError
@@ -211,6 +223,12 @@ def admin_router(
         gw, key = _conversation(conversation)
         if not body.text.strip():
             raise HTTPException(422, "text must not be blank")
+        hook = None
+        client = gw.registry.get(key.client_id)
+        if key.channel in ("whatsapp", "sms") and client is not None:
+            idem = f"staff:{body.id or uuid.uuid4().hex}"
+            thread = ThreadKey(key.client_id, key.channel, key.session_id)
+            hook = ThreadSendHook(client, thread, idem)
         try:
             result = await gw.engine.staff_reply(
                 key.client_id,
@@ -219,6 +237,7 @@ def admin_router(
                 body.text,
                 reply_id=body.id,
                 replay=_replay(gw, key),
+                on_commit=hook,
             )
         except HandoffRefused as exc:
             raise HTTPException(409, str(exc)) from exc
@@ -237,7 +256,7 @@ def admin_router(
             "handoff": result.state,
             "event_id": result.event_id,
             "duplicate": result.duplicate,
-            "delivery": "web" if key.channel == "web" else "recorded",
+            "delivery": key.channel if key.channel in ("web", "whatsapp", "sms") else "recorded",
         }
 
     @router.post("/conversations/{conversation}/release")
@@ -329,5 +348,15 @@ def admin_router(
         if trace is None:
             raise HTTPException(404, f"no trace of call {call_sid!r}")
         return trace
+
+    @router.get("/messages")
+    async def messages(
+        client_id: Annotated[str, Query()],
+        status: Annotated[MessageStatus | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    ) -> list[dict[str, object]]:
+        """WhatsApp/SMS messages sent, most recently updated first; ``status=failed``
+        lists the failed sends (shape: :func:`adapters.whatsapp.statuses.list_messages`)."""
+        return await list_messages(_client(client_id).db, client_id, status, limit)
 
     return router

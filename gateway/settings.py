@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     slack_base_url: str | None = Field(None, validation_alias="SLACK_BASE_URL")
     """Rewrites Slack webhook URLs' scheme and host (tests point it at a stub)."""
 
+    messaging_lease_s: float = Field(60.0, gt=0, validation_alias="GATEWAY_MESSAGING_LEASE_S")
+    """How long a replica holds the inbound WhatsApp/SMS messages it is answering;
+    a replica that died mid-turn gives them back after this many seconds."""
+    messaging_poll_s: float = Field(0.5, gt=0, validation_alias="GATEWAY_MESSAGING_POLL_S")
+    """How often a replica looks for messages other replicas recorded."""
+
     outbox_poll_s: float = Field(1.0, gt=0, validation_alias="GATEWAY_OUTBOX_POLL_S")
     outbox_claim_s: float = Field(60.0, gt=0, validation_alias="GATEWAY_OUTBOX_CLAIM_S")
     """How long a replica holds a row it is delivering; a replica that died

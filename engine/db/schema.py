@@ -45,8 +45,11 @@ __all__ = [
     "CONTACT_CONVERSATIONS",
     "CONVERSATIONS",
     "CONVERSATION_MESSAGES",
+    "INBOUND_MESSAGES",
     "LEADS",
+    "MESSAGING_THREADS",
     "METADATA",
+    "OUTBOUND_MESSAGES",
     "OUTBOX",
     "PROCESSED_MESSAGES",
     "SESSIONS",
@@ -276,4 +279,71 @@ APPROVALS = sa.Table(
     sa.Column("test", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index(None, "state", "deadline_ts"),
     sa.Index(None, "client_id", "state", "created_ts"),
+)
+
+
+# -- messaging channels (adapters/whatsapp): WhatsApp via Twilio or Meta, SMS via Twilio
+
+INBOUND_MESSAGES = sa.Table(
+    "inbound_messages",
+    METADATA,
+    # twilio | meta, and the provider's message id (MessageSid, wamid): the dedupe key
+    sa.Column("provider", sa.String(16), primary_key=True),
+    sa.Column("message_id", sa.String(128), primary_key=True),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("sender", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=False, server_default=""),
+    sa.Column("choice_id", sa.String(256)),
+    sa.Column("media", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("wa_id", sa.String(64)),
+    sa.Column("profile_name", sa.String(256)),
+    sa.Column("business", sa.String(64)),
+    sa.Column("provider_ts", sa.Float, nullable=False),
+    sa.Column("received_ts", sa.Float, nullable=False),
+    # received | processing | replied | failed (adapters.whatsapp.inbox)
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("claim", sa.String(64)),
+    sa.Column("lease_until_ts", sa.Float),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("turn_id", sa.String(64)),
+    sa.Column("error", sa.Text),
+    sa.Column("updated_ts", sa.Float, nullable=False),
+    sa.Index(None, "state", "received_ts"),
+    sa.Index(None, "client_id", "channel", "sender", "state"),
+)
+
+MESSAGING_THREADS = sa.Table(
+    "messaging_threads",
+    METADATA,
+    sa.Column("client_id", sa.String(128), primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),
+    sa.Column("sender", sa.String(64), primary_key=True),
+    sa.Column("provider", sa.String(16), nullable=False),
+    sa.Column("business", sa.String(64)),
+    # the customer's last message: the 24-hour customer-service window opens here
+    sa.Column("last_inbound_ts", sa.Float, nullable=False),
+    # the choices of the last reply, JSON [{"title", "value"}], so "2"/"two"/a title maps back
+    sa.Column("choices", sa.Text, nullable=False, server_default="[]"),
+    sa.Column("updated_ts", sa.Float, nullable=False),
+)
+
+OUTBOUND_MESSAGES = sa.Table(
+    "outbound_messages",
+    METADATA,
+    sa.Column("provider", sa.String(16), primary_key=True),
+    sa.Column("provider_message_id", sa.String(128), primary_key=True),
+    sa.Column("client_id", sa.String(128), nullable=False),
+    sa.Column("channel", sa.String(16), nullable=False),
+    sa.Column("recipient", sa.String(64), nullable=False),
+    sa.Column("outbox_key", sa.String(256), nullable=False),
+    # queued | sent | delivered | read | failed
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error_code", sa.String(32)),
+    sa.Column("error_title", sa.Text),
+    sa.Column("created_ts", sa.Float, nullable=False),
+    sa.Column("updated_ts", sa.Float, nullable=False),
+    sa.Index(None, "client_id", "status", "updated_ts"),
+    sa.Index(None, "outbox_key"),
 )

@@ -89,7 +89,7 @@ __all__ = [
 
 log = logging.getLogger("engine.tools.notify")
 
-Channel = Literal["phone", "whatsapp", "web"]
+Channel = Literal["phone", "whatsapp", "web", "sms"]
 Role = Literal["user", "assistant", "system"]
 
 _CHANNELS: frozenset[str] = frozenset(get_args(Channel))

@@ -18,7 +18,10 @@ variables, read here and nowhere in the product:
     - ``after_delivery``: after a vendor accepted an outbox delivery, before the
       row is marked delivered;
     - ``after_staff_reply``: after a staff reply's commit, before the open
-      widget is signalled and before the admin API answers.
+      widget is signalled and before the admin API answers;
+    - ``messaging_turn``: inside a WhatsApp/SMS turn's commit transaction,
+      after the engine wrote the turn and before its reply rows (the
+      messages it claimed stay ``processing`` with a lease).
 """
 
 from __future__ import annotations
@@ -61,6 +64,10 @@ def _install_crash(point: str) -> None:
     elif point == "after_staff_reply":
         ConversationBus.publish = _die  # type: ignore[method-assign,assignment]
         RedisConversationBus.publish = _die  # type: ignore[method-assign,assignment]
+    elif point == "messaging_turn":
+        from adapters.whatsapp.worker import ReplyHook
+
+        ReplyHook.__call__ = _die  # type: ignore[method-assign,assignment]
     elif point:
         raise SystemExit(f"unknown GATEWAY_TEST_CRASH_AT {point!r}")
 
