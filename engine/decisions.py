@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from engine.agents import AgentReply, TurnContext
 from engine.approvals import Approval, ApprovalSettled, ApprovalStore, Decision
-from engine.commit import TurnCommit
+from engine.commit import CommitHook, TurnCommit
+from engine.config import ClientConfig
 from engine.effects import Effects
 from engine.errors import (
     CommitConflict,
@@ -118,9 +119,18 @@ class DecisionResult:
 class Decisions:
     """Applies decisions to approval requests (see the module docstring)."""
 
-    def __init__(self, engine: Engine, approvals: ApprovalStore) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        approvals: ApprovalStore,
+        *,
+        hook_for: Callable[[ClientConfig, SessionKey, str], CommitHook | None] | None = None,
+    ) -> None:
         self.engine = engine
         self.approvals = approvals
+        self.hook_for = hook_for
+        """The channel's writes with a decision's message (``client``, the
+        conversation, an idempotency key): a WhatsApp/SMS send; None: recorded."""
 
     async def decide(
         self,
@@ -266,6 +276,9 @@ class Decisions:
             events=events,
             last_event_id=last_event_id,
         )
+        if self.hook_for is not None and reply.text:
+            commit.hook = self.hook_for(client, key, f"approval:{approval.approval_id}")
+            commit.response = response
         await engine.committer.commit(client, commit)
         return replay.last_id if replay is not None and replay.log else None
 

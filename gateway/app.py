@@ -25,7 +25,7 @@ from fastapi import FastAPI
 
 from adapters.whatsapp.inbox import Inbox
 from adapters.whatsapp.voice import voice_notes
-from adapters.whatsapp.worker import MessagingWorker
+from adapters.whatsapp.worker import MessagingWorker, thread_send_hook
 from engine import ClientRegistry, Engine, SessionStore, load_clients
 from engine.approvals import ApprovalStore
 from engine.commit import Committer
@@ -208,7 +208,9 @@ async def open_gateway(
         )
         gw.knowledge = knowledge
         gw.decisions = Decisions(
-            engine, ApprovalStore(db, clock=lambda: engine.clock().timestamp())
+            engine,
+            ApprovalStore(db, clock=lambda: engine.clock().timestamp()),
+            hook_for=thread_send_hook,
         )
         preparing = (
             asyncio.create_task(_prepare_knowledge(knowledge, registry, settings))

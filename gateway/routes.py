@@ -69,9 +69,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from adapters.phone.trace import CallTraces
 from adapters.web.codec import complete_event
-from adapters.whatsapp.inbox import ThreadKey
 from adapters.whatsapp.statuses import MessageStatus, list_messages
-from adapters.whatsapp.worker import ThreadSendHook
+from adapters.whatsapp.worker import thread_send_hook
 from engine.approvals import ApprovalState, state_after
 from engine.core import HandoffRefused, Replay
 from engine.decisions import Decisions, UnknownApprovalError
@@ -223,12 +222,12 @@ def admin_router(
         gw, key = _conversation(conversation)
         if not body.text.strip():
             raise HTTPException(422, "text must not be blank")
-        hook = None
         client = gw.registry.get(key.client_id)
-        if key.channel in ("whatsapp", "sms") and client is not None:
-            idem = f"staff:{body.id or uuid.uuid4().hex}"
-            thread = ThreadKey(key.client_id, key.channel, key.session_id)
-            hook = ThreadSendHook(client, thread, idem)
+        hook = (
+            thread_send_hook(client, key, f"staff:{body.id or uuid.uuid4().hex}")
+            if client is not None
+            else None
+        )
         try:
             result = await gw.engine.staff_reply(
                 key.client_id,
@@ -335,7 +334,7 @@ def admin_router(
         if found.state != state_after(body.decision):
             detail = f"approval {approval_id} is already {found.state}"
             return JSONResponse({"detail": detail, "approval": found.as_json()}, status_code=409)
-        delivery = "web" if found.channel == "web" else "recorded"
+        delivery = found.channel if found.channel in ("web", "whatsapp", "sms") else "recorded"
         return JSONResponse(
             {**found.as_json(), "duplicate": result.duplicate, "delivery": delivery}
         )

@@ -42,8 +42,16 @@ from engine.errors import SessionBusyError, StoreError
 from engine.logs import describe
 from engine.messages import ChannelContext, ConversationResponse, QuickReply
 from engine.outbox import Outbox, OutboxItem
+from engine.session import SessionKey
 
-__all__ = ["MAX_ATTEMPTS", "MessagingWorker", "ReplyHook", "ThreadSendHook", "render_reply"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "MessagingWorker",
+    "ReplyHook",
+    "ThreadSendHook",
+    "render_reply",
+    "thread_send_hook",
+]
 
 log = logging.getLogger("adapters.whatsapp.worker")
 
@@ -145,10 +153,14 @@ class MessagingWorker:
         *,
         transcribe: Transcriber | None = None,
         poll_s: float = 0.5,
+        max_turns: int = 16,
     ) -> None:
         self.inbox, self.registry, self.engine, self.outbox = inbox, registry, engine, outbox
         self.transcribe = transcribe
         self.poll_s = poll_s
+        self.max_turns = max_turns
+        """Turns this replica runs at once; the rest wait ``received`` for the
+        next look (bounded use of the database and Redis pools under load)."""
         self._active: dict[ThreadKey, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -199,6 +211,8 @@ class MessagingWorker:
         here; returns how many were started."""
         started = 0
         for key in await self.inbox.due(self._burst_s):
+            if len(self._active) >= self.max_turns:
+                break
             if key in self._active:
                 continue
             task = asyncio.create_task(self._answer(key), name=f"messaging:{key}")
@@ -210,6 +224,7 @@ class MessagingWorker:
     def _forget(self, key: ThreadKey) -> Callable[[asyncio.Task[None]], None]:
         def done(_task: asyncio.Task[None]) -> None:
             self._active.pop(key, None)
+            self.inbox.wake.set()  # a slot is free: look again at once
 
         return done
 
@@ -225,6 +240,9 @@ class MessagingWorker:
             claim = await self.inbox.claim(key)
         except SessionBusyError:
             return  # another replica is claiming it right now
+        except StoreError as exc:  # the messages stay received: the next look retries
+            log.warning("messaging: could not claim %s: %s", key, type(exc).__name__)
+            return
         if claim is None:
             return
         client = self.registry.get(key.client_id)
@@ -237,12 +255,18 @@ class MessagingWorker:
         except InboundClaimLost:
             log.warning("messaging: %s was taken over by another replica", key)
         except SessionBusyError:
-            await self.inbox.release(claim)
+            with contextlib.suppress(StoreError):  # else the lease gives them back
+                await self.inbox.release(claim)
             self.inbox.wake.set()
         except Exception as exc:
             log.error("messaging: turn for %s failed: %s", key, describe(exc))
             if claim.attempts >= MAX_ATTEMPTS:
-                await self._direct(client, claim, APOLOGY, state="failed", error=type(exc).__name__)
+                try:
+                    await self._direct(
+                        client, claim, APOLOGY, state="failed", error=type(exc).__name__
+                    )
+                except (StoreError, InboundClaimLost) as again:
+                    log.error("messaging: could not answer %s: %s", key, type(again).__name__)
 
     async def _run(self, client: ClientConfig, claim: Claim) -> None:
         text, direct = await self._read(client, claim)
@@ -384,3 +408,11 @@ class ThreadSendHook:
             business=row[1],
         )
         return render_reply(self.client, self.key, first, OutboundMessage(response.text))
+
+
+def thread_send_hook(client: ClientConfig, key: SessionKey, idem: str) -> ThreadSendHook | None:
+    """A :class:`ThreadSendHook` for a WhatsApp/SMS conversation, else None
+    (for :class:`engine.decisions.Decisions`: an approval's answer is sent)."""
+    if key.channel not in ("whatsapp", "sms"):
+        return None
+    return ThreadSendHook(client, ThreadKey(key.client_id, key.channel, key.session_id), idem)

@@ -401,3 +401,64 @@ async def test_a_voice_note_is_transcribed_and_answered(
     assert "book" in heard and "massage" in heard  # the transcript is what the engine read
     reply = json.dumps(meta.messages[0].body).lower()
     assert "name" in reply or "massage" in reply
+
+
+async def test_an_approval_decision_reaches_the_customer_on_whatsapp(
+    running_gateway: Any,
+    clients_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stubs: tuple[TwilioMessagingStub, MetaGraphStub],
+) -> None:
+    twilio, meta = stubs
+    monkeypatch.setenv("SPA_TWILIO_ACCOUNT_SID", SID)
+    monkeypatch.setenv("SPA_TWILIO_AUTH_TOKEN", TOKEN)
+    config = clients_dir / CLIENT / "config.yaml"
+    text = config.read_text(encoding="utf-8")
+    anchor = "    min_notice_hours: 2\n"
+    assert anchor in text
+    text = text.replace(
+        anchor, anchor + "  approval:\n    services: [Deep Tissue Massage]\n    fallback: decline\n"
+    )
+    config.write_text(
+        text.replace(
+            "  whatsapp:\n    purpose: auto\n",
+            "  whatsapp:\n    purpose: auto\n    burst_window_ms: 0\n",
+        ),
+        encoding="utf-8",
+    )
+    admin = {"Authorization": "Bearer test-admin-token"}
+    with running_gateway(
+        GATEWAY_PUBLIC_URL=PUBLIC,
+        TWILIO_BASE_URL=twilio.url,
+        META_GRAPH_BASE_URL=meta.url,
+        GATEWAY_MESSAGING_POLL_S=0.1,
+        GATEWAY_OUTBOX_POLL_S=0.1,
+        clock=lambda: NOW,
+    ) as gw:
+        async with httpx.AsyncClient(base_url=gw.url) as http:
+            for n, said in enumerate(
+                (
+                    "I'm Maria Lopez, can I book a deep tissue massage Monday at 2pm? "
+                    "maria@example.com, 415 555 0134",
+                    "yes",
+                ),
+                start=1,
+            ):
+                assert (await post_twilio(http, twilio_form(said, sid()))).status_code == 200
+                await until(lambda n=n: len(twilio.messages) >= n)
+            assert "confirm" in twilio.messages[-1].form["Body"].lower()
+            (pending,) = (
+                await http.get(
+                    "/admin/api/approvals",
+                    params={"client_id": CLIENT, "state": "pending"},
+                    headers=admin,
+                )
+            ).json()
+            decided = await http.post(
+                f"/admin/api/approvals/{pending['id']}", json={"decision": "approve"}, headers=admin
+            )
+            assert decided.status_code == 200 and decided.json()["delivery"] == "whatsapp"
+            await until(lambda: len(twilio.messages) >= 3)
+            await settle()
+    assert len(twilio.messages) == 3
+    assert "booked" in twilio.messages[-1].form["Body"].lower()
