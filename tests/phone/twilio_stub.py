@@ -28,9 +28,10 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs
+
+from stub_server import StubServer
 
 __all__ = ["RecordedRequest", "ScriptedFailure", "TwilioStub"]
 
@@ -71,7 +72,7 @@ class _Call:
 
 
 @dataclass
-class TwilioStub:
+class TwilioStub(StubServer):
     """``accounts`` maps Account SID -> auth token; :meth:`add_call` registers live calls."""
 
     accounts: dict[str, str]
@@ -81,12 +82,6 @@ class TwilioStub:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
     _thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start the stub first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     def add_call(self, call_sid: str, account_sid: str, status: str = "in-progress") -> None:
         with self._lock:
@@ -111,47 +106,6 @@ class TwilioStub:
         with self._lock:
             for _ in range(times):
                 self._failures.append(ScriptedFailure(status, code, message, retry_after, raw_body))
-
-    def start(self) -> TwilioStub:
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                stub._handle(self, "POST")
-
-            def do_GET(self) -> None:
-                stub._handle(self, "GET")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> TwilioStub:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- request handling (server thread) -------------------------------------------
 

@@ -48,10 +48,11 @@ import secrets
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from stub_server import StubServer
 
 __all__ = ["MetaGraphStub", "RecordedRequest", "ScriptedFailure", "TwilioMessagingStub"]
 
@@ -96,21 +97,14 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> _Ans
     return _Answer(status, json.dumps(body).encode(), headers=headers or {})
 
 
-class _Stub:
+class _Stub(StubServer):
     """A threaded HTTP server that records requests and answers a script first."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[RecordedRequest] = []
         self._script: deque[ScriptedFailure | None] = deque()
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start the stub first"
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     def pass_next(self, times: int = 1) -> None:
         """Let the next ``times`` requests through (before the failures scripted after)."""
@@ -132,47 +126,6 @@ class _Stub:
         with self._lock:
             for _ in range(times):
                 self._script.append(ScriptedFailure(status, code, message, retry_after, raw_body))
-
-    def start(self) -> Self:
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                stub._handle(self, "POST")
-
-            def do_GET(self) -> None:
-                stub._handle(self, "GET")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- server thread ---------------------------------------------------------------------
 
