@@ -108,19 +108,12 @@ def messaging_router(gateway: Callable[[], Gateway]) -> APIRouter:
             raise HTTPException(503, "try again") from None
 
     async def twilio_webhook(
-        request: Request, client_id: str, channel: Literal["whatsapp", "sms"], status: bool
+        request: Request, client_id: str, channel: Literal["whatsapp", "sms"] | None
     ) -> Response:
+        """``channel`` None: a status callback, for either channel (told by the
+        ``whatsapp:`` prefix of its numbers)."""
         gw = gateway()
         client = client_of(gw, client_id)
-        creds = twilio_credentials(client, channel)
-        key = "channels.sms.twilio" if channel == "sms" else "channels.whatsapp.twilio"
-        if creds is None or not creds.auth_token:
-            log.error(
-                "messaging: %s has no %s.auth_token: Twilio webhooks cannot be checked",
-                client_id,
-                key,
-            )
-            raise HTTPException(503, "this client's Twilio credentials are not configured")
         body = await _body(request)
         try:
             form: Mapping[str, str] = dict(
@@ -128,6 +121,19 @@ def messaging_router(gateway: Callable[[], Gateway]) -> APIRouter:
             )
         except UnicodeDecodeError:
             raise HTTPException(400, "the form is not UTF-8") from None
+        status = channel is None
+        if channel is None:
+            numbers = form.get("From", "") + form.get("To", "")
+            channel = "whatsapp" if "whatsapp:" in numbers else "sms"
+        creds = twilio_credentials(client, channel)
+        if creds is None or not creds.auth_token:
+            key = "channels.sms.twilio" if channel == "sms" else "channels.whatsapp.twilio"
+            log.error(
+                "messaging: %s has no %s.auth_token: Twilio webhooks cannot be checked",
+                client_id,
+                key,
+            )
+            raise HTTPException(503, "this client's Twilio credentials are not configured")
         signature = request.headers.get("x-twilio-signature")
         if not valid_twilio(creds.auth_token, _public_url(gw, request), form, signature):
             log.warning("messaging: %s: a Twilio webhook with a bad signature", client_id)
@@ -144,18 +150,15 @@ def messaging_router(gateway: Callable[[], Gateway]) -> APIRouter:
 
     @router.post("/twilio/whatsapp/{client_id}")
     async def twilio_whatsapp(request: Request, client_id: str) -> Response:
-        return await twilio_webhook(request, client_id, "whatsapp", status=False)
+        return await twilio_webhook(request, client_id, "whatsapp")
 
     @router.post("/twilio/sms/{client_id}")
     async def twilio_sms(request: Request, client_id: str) -> Response:
-        return await twilio_webhook(request, client_id, "sms", status=False)
+        return await twilio_webhook(request, client_id, "sms")
 
     @router.post("/twilio/status/{client_id}")
     async def twilio_status(request: Request, client_id: str) -> Response:
-        channel: Literal["whatsapp", "sms"] = (
-            "sms" if request.query_params.get("channel") == "sms" else "whatsapp"
-        )
-        return await twilio_webhook(request, client_id, channel, status=True)
+        return await twilio_webhook(request, client_id, None)
 
     @router.get("/meta/whatsapp/{client_id}")
     async def meta_verify(

@@ -462,3 +462,33 @@ async def test_an_approval_decision_reaches_the_customer_on_whatsapp(
             await settle()
     assert len(twilio.messages) == 3
     assert "booked" in twilio.messages[-1].form["Body"].lower()
+
+
+async def test_twilio_status_callbacks_move_the_sent_message_forward(
+    gateway: str, stubs: tuple[TwilioMessagingStub, MetaGraphStub]
+) -> None:
+    twilio, _meta = stubs
+    admin = {"Authorization": "Bearer test-admin-token"}
+    async with httpx.AsyncClient(base_url=gateway) as http:
+        assert (await post_twilio(http, twilio_form("hello", sid()))).status_code == 200
+        await until(lambda: len(twilio.messages) >= 1)
+        sent = twilio.messages[0]
+        assert sent.form.get("StatusCallback") == f"{PUBLIC}/twilio/status/{CLIENT}"
+        path = f"/twilio/status/{CLIENT}"
+        form = {
+            "MessageSid": sent.sid,
+            "MessageStatus": "delivered",
+            "AccountSid": SID,
+            "From": f"whatsapp:{BUSINESS}",
+            "To": f"whatsapp:{ANA}",
+        }
+        forged = await http.post(path, data=form, headers={"X-Twilio-Signature": "x"})
+        assert forged.status_code == 403
+        signature = RequestValidator(TOKEN).compute_signature(PUBLIC + path, form)
+        ok = await http.post(path, data=form, headers={"X-Twilio-Signature": signature})
+        assert ok.status_code == 200
+        listed = (
+            await http.get("/admin/api/messages", params={"client_id": CLIENT}, headers=admin)
+        ).json()
+    (message,) = [m for m in listed if m["message_id"] == sent.sid]
+    assert message["status"] == "delivered"
