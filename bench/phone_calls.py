@@ -149,6 +149,10 @@ class BotProcess(ServerProcess):
     def media_url(self, client_id: str) -> str:
         raise NotImplementedError
 
+    def caller(self, client_id: str, **options: Any) -> TwilioCaller:
+        """A simulated call to ``client_id`` (``options``: :class:`TwilioCaller`'s)."""
+        return TwilioCaller(self.media_url(client_id), **options)
+
 
 class GatewayProcess(BotProcess):
     """``python -m gateway.cli serve`` with an admin token, on the bench's client folders."""
@@ -157,6 +161,7 @@ class GatewayProcess(BotProcess):
 
     def __init__(self, workdir: Path, clients_dir: Path, expected_clients: int) -> None:
         self.admin_token = secrets.token_urlsafe(16)
+        self.auth_token = secrets.token_urlsafe(16)
         self.expected_clients = expected_clients
         data = workdir / "data"
         data.mkdir(exist_ok=True)
@@ -165,6 +170,9 @@ class GatewayProcess(BotProcess):
             GATEWAY_DATA_DIR=str(data),
             GATEWAY_LOG_LEVEL="WARNING",
             GATEWAY_ADMIN_TOKEN=self.admin_token,
+            # The bench's clients are copies of spa-del-sol: its auth token signs the voice
+            # webhook, which mints each call's one-time stream token.
+            SPA_TWILIO_AUTH_TOKEN=self.auth_token,
         )
         port = free_port()
         cmd = [sys.executable, "-m", "gateway.cli", "serve", "--host", HOST, "--port", str(port)]
@@ -173,6 +181,11 @@ class GatewayProcess(BotProcess):
 
     def media_url(self, client_id: str) -> str:
         return f"ws://{HOST}:{self.port}/twilio/media/{client_id}"
+
+    def caller(self, client_id: str, **options: Any) -> TwilioCaller:
+        """A call placed as Twilio places it: through the signed voice webhook."""
+        voice_url = f"{self.url}/twilio/voice/{client_id}"
+        return TwilioCaller(voice_url, auth_token=self.auth_token, **options)
 
     def ready(self) -> bool:
         try:
@@ -319,7 +332,7 @@ def _error(exc: BaseException) -> str:
 
 async def warm_up(server: BotProcess, client_id: str) -> None:
     """One call that waits for the greeting: speech models load on the first call."""
-    async with asyncio.timeout(120), TwilioCaller(server.media_url(client_id)) as call:
+    async with asyncio.timeout(120), server.caller(client_id) as call:
         await call.wait_for_reply(90)
 
 
@@ -332,7 +345,7 @@ async def booking_call(
 ) -> None:
     await asyncio.sleep(stagger_s)
     try:
-        async with TwilioCaller(server.media_url(SPA)) as call:
+        async with server.caller(SPA) as call:
             await call.wait_for_reply(REPLY_TIMEOUT_S)  # the greeting
             for pcm, rate in voice.script:
                 said = await call.say(pcm, rate)
@@ -378,7 +391,7 @@ async def barge_in_trial(
     server: BotProcess, voice: Voice, result: BargeResult, admin_token: str | None
 ) -> None:
     try:
-        async with asyncio.timeout(60), TwilioCaller(server.media_url(SPA)) as call:
+        async with asyncio.timeout(60), server.caller(SPA) as call:
             await call.wait_for_audio(30)  # the greeting started
             await asyncio.sleep(random.uniform(0.4, 1.2))
             before = time.monotonic()
@@ -423,10 +436,9 @@ async def silent_call(
     reply) answers something the caller never said: an unprompted reply.
     (Audio resuming after a clear is the bot carrying on, not a new reply.)
     """
-    url = server.media_url(SPA)
     # A 2 s gap: a reply that arrives in pieces (an overloaded server) is still one reply.
-    async with TwilioCaller(
-        url, echo_db=line.echo_db, noise_dbfs=line.noise_dbfs, reply_gap_ms=2000
+    async with server.caller(
+        SPA, echo_db=line.echo_db, noise_dbfs=line.noise_dbfs, reply_gap_ms=2000
     ) as call:
         await call.listen(window_s)
     starts = call.reply_starts
@@ -492,7 +504,7 @@ async def idle_cpu(server: BotProcess, calls: int, seconds: float) -> tuple[floa
     baseline = (server.cpu_seconds() - before) / seconds
     async with contextlib.AsyncExitStack() as stack:
         for _ in range(calls):
-            await stack.enter_async_context(TwilioCaller(server.media_url(IDLE)))
+            await stack.enter_async_context(server.caller(IDLE))
         await asyncio.sleep(1.0)  # let start-up work settle
         before = server.cpu_seconds()
         await asyncio.sleep(seconds)
@@ -509,7 +521,7 @@ async def ramp_step(server: BotProcess, calls: int) -> RampStep:
     async def one(i: int) -> None:
         await asyncio.sleep(i / calls)  # spread the call starts over 1 s
         try:
-            async with TwilioCaller(server.media_url(TALK)) as call:
+            async with server.caller(TALK) as call:
                 reply = replies[i] = await call.wait_for_reply(60 + calls / 2)
                 first_audio_ms.append((reply.first_frame_at - call.connected_at) * 1000)
                 client_lateness[0] = max(client_lateness[0], call.send_lateness_ms)

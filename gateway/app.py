@@ -394,6 +394,7 @@ def create_app(
     settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None
 ) -> FastAPI:
     """Build the ASGI app. ``clock`` pins the engine's notion of now (tests)."""
+    from adapters.phone.admission import open_stream_gate
     from adapters.phone.deps import PhoneDeps, VoiceDeps
     from adapters.phone.media import media_router
     from adapters.phone.trace import CallTraces
@@ -443,6 +444,9 @@ def create_app(
                 # Speech models load on a client's first call (off the event loop), once.
                 speech_hub=SpeechHub(),
                 call_traces=serving.call_traces,
+                # Spent stream tokens and live calls, shared by replicas through Redis.
+                streams=open_stream_gate(settings.redis_url),
+                audio_burst_s=settings.phone_audio_burst_s,
             )
             # Handles for tests and tools that reach into a running app; the
             # routes themselves get their dependencies from `serving`.
@@ -451,6 +455,7 @@ def create_app(
             try:
                 yield
             finally:
+                await serving.phone.streams.close()
                 serving.clear()
 
     app = FastAPI(title="channel gateway", lifespan=lifespan, docs_url=None, redoc_url=None)

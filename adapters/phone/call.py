@@ -28,6 +28,7 @@ from collections.abc import Callable
 from adapters.phone.actions import CallActions
 from adapters.phone.answer import Answer, TurnEngine
 from adapters.phone.bargein import BargeIns
+from adapters.phone.budget import AudioBudget
 from adapters.phone.codec import Dtmf, Mark, Media, Stop
 from adapters.phone.dtmf import DtmfEntry
 from adapters.phone.inbound import Inbound
@@ -46,6 +47,7 @@ from adapters.phone.turns import (
     SpeechStarted,
     TurnEvent,
 )
+from adapters.speech.audio import TWILIO_SAMPLE_RATE_HZ
 from adapters.speech.stt import SttStream
 from engine.config import ClientConfig
 from engine.messages import Action, ChannelContext
@@ -78,6 +80,8 @@ class Call:
         status, trace, traces, tasks: the call's state, trace (and where it is
             saved) and tasks.
         inbound, speaker, barge_ins, dtmf, actions: the parts.
+        budget: admits inbound audio at real time plus a burst; the rest is dropped.
+        on_dropped: called with the seconds of each dropped payload (a metric).
     """
 
     def __init__(
@@ -98,12 +102,15 @@ class Call:
         barge_ins: BargeIns,
         dtmf: DtmfEntry,
         actions: CallActions,
+        budget: AudioBudget,
+        on_dropped: Callable[[float], None] = lambda _s: None,
     ) -> None:
         self.stream, self.client, self.phone = stream, client, client.channels.phone
         self.call_sid, self.context, self.engine, self.clock = call_sid, context, engine, clock
         self.status, self.trace, self.traces, self.tasks = status, trace, traces, tasks
         self.inbound, self.speaker, self.barge_ins = inbound, speaker, barge_ins
         self.dtmf, self.actions = dtmf, actions
+        self.budget, self._on_dropped = budget, on_dropped
         self.backchannels = frozenset(_words(b) for b in self.phone.turn_taking.backchannels)
 
     async def run(self) -> None:
@@ -115,7 +122,10 @@ class Call:
             while (event := await self.stream.receive()) is not None:
                 match event:
                     case Media(payload=payload):
-                        await self.inbound.feed(payload, self._on_turn_event)
+                        if self.budget.admit(len(payload), self.clock()):
+                            await self.inbound.feed(payload, self._on_turn_event)
+                        else:
+                            self._dropped(len(payload))
                     case Mark(name=name):
                         self.speaker.player.on_mark(name)
                     case Dtmf(digit=digit):
@@ -126,7 +136,22 @@ class Call:
         finally:
             await self._shutdown()
 
+    def _dropped(self, payload_bytes: int) -> None:
+        self._on_dropped(payload_bytes / TWILIO_SAMPLE_RATE_HZ)
+        if self.budget.dropped_payloads == 1:
+            log.warning(
+                "call %s: inbound audio arrives faster than real time; dropping the excess",
+                self.call_sid,
+            )
+
     async def _shutdown(self) -> None:
+        if self.budget.dropped_payloads:
+            log.warning(
+                "call %s: dropped %.1f s of inbound audio (%d payloads) beyond real time",
+                self.call_sid,
+                self.budget.dropped_s,
+                self.budget.dropped_payloads,
+            )
         self.status.on(CallEvent.CLOSED)
         self.dtmf.close()
         self.speaker.player.close()

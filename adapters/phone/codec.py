@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,8 @@ from typing import Any
 from adapters.speech.audio import TWILIO_FRAME_BYTES
 
 __all__ = [
+    "MAX_FRAME_CHARS",
+    "MAX_JSON_DEPTH",
     "MAX_MEDIA_PAYLOAD_BYTES",
     "CodecError",
     "Connected",
@@ -62,6 +65,14 @@ __all__ = [
 
 MAX_MEDIA_PAYLOAD_BYTES = 8000
 """Largest decoded media payload accepted: 1 s of 8 kHz mu-law."""
+MAX_FRAME_CHARS = 16 * 1024
+"""Largest websocket frame parsed, in characters: a media message of
+:data:`MAX_MEDIA_PAYLOAD_BYTES` is ~11 KB of JSON; Twilio's 20 ms ones ~300 B."""
+MAX_JSON_DEPTH = 8
+"""Deepest nesting of objects/arrays parsed (Twilio's messages nest 3 deep)."""
+_MAX_PAYLOAD_CHARS = 4 * -(-MAX_MEDIA_PAYLOAD_BYTES // 3)
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
 MAX_MARK_NAME_CHARS = 256
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
@@ -180,14 +191,25 @@ def decode_inbound(
             many bytes (default 160 = 20 ms of 8 kHz mu-law, what Twilio
             sends); None accepts any non-empty size.
 
+    Frames longer than :data:`MAX_FRAME_CHARS` or nested deeper than
+    :data:`MAX_JSON_DEPTH` are refused before ``json.loads`` sees them (a
+    deeply nested frame would otherwise raise ``RecursionError``).
+
     Raises:
-        CodecError: malformed JSON, unknown ``event``, a missing or mistyped
-            field, invalid base64, or a payload of the wrong size.
+        CodecError: an oversized or too deeply nested frame, malformed JSON,
+            unknown ``event``, a missing or mistyped field, invalid base64, or
+            a payload of the wrong size.
     """
+    if len(raw) > MAX_FRAME_CHARS:
+        raise CodecError(f"frame of {len(raw)} characters; at most {MAX_FRAME_CHARS} accepted")
     try:
-        message = json.loads(raw)
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        _check_depth(text)
+        message = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CodecError(f"not valid JSON ({exc.__class__.__name__}: {exc})") from exc
+    except RecursionError as exc:  # _check_depth should have caught it; never crash a call
+        raise CodecError("JSON nested too deeply") from exc
     if not isinstance(message, dict):
         raise CodecError(f"expected a JSON object, got {type(message).__name__}")
     event = message.get("event")
@@ -242,6 +264,18 @@ def encode_clear(stream_sid: str) -> str:
 
 def _dump(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"))
+
+
+def _check_depth(text: str) -> None:
+    """Refuse nesting deeper than :data:`MAX_JSON_DEPTH` (strings skipped), in C-speed
+    passes: a frame with few brackets (every real one) costs two ``str.count`` calls."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise CodecError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
 
 
 def _require_sid(stream_sid: str) -> None:
@@ -336,6 +370,11 @@ def _parse_start(message: Mapping[str, Any], _frame: int | None) -> Start:
 def _parse_media(message: Mapping[str, Any], frame_bytes: int | None) -> Media:
     media = _object(message, "media")
     encoded = _string(media, "payload", "media.")
+    if len(encoded) > _MAX_PAYLOAD_CHARS:  # refused before any decoding work
+        raise CodecError(
+            f'"media.payload" is {len(encoded)} base64 characters; at most '
+            f"{MAX_MEDIA_PAYLOAD_BYTES} bytes accepted"
+        )
     try:
         payload = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:

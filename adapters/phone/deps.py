@@ -6,8 +6,11 @@ provider (``Callable[[], PhoneDeps]``); the routes never read ``app.state``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from adapters.phone.admission import LocalStreamGate, StreamGate
+from adapters.phone.budget import BURST_S
 
 if TYPE_CHECKING:
     from adapters.phone.answer import TurnEngine
@@ -33,10 +36,15 @@ class VoiceDeps:
 class PhoneDeps:
     """A media stream's: the loaded clients, the engine, the outbox (call
     actions), the speech hub (models loaded once, shared by calls) and the
-    call traces. Mutable so a test can put fake speech providers in."""
+    call traces; ``streams`` admits media streams (spent tokens, live calls:
+    per process, or shared through Redis); ``audio_burst_s`` is how far ahead of
+    real time a caller's audio may run, in seconds. Mutable so a test can put fake
+    speech providers in."""
 
     registry: ClientRegistry
     engine: TurnEngine
     outbox: Outbox
     speech_hub: SpeechHub
     call_traces: CallTraces
+    streams: StreamGate = field(default_factory=LocalStreamGate)
+    audio_burst_s: float = BURST_S

@@ -53,6 +53,14 @@ Choices worth knowing:
   call: a reply whose audio has played by the clock, plus
   :data:`MARK_GRACE_S`, counts as played.
 
+Who may drive a call (:mod:`adapters.phone.admission`): the ``start`` message
+must carry the one-time token the voice webhook put in the TwiML, bound to the
+client and the CallSid, unexpired and unused, and the CallSid must have no
+live stream already; otherwise the socket is closed with 1008 (policy
+violation) before anything reaches the engine. Inbound audio beyond real time
+plus a 1 s burst is dropped (:mod:`adapters.phone.budget`), counted in
+``gateway_phone_dropped_audio_seconds_total``.
+
 Dependencies come from the provider passed to :func:`media_router`
 (:class:`~adapters.phone.deps.PhoneDeps`), never from ``app.state``.
 """
@@ -65,9 +73,17 @@ import re
 from collections.abc import Callable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from prometheus_client import Counter
 
 from adapters.phone.actions import CallActions
+from adapters.phone.admission import (
+    TOKEN_PARAMETER,
+    StreamRefused,
+    unix_now,
+    verify_stream_token,
+)
 from adapters.phone.bargein import BargeIns
+from adapters.phone.budget import AudioBudget
 from adapters.phone.call import Call
 from adapters.phone.codec import Start
 from adapters.phone.deps import PhoneDeps
@@ -89,6 +105,19 @@ log = logging.getLogger("adapters.phone.media")
 
 CLOSE_UNKNOWN_CLIENT = 4404
 CLOSE_NO_SPEECH = 1011
+CLOSE_POLICY_VIOLATION = 1008
+
+STREAMS_REFUSED = Counter(
+    "gateway_phone_streams_refused_total",
+    "Media streams refused at start, by reason (missing, malformed, forged, expired, "
+    "reused token; live: the call already has a stream)",
+    ["reason"],
+)
+DROPPED_AUDIO = Counter(
+    "gateway_phone_dropped_audio_seconds_total",
+    "Inbound call audio dropped for arriving faster than real time, in seconds",
+    ["client_id"],
+)
 
 
 def media_router(deps: Callable[[], PhoneDeps]) -> APIRouter:
@@ -103,7 +132,9 @@ def media_router(deps: Callable[[], PhoneDeps]) -> APIRouter:
         await websocket.accept()
         phone = deps()
         client: ClientConfig | None = phone.registry.get(client_id)
-        if client is None or not client.channels.phone.enabled:
+        auth_token = client.channels.phone.twilio.auth_token if client is not None else None
+        if client is None or not client.channels.phone.enabled or not auth_token:
+            # Without the auth token no webhook could have minted this stream's token.
             log.warning("media stream for unknown or disabled client %r", client_id[:64])
             await websocket.close(CLOSE_UNKNOWN_CLIENT)
             return
@@ -119,11 +150,29 @@ def media_router(deps: Callable[[], PhoneDeps]) -> APIRouter:
             return
         stream = MediaStream(websocket)
         status = CallStatus()
+        start = None
         try:
             start = await stream.wait_for_start()
             if start is not None:
-                status.on(CallEvent.STARTED)
-                await _wire(stream, start, client, speech, phone, status).run()
+                token = start.custom_parameters.get(TOKEN_PARAMETER)
+                now = unix_now()
+                verified = verify_stream_token(
+                    token, auth_token, client_id, start.call_sid, now_s=now
+                )
+                if not await phone.streams.spend(verified, now):
+                    raise StreamRefused("reused")
+                async with phone.streams.live(start.call_sid):
+                    status.on(CallEvent.STARTED)
+                    await _wire(stream, start, client, speech, phone, status).run()
+        except StreamRefused as refused:
+            STREAMS_REFUSED.labels(refused.reason).inc()
+            log.warning(
+                "media stream refused (%s): client=%s call=%s",
+                refused,
+                client_id,
+                start.call_sid[:64] if start is not None else "-",
+            )
+            await websocket.close(CLOSE_POLICY_VIOLATION)
         except WebSocketDisconnect:
             pass
         finally:
@@ -218,6 +267,8 @@ def _wire(
         barge_ins=BargeIns(player, trace, clock, call_sid),
         dtmf=dtmf,
         actions=actions,
+        budget=AudioBudget(started_at=clock(), burst_s=deps.audio_burst_s),
+        on_dropped=DROPPED_AUDIO.labels(client.client_id).inc,
     )
 
 

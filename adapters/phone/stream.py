@@ -1,8 +1,13 @@
 """The websocket of one Twilio Media Stream: typed events in, text frames out.
 
 Frames are decoded by :mod:`adapters.phone.codec` (the only place that reads
-Twilio's JSON); a malformed frame is counted (``bad_frame``), logged with the
-codec's reason (which never quotes the payload) and skipped.
+Twilio's JSON, with caps on a frame's size and nesting); a malformed frame is
+counted (``bad_frame``), logged with the codec's reason (which never quotes
+the payload; the first few of a call, then one line per
+:data:`BAD_FRAME_LOG_EVERY`) and skipped. Gross abuse closes the socket with
+1008: more than :data:`MAX_FRAMES_BEFORE_START` frames before ``start``
+(Twilio sends one, ``connected``), or more than :data:`MAX_BAD_FRAMES` bad
+frames in a call.
 """
 
 from __future__ import annotations
@@ -17,13 +22,26 @@ from starlette.websockets import WebSocketState
 from adapters.phone.codec import CodecError, InboundEvent, Start, Stop, decode_inbound
 from adapters.phone.trace import PHONE_EVENTS
 
-__all__ = ["CLOSE_NO_START", "START_TIMEOUT_S", "MediaStream"]
+__all__ = [
+    "CLOSE_NO_START",
+    "MAX_BAD_FRAMES",
+    "MAX_FRAMES_BEFORE_START",
+    "START_TIMEOUT_S",
+    "MediaStream",
+]
 
 log = logging.getLogger("adapters.phone.stream")
 
 START_TIMEOUT_S = 10.0
 """A socket that sends no valid ``start`` this long after connecting is closed (4408)."""
 CLOSE_NO_START = 4408
+CLOSE_ABUSE = 1008
+MAX_FRAMES_BEFORE_START = 16
+"""Frames a socket may send before ``start``; Twilio sends just ``connected``."""
+MAX_BAD_FRAMES = 1000
+"""Malformed frames a call may send before its socket is closed (Twilio sends none)."""
+BAD_FRAME_LOG_EVERY = 1000
+_LOG_FIRST = 3
 
 
 class MediaStream:
@@ -37,14 +55,17 @@ class MediaStream:
 
     def __init__(self, websocket: WebSocket) -> None:
         self.ws = websocket
+        self.bad_frames = 0
+        """Malformed frames skipped so far."""
 
     async def wait_for_start(self, timeout_s: float = START_TIMEOUT_S) -> Start | None:
         """Twilio's ``start`` (frames before it are skipped); None if the peer went
         away or sent ``stop`` first, or after ``timeout_s`` seconds (the socket is
-        then closed with 4408)."""
+        then closed with 4408), or after :data:`MAX_FRAMES_BEFORE_START` other
+        frames (closed with 1008)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        while True:
+        for _ in range(MAX_FRAMES_BEFORE_START + 1):
             try:
                 raw = await asyncio.wait_for(self._receive(), deadline - loop.time())
             except TimeoutError:
@@ -53,18 +74,28 @@ class MediaStream:
                 return None
             if raw is None:
                 return None
-            event = _decode(raw)
+            event = self._decode(raw)
             if isinstance(event, Start):
                 return event
             if isinstance(event, Stop):
                 return None
+        log.warning(
+            "media stream: %d frames and no start message; closing", MAX_FRAMES_BEFORE_START + 1
+        )
+        await self.ws.close(CLOSE_ABUSE)
+        return None
 
     async def receive(self) -> InboundEvent | None:
-        """The next valid event; None once the socket is closed. Bad frames are skipped."""
+        """The next valid event; None once the socket is closed. Bad frames are skipped
+        (after :data:`MAX_BAD_FRAMES` of them the socket is closed with 1008)."""
         while (raw := await self._receive()) is not None:
-            event = _decode(raw)
+            event = self._decode(raw)
             if event is not None:
                 return event
+            if self.bad_frames > MAX_BAD_FRAMES:
+                log.warning("media stream: %d malformed frames; closing", self.bad_frames)
+                await self.ws.close(CLOSE_ABUSE)
+                break
         return None
 
     async def send(self, text: str) -> None:
@@ -84,11 +115,13 @@ class MediaStream:
         data: str | bytes | None = message.get("text") or message.get("bytes")
         return data or ""
 
-
-def _decode(raw: str | bytes) -> InboundEvent | None:
-    try:
-        return decode_inbound(raw, frame_bytes=None)
-    except CodecError as exc:
-        PHONE_EVENTS.labels("bad_frame").inc()
-        log.warning("media stream: dropped a frame: %s", exc)
-        return None
+    def _decode(self, raw: str | bytes) -> InboundEvent | None:
+        try:
+            return decode_inbound(raw, frame_bytes=None)
+        except CodecError as exc:
+            PHONE_EVENTS.labels("bad_frame").inc()
+            self.bad_frames += 1
+            count = self.bad_frames
+            if count <= _LOG_FIRST or count % BAD_FRAME_LOG_EVERY == 0:
+                log.warning("media stream: dropped a frame (%d so far): %s", count, exc)
+            return None

@@ -10,12 +10,16 @@ parameters (``application/x-www-form-urlencoded``: ``CallSid``, ``AccountSid``,
       <Parameter name="caller" value="+14155550123"/>
       <Parameter name="call_sid" value="CA..."/>
       <Parameter name="to" value="+14155550199"/>
+      <Parameter name="token" value="v1.1764430000.Xq3..."/>
     </Stream></Connect></Response>
 
 Twilio hands the ``<Parameter>`` values to the websocket in the Media Streams
 ``start`` message (``start.customParameters``); their names are
 :data:`STREAM_PARAMETERS`. ``caller`` is left out when the caller ID is withheld
-(``From`` is not an E.164 number).
+(``From`` is not an E.164 number). ``token`` is a one-time stream token bound to
+the client and the CallSid, good for :data:`~adapters.phone.admission.TOKEN_TTL_S`
+seconds: the media stream drives a call only with it
+(:mod:`adapters.phone.admission`).
 
 Checks, in order, and what each refusal answers (JSON ``{"detail": reason}``;
 every refusal is logged with the client id and the reason, never a phone number):
@@ -64,6 +68,7 @@ from starlette.datastructures import ImmutableMultiDict
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
+from adapters.phone.admission import TOKEN_PARAMETER, mint_stream_token, unix_now
 from adapters.phone.deps import VoiceDeps
 from adapters.phone.rest import DEFAULT_API_BASE_URL
 from engine.config import ClientConfig
@@ -87,7 +92,7 @@ log = logging.getLogger("adapters.phone.webhook")
 MAX_BODY_BYTES = 64 * 1024
 """Largest accepted webhook body, in bytes (Twilio's voice requests are ~1 KiB)."""
 
-STREAM_PARAMETERS = ("caller", "call_sid", "to")
+STREAM_PARAMETERS = ("caller", "call_sid", "to", TOKEN_PARAMETER)
 """Names of the ``<Parameter>`` elements sent to the media stream's ``start`` message."""
 
 SIGNATURE_HEADER = "X-Twilio-Signature"
@@ -202,14 +207,16 @@ def media_stream_url(public_base: str, client_id: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, "", ""))
 
 
-def connect_twiml(call: IncomingCall, stream_url: str) -> str:
-    """TwiML ``<Connect><Stream>`` (bidirectional) carrying the call's :data:`STREAM_PARAMETERS`."""
+def connect_twiml(call: IncomingCall, stream_url: str, stream_token: str) -> str:
+    """TwiML ``<Connect><Stream>`` (bidirectional) carrying the call's :data:`STREAM_PARAMETERS`
+    (``stream_token`` from :func:`~adapters.phone.admission.mint_stream_token`)."""
     response = VoiceResponse()
     stream = response.connect().stream(url=stream_url)
     if call.from_number is not None:
         stream.parameter(name="caller", value=call.from_number)
     stream.parameter(name="call_sid", value=call.call_sid)
     stream.parameter(name="to", value=call.to_number)
+    stream.parameter(name=TOKEN_PARAMETER, value=stream_token)
     return str(response.to_xml())
 
 
@@ -282,7 +289,8 @@ async def _answer(client_id: str, request: Request, deps: VoiceDeps) -> str:
         )
     log.info("incoming call: client=%s call=%s", client_id, call.call_sid)
     base = settings.public_url or str(request.base_url)
-    return connect_twiml(call, media_stream_url(base, client_id))
+    stream_token = mint_stream_token(token, client_id, call.call_sid, now_s=unix_now())
+    return connect_twiml(call, media_stream_url(base, client_id), stream_token)
 
 
 def _auth_token(client: ClientConfig) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from adapters.speech.stt import SpeechToText, make_stt
 from adapters.speech.tts import TextToSpeech, make_tts
@@ -51,15 +52,24 @@ class SpeechHub:
     Args:
         make_stt_fn, make_tts_fn: factories (tests inject fakes); they block,
             so they run in a worker thread.
+        models_dir: where ``gateway models install`` put models
+            (``Settings.models_dir``): model and voice names in the specs
+            resolve there, and ``auto`` prefers what is installed. None: no
+            local models (passed to the factories only when set).
     """
 
     def __init__(
         self,
         make_stt_fn: Callable[..., SpeechToText] = make_stt,
         make_tts_fn: Callable[..., TextToSpeech] = make_tts,
+        *,
+        models_dir: Path | None = None,
     ) -> None:
         self._make_stt = make_stt_fn
         self._make_tts = make_tts_fn
+        self._factory_kwargs: dict[str, Path] = (
+            {"models_dir": models_dir} if models_dir is not None else {}
+        )
         self._stt: dict[SttSpec, asyncio.Task[SpeechToText]] = {}
         self._tts: dict[TtsSpec, asyncio.Task[TextToSpeech]] = {}
 
@@ -89,11 +99,17 @@ class SpeechHub:
 
     async def _build_stt(self, spec: SttSpec) -> SpeechToText:
         return await asyncio.to_thread(
-            self._make_stt, spec.provider, spec.model, _dedupe(spec.phrases)
+            self._make_stt,
+            spec.provider,
+            spec.model,
+            _dedupe(spec.phrases),
+            **self._factory_kwargs,
         )
 
     async def _build_tts(self, spec: TtsSpec) -> TextToSpeech:
-        return await asyncio.to_thread(self._make_tts, spec.provider, spec.voice)
+        return await asyncio.to_thread(
+            self._make_tts, spec.provider, spec.voice, **self._factory_kwargs
+        )
 
 
 def _dedupe(phrases: Sequence[str]) -> tuple[str, ...]:

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from adapters.speech import _domain_lm
+from adapters.speech import models as _models
 from adapters.speech.audio import Resampler, pcm16_to_float32
 from adapters.speech.errors import SpeechUnavailableError, SttError
 from engine.errors import GatewayError
@@ -736,6 +737,11 @@ class FasterWhisperSTT(SpeechToText):
             hotwords=self._hotwords,
             condition_on_previous_text=False,
             without_timestamps=True,
+            # Greedy and deterministic: the sampling fallback (temperatures
+            # 0.2..1.0) made hard phone transcripts differ run to run and can
+            # decode up to six times; a phone turn cannot wait for that.
+            temperature=0.0,
+            # The phone channel's own VAD has already cut the utterance.
             vad_filter=False,
         )
         texts: list[str] = []
@@ -775,6 +781,44 @@ class _WhisperStream(_WorkerStream):
 # --------------------------------------------------------------------------- factory
 
 _PROVIDERS = ("auto", "faster-whisper", "pocketsphinx")
+_HUB_DEFAULT = "base.en"
+"""What ``faster-whisper`` without a model loads when none is installed locally
+(downloaded from the Hugging Face hub: needs a network)."""
+
+_ANNOUNCED: set[str] = set()
+_ANNOUNCE_LOCK = threading.Lock()
+
+
+def _announce(message: str, *args: object, level: int = logging.INFO) -> None:
+    """Log ``message`` once per process (provider choices repeat for every client)."""
+    key = message % args
+    with _ANNOUNCE_LOCK:
+        if key in _ANNOUNCED:
+            return
+        _ANNOUNCED.add(key)
+    logger.log(level, "%s", key)
+
+
+def _whisper_location(model: str | None, models_dir: Path | None) -> tuple[str, str]:
+    """``(what to load, how to describe it)`` for a faster-whisper ``model`` setting.
+
+    A model installed under ``models_dir`` (``gateway models install``) wins; a
+    folder path is used as is; any other name is left to faster-whisper's hub
+    download. No model: the first installed of ``AUTO_WHISPER_MODELS``, else
+    :data:`_HUB_DEFAULT`.
+    """
+    if model is None:
+        for name in _models.AUTO_WHISPER_MODELS:
+            folder = _models.resolve("whisper", name, models_dir)
+            if folder is not None:
+                return str(folder), f"{name} from {folder.parent}"
+        return _HUB_DEFAULT, f"{_HUB_DEFAULT} (hub download)"
+    folder = _models.resolve("whisper", model, models_dir)
+    if folder is not None:
+        return str(folder), f"{model} from {folder.parent}"
+    if _looks_like_path(model):
+        return model, f"folder {model}"
+    return model, f"{model} (hub download)"
 
 
 def make_stt(
@@ -782,6 +826,7 @@ def make_stt(
     model: str | None = None,
     phrases: Sequence[str] = (),
     *,
+    models_dir: Path | None = None,
     device: str = "cpu",
     compute_type: str = "int8",
     cache_dir: Path | None = None,
@@ -790,19 +835,27 @@ def make_stt(
     """The recogniser for a client's ``voice.stt`` settings.
 
     Args:
-        provider: ``"auto"`` (faster-whisper when ``model`` is set and loads,
-            else PocketSphinx), ``"faster-whisper"`` (alias ``"whisper"``;
-            ``model`` defaults to ``"base.en"``) or ``"pocketsphinx"``.
-        model: faster-whisper model name or folder.
+        provider: ``"auto"``, ``"faster-whisper"`` (alias ``"whisper"``) or
+            ``"pocketsphinx"`` (alias ``"sphinx"``). ``auto`` picks the best
+            that is there: faster-whisper when ``model`` is set, or when
+            ``tiny.en`` is installed in ``models_dir``; else PocketSphinx. It
+            logs its choice once per process.
+        model: faster-whisper model: a name installed in ``models_dir``
+            (``tiny.en``, ``base``), a CTranslate2 folder path, or a hub name
+            (downloaded by faster-whisper: needs a network). ``faster-whisper``
+            without a model: the installed ``tiny.en``, else ``base.en`` from the hub.
         phrases: the client's domain phrases (services, aliases...), used to
             bias either recogniser.
+        models_dir: where ``gateway models install`` put models
+            (``GATEWAY_MODELS_DIR``); None: names are never resolved locally.
         device, compute_type: faster-whisper placement (see :class:`FasterWhisperSTT`).
         cache_dir: where PocketSphinx writes its generated model files (e.g.
             under ``GATEWAY_DATA_DIR``; default: the system temp directory).
         executor: where decoding runs (default: the event loop's executor).
 
-    When faster-whisper cannot be loaded, logs one warning line and returns
-    PocketSphinx instead. Blocks while loading: call at start-up.
+    When faster-whisper cannot be loaded (not installed, model missing, no
+    network for a download), logs one warning line and returns PocketSphinx
+    instead. Blocks while loading: call at start-up.
 
     Raises:
         ValueError: unknown provider.
@@ -812,16 +865,31 @@ def make_stt(
     key = {"whisper": "faster-whisper", "sphinx": "pocketsphinx"}.get(key, key)
     if key not in _PROVIDERS:
         raise ValueError(f"unknown STT provider {provider!r}; use one of {', '.join(_PROVIDERS)}")
-    if key == "pocketsphinx" or (key == "auto" and not model):
+    if key == "pocketsphinx":
         return PocketSphinxSTT(phrases, cache_dir=cache_dir, executor=executor)
-    wanted = model or "base.en"
+    location, described = _whisper_location(model, models_dir)
+    if key == "auto" and model is None and location == _HUB_DEFAULT:
+        _announce(
+            "speech-to-text: auto chose pocketsphinx (no Whisper model installed; "
+            "`gateway models install tiny.en` adds one)"
+        )
+        return PocketSphinxSTT(phrases, cache_dir=cache_dir, executor=executor)
     try:
-        return FasterWhisperSTT(
-            wanted, phrases=phrases, device=device, compute_type=compute_type, executor=executor
+        recogniser = FasterWhisperSTT(
+            location, phrases=phrases, device=device, compute_type=compute_type, executor=executor
         )
     except SpeechUnavailableError as exc:
-        logger.warning(
-            "speech-to-text: faster-whisper unavailable (%s); falling back to pocketsphinx",
+        hint = ""
+        if model is not None and model in _models.CATALOGUE:
+            hint = f"; `gateway models install {model}` installs it offline"
+        _announce(
+            "speech-to-text: faster-whisper %s unavailable (%s)%s; falling back to pocketsphinx",
+            described,
             exc.reason,
+            hint,
+            level=logging.WARNING,
         )
         return PocketSphinxSTT(phrases, cache_dir=cache_dir, executor=executor)
+    if key == "auto":
+        _announce("speech-to-text: auto chose faster-whisper (%s)", described)
+    return recogniser

@@ -44,6 +44,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
+from adapters.speech import models as _models
 from adapters.speech.audio import AudioChunk
 from adapters.speech.errors import SpeechUnavailableError, TtsError
 from engine.errors import GatewayError
@@ -369,15 +370,57 @@ class PiperTTS(TextToSpeech):
 # --------------------------------------------------------------------------- factory
 
 _PROVIDERS = ("auto", "piper", "espeak")
+_PIPER_VOICE_NAME = re.compile(r"^[a-z]{2,3}_[A-Z]{2}-[A-Za-z0-9_]+-(x_low|low|medium|high)$")
+"""Piper's voice naming (``en_US-joe-medium``): such a name is never an espeak voice."""
+
+_ANNOUNCED: set[str] = set()
+_ANNOUNCE_LOCK = threading.Lock()
 
 
-def make_tts(provider: str = "auto", voice: str | None = None) -> TextToSpeech:
+def _announce(message: str, *args: object, level: int = logging.INFO) -> None:
+    """Log ``message`` once per process (provider choices repeat for every client)."""
+    key = message % args
+    with _ANNOUNCE_LOCK:
+        if key in _ANNOUNCED:
+            return
+        _ANNOUNCED.add(key)
+    logger.log(level, "%s", key)
+
+
+def _piper_voice(voice: str | None, models_dir: Path | None) -> str | None:
+    """The ``.onnx`` file for a Piper ``voice`` setting, or None when there is none.
+
+    A voice installed under ``models_dir`` (``gateway models install``) wins,
+    then an ``.onnx`` path; no voice: the first installed of ``AUTO_PIPER_VOICES``.
+    """
+    if voice is None:
+        for name in _models.AUTO_PIPER_VOICES:
+            found = _models.resolve("piper", name, models_dir)
+            if found is not None:
+                return str(found)
+        return None
+    found = _models.resolve("piper", voice, models_dir)
+    if found is not None:
+        return str(found)
+    return voice if voice.endswith(".onnx") else None
+
+
+def make_tts(
+    provider: str = "auto", voice: str | None = None, *, models_dir: Path | None = None
+) -> TextToSpeech:
     """The synthesiser for a client's ``voice.tts`` settings.
 
     Args:
-        provider: ``"auto"`` (Piper when ``voice`` names an ``.onnx`` file that
-            loads, else espeak), ``"piper"`` or ``"espeak"`` (alias ``"espeak-ng"``).
-        voice: a Piper ``.onnx`` path, or an espeak voice name (default ``en-us``).
+        provider: ``"auto"``, ``"piper"`` or ``"espeak"`` (alias ``"espeak-ng"``).
+            ``auto`` picks the best that is there: Piper when ``voice`` is an
+            ``.onnx`` path or a voice installed in ``models_dir``, or (no voice
+            set) when ``en_US-joe-medium`` is installed; else espeak. It logs
+            its choice once per process.
+        voice: a Piper voice name installed in ``models_dir``
+            (``en_US-joe-medium``), a Piper ``.onnx`` path, or an espeak voice
+            name (default ``en-us``).
+        models_dir: where ``gateway models install`` put models
+            (``GATEWAY_MODELS_DIR``); None: names are never resolved locally.
 
     When Piper cannot be loaded, logs one warning line and returns espeak.
 
@@ -389,18 +432,32 @@ def make_tts(provider: str = "auto", voice: str | None = None) -> TextToSpeech:
     key = {"espeak-ng": "espeak"}.get(key, key)
     if key not in _PROVIDERS:
         raise ValueError(f"unknown TTS provider {provider!r}; use one of {', '.join(_PROVIDERS)}")
-    wants_piper = key == "piper" or (key == "auto" and bool(voice) and str(voice).endswith(".onnx"))
-    if not wants_piper:
+    if key == "espeak":
+        return EspeakTTS(voice or "en-us")
+    model_path = _piper_voice(voice, models_dir)
+    piper_named = bool(voice) and (
+        str(voice).endswith(".onnx") or bool(_PIPER_VOICE_NAME.match(str(voice)))
+    )
+    if key == "auto" and model_path is None and not piper_named:
+        _announce("text-to-speech: auto chose espeak-ng (no Piper voice installed)")
         return EspeakTTS(voice or "en-us")
     try:
-        if not voice:
-            raise SpeechUnavailableError("piper", "no voice model configured (voice: <path>.onnx)")
-        return PiperTTS(voice)
+        if model_path is None:
+            hint = "`gateway models install en_US-joe-medium` installs one"
+            if voice:
+                raise SpeechUnavailableError("piper", f"voice {voice!r} is not installed; {hint}")
+            raise SpeechUnavailableError("piper", f"no voice configured or installed; {hint}")
+        synthesiser = PiperTTS(model_path)
     except SpeechUnavailableError as exc:
-        logger.warning(
-            "text-to-speech: piper unavailable (%s); falling back to espeak-ng", exc.reason
+        _announce(
+            "text-to-speech: piper unavailable (%s); falling back to espeak-ng",
+            exc.reason,
+            level=logging.WARNING,
         )
         return EspeakTTS()
+    if key == "auto":
+        _announce("text-to-speech: auto chose piper (%s)", Path(model_path).name)
+    return synthesiser
 
 
 # --------------------------------------------------------------------------- sentences

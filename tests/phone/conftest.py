@@ -8,8 +8,22 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from phone.fake_twilio import AUTH_TOKEN
 
 from adapters.speech.testing import FakeSpeech
+
+
+@pytest.fixture(scope="module", autouse=True)
+def twilio_auth_token() -> Iterator[str]:
+    """The clients' Twilio auth token, set before a module's app loads its clients:
+    the voice webhook signs with it and mints the stream tokens from it. Also a
+    generous audio burst: the fake Twilio sends a caller's turn at once."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPA_TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+        patch.setenv("BRIGHT_TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+        # The fake Twilio sends a caller's turn at once, not in real time.
+        patch.setenv("GATEWAY_PHONE_AUDIO_BURST_S", "600")
+        yield AUTH_TOKEN
 
 
 @pytest.fixture

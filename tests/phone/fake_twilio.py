@@ -7,17 +7,22 @@ gateway's ``media``/``mark``/``clear`` messages as typed values. The JSON is
 :mod:`adapters.phone.testing.wire`'s, read strictly (a field the Media Streams
 documentation does not list fails the test). For Twilio on a real-time
 clock over a real socket, see :class:`adapters.phone.testing.TwilioCaller`.
+
+Like Twilio, a call starts at the voice webhook: :func:`answer` POSTs a signed
+voice request and returns the TwiML's ``<Stream>`` parameters (the one-time
+stream token among them), which :class:`FakeTwilio` sends in ``start``.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 
-from starlette.testclient import WebSocketTestSession
+from starlette.testclient import TestClient, WebSocketTestSession
 
 from adapters.phone.testing.audio import SILENT_FRAME, synthesize, ulaw_frames, voiced_buzz
+from adapters.phone.testing.voice import parse_connect_twiml, voice_request
 from adapters.phone.testing.wire import (
     Outbound,
     OutboundClear,
@@ -29,10 +34,12 @@ from adapters.phone.testing.wire import (
 
 __all__ = [
     "ACCOUNT_SID",
+    "AUTH_TOKEN",
     "CALL_SID",
     "SILENT_FRAME",
     "STREAM_SID",
     "FakeTwilio",
+    "answer",
     "buzz",
     "is_clear",
     "is_end_mark",
@@ -45,6 +52,8 @@ __all__ = [
 STREAM_SID = "MZ" + "0" * 32
 CALL_SID = "CA" + "1" * 32
 ACCOUNT_SID = "AC" + "2" * 32
+AUTH_TOKEN = "phone-tests-auth-token"
+"""The clients' Twilio auth token in the phone tests (``tests/phone/conftest.py`` sets it)."""
 TRAILING_SILENCE = [SILENT_FRAME] * 50
 """1 s of silence after an utterance: the gateway's endpointing ends the turn in it."""
 
@@ -62,18 +71,49 @@ def buzz(ms: int = 1200) -> list[bytes]:
     return ulaw_frames(voiced_buzz(ms), 8000) + TRAILING_SILENCE
 
 
+def answer(
+    client: TestClient,
+    call_sid: str = CALL_SID,
+    caller: str = "+14155550123",
+    *,
+    client_id: str = "spa-del-sol",
+    auth_token: str = AUTH_TOKEN,
+    to: str = "+14155550199",
+) -> dict[str, str]:
+    """Twilio's voice request for a new call, signed with ``auth_token``; returns the
+    ``<Parameter>``s of the TwiML's ``<Stream>`` (``token`` among them)."""
+    path = f"/twilio/voice/{client_id}"
+    url = str(client.base_url).rstrip("/") + path
+    form, headers = voice_request(
+        url, auth_token, call_sid=call_sid, account_sid=ACCOUNT_SID, caller=caller, to=to
+    )
+    response = client.post(path, data=form, headers=headers)
+    assert response.status_code == 200, response.text
+    return parse_connect_twiml(response.text).parameters
+
+
 class FakeTwilio:
     """Drives one media stream the way Twilio does. ``media`` may be called from another
-    thread while this one reads (a line streaming in real time)."""
+    thread while this one reads (a line streaming in real time).
+
+    ``parameters`` are the TwiML ``<Stream>`` parameters sent in ``start``
+    (from :func:`answer`); None sends the wire's defaults, with no token.
+    """
 
     def __init__(
-        self, ws: WebSocketTestSession, call_sid: str = CALL_SID, caller: str = "+14155550123"
+        self,
+        ws: WebSocketTestSession,
+        call_sid: str = CALL_SID,
+        caller: str = "+14155550123",
+        *,
+        parameters: Mapping[str, str] | None = None,
     ) -> None:
         self.ws = ws
         self.wire = TwilioStream(
             caller=caller, stream_sid=STREAM_SID, call_sid=call_sid, account_sid=ACCOUNT_SID
         )
         self.call_sid = call_sid
+        self.parameters = parameters
         self._lock = threading.Lock()  # keeps sequence numbers in sending order
 
     def _send(self, build: Callable[[], str]) -> None:
@@ -84,7 +124,7 @@ class FakeTwilio:
         self._send(self.wire.connected)
 
     def start(self) -> None:
-        self._send(self.wire.start)
+        self._send(partial(self.wire.start, self.parameters))
 
     def media(self, frames: list[bytes]) -> None:
         """Send each mu-law payload (normally 160 bytes = 20 ms) as one ``media`` message."""

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from phone.fake_twilio import FakeTwilio, buzz, is_end_mark
+from phone.fake_twilio import FakeTwilio, answer, buzz, is_end_mark
 from phone.twilio_stub import TwilioStub
 
 from adapters.speech.testing import FakeSpeech
@@ -83,7 +83,7 @@ def test_a_transfer_is_delivered_to_twilio_after_the_reply_played(
     twilio.fail_next(500)
     fake_speech.stt.queue("I want to talk to a person")
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        caller = FakeTwilio(ws, call_sid)
+        caller = FakeTwilio(ws, call_sid, parameters=answer(client, call_sid, auth_token=TOKEN))
         caller.connect()
         caller.start()
         caller.read_until(is_end_mark)  # the greeting
@@ -129,7 +129,7 @@ def test_a_caller_asking_for_a_person_is_transferred_without_being_asked_for_a_n
     caplog.set_level(logging.DEBUG)
     fake_speech.stt.queue("can I talk to somebody please")
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        caller = FakeTwilio(ws, call_sid)
+        caller = FakeTwilio(ws, call_sid, parameters=answer(client, call_sid, auth_token=TOKEN))
         caller.connect()
         caller.start()  # customParameters: caller +14155550123
         caller.read_until(is_end_mark)  # the greeting

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from phone.fake_twilio import AUTH_TOKEN
 from typer.testing import CliRunner
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -205,7 +206,9 @@ async def test_call_against_the_gateway(running_gateway: Any) -> None:
     with running_gateway() as gw:
         async with (
             asyncio.timeout(120),
-            TwilioCaller(f"{gw.ws_url}/twilio/media/{CLIENT}", strict=True) as call,
+            TwilioCaller(
+                f"{gw.url}/twilio/voice/{CLIENT}", auth_token=AUTH_TOKEN, strict=True
+            ) as call,
         ):
             greeting = await call.wait_for_reply(timeout_s=30)
             said = await call.say(pcm, rate)

@@ -10,6 +10,7 @@ synthesiser at 10 ms per character), so the timing does not depend on the CPU.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -21,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 from phone.fake_twilio import (
     FakeTwilio,
+    answer,
     buzz,
     is_clear,
     is_end_mark,
@@ -28,6 +30,7 @@ from phone.fake_twilio import (
     is_media,
     media_payloads,
 )
+from starlette.websockets import WebSocketDisconnect
 
 from adapters.phone.answer import WITHDRAW, Answer
 from adapters.phone.testing.wire import Outbound
@@ -132,6 +135,14 @@ def speech_turn(client: TestClient, call_sid: str) -> TurnTrace:
     return turn
 
 
+def ended(twilio: FakeTwilio) -> None:
+    """Read until the gateway closes the socket after ``stop``: by then the call's final
+    trace is saved (it is also saved after each reply, so an earlier copy may be there)."""
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            twilio.ws.receive_text()
+
+
 def saved_trace(client: TestClient, call_sid: str) -> str:
     """The call trace as saved to the database, as JSON text."""
     traces: CallTraces = client.app.state.phone.call_traces  # type: ignore[attr-defined]
@@ -153,7 +164,7 @@ def test_a_discarded_reply_is_cleared_and_the_replacement_plays(
     call_sid = "CA" + "d" * 32
     fake_speech.stt.queue("When is the next massage?")
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = FakeTwilio(ws, call_sid)
+        twilio = FakeTwilio(ws, call_sid, parameters=answer(client, call_sid))
         twilio.connect()
         twilio.start()
         twilio.read_until(is_end_mark)  # the greeting
@@ -162,6 +173,7 @@ def test_a_discarded_reply_is_cleared_and_the_replacement_plays(
         assert is_clear(withdrawn[-1]), "the withdrawn text was not cleared"
         replacement = twilio.read_until(is_end_mark)
         twilio.stop()
+        ended(twilio)
     assert media_payloads(withdrawn), "no audio of the withdrawn text went out before the clear"
     assert media_payloads(replacement)
     assert not [m for m in replacement if is_clear(m)]
@@ -196,7 +208,7 @@ def test_what_the_caller_heard_names_only_the_replacement(
     call_sid = "CA" + "e" * 32
     fake_speech.stt.queue("When is the next massage?", "Hang on a second")
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = FakeTwilio(ws, call_sid)
+        twilio = FakeTwilio(ws, call_sid, parameters=answer(client, call_sid))
         twilio.connect()
         twilio.start()
         twilio.read_until(is_end_mark)  # the greeting
@@ -210,6 +222,7 @@ def test_what_the_caller_heard_names_only_the_replacement(
         twilio.read_until(is_clear)
         twilio.read_until(is_end_mark)  # the answer to the interruption
         twilio.stop()
+        ended(twilio)
     assert engine.turns == ["When is the next massage?", "Hang on a second"]
     deadline = time.monotonic() + 10
     while not engine.heard:

@@ -26,6 +26,7 @@ from fastapi.testclient import TestClient
 from phone.fake_twilio import (
     SILENT_FRAME,
     FakeTwilio,
+    answer,
     buzz,
     is_clear,
     is_end_mark,
@@ -128,8 +129,8 @@ class SilencePump:
         self.thread.join(timeout=2)
 
 
-def started_call(ws: WebSocketTestSession, call_sid: str) -> FakeTwilio:
-    twilio = FakeTwilio(ws, call_sid)
+def started_call(client: TestClient, ws: WebSocketTestSession, call_sid: str) -> FakeTwilio:
+    twilio = FakeTwilio(ws, call_sid, parameters=answer(client, call_sid))
     twilio.connect()
     twilio.start()
     return twilio
@@ -139,7 +140,7 @@ def started_call(ws: WebSocketTestSession, call_sid: str) -> FakeTwilio:
 def test_a_backchannel_pauses_the_greeting_which_then_resumes(client: TestClient) -> None:
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = started_call(ws, call_sid)
+        twilio = started_call(client, ws, call_sid)
         twilio.read_until(is_media)  # the greeting is playing
         twilio.media(utterance("okay"))
         rest = twilio.read_until(is_end_mark)
@@ -165,7 +166,7 @@ def test_an_interrupted_reply_is_kept_in_history_as_heard(
     fake_speech.tts.ms_per_char = 30
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = started_call(ws, call_sid)
+        twilio = started_call(client, ws, call_sid)
         twilio.read_until(is_end_mark)
         twilio.media(buzz())
         twilio.read_until(is_media)
@@ -193,7 +194,7 @@ def test_silence_gets_a_reprompt_then_goodbye_and_the_call_ends(
 ) -> None:
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = started_call(ws, call_sid)
+        twilio = started_call(client, ws, call_sid)
         with SilencePump(twilio), pytest.raises(WebSocketDisconnect):
             while True:  # greeting, reprompt, goodbye; then the gateway closes the stream
                 twilio.read_until(is_end_mark)
@@ -221,7 +222,7 @@ def test_a_slow_engine_gets_a_filler_line_first(
     fake_speech.stt.queue("I would like to book a massage")
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = started_call(ws, call_sid)
+        twilio = started_call(client, ws, call_sid)
         twilio.read_until(is_end_mark)
         twilio.media(buzz())
         twilio.read_until(is_end_mark)
@@ -235,7 +236,7 @@ def test_a_slow_engine_gets_a_filler_line_first(
 def test_dtmf_keys_are_one_entry(client: TestClient, fake_speech: FakeSpeech) -> None:
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = started_call(ws, call_sid)
+        twilio = started_call(client, ws, call_sid)
         twilio.read_until(is_media)
         twilio.dtmf("4155550123#")
         twilio.read_until(is_end_mark)
@@ -253,7 +254,7 @@ def test_payloads_that_are_not_whole_frames_are_reframed(
     call_sid = new_call_sid()
     speech = buzz()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = started_call(ws, call_sid)
+        twilio = started_call(client, ws, call_sid)
         twilio.read_until(is_end_mark)
         audio = b"".join(speech)
         twilio.media([audio[i : i + 250] for i in range(0, len(audio), 250)])
@@ -271,7 +272,7 @@ def test_the_call_trace_is_served_to_the_admin(client: TestClient, fake_speech: 
     fake_speech.stt.queue("I would like to book a massage")
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = started_call(ws, call_sid)
+        twilio = started_call(client, ws, call_sid)
         twilio.read_until(is_end_mark)
         twilio.media(buzz())
         twilio.read_until(is_end_mark)
@@ -328,7 +329,7 @@ def pink_noise_frames(seconds: float, dbfs: float, seed: int = 7) -> list[bytes]
 def test_the_bots_own_echo_does_not_interrupt_it(client: TestClient, echo_db: float) -> None:
     call_sid = new_call_sid()
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = started_call(ws, call_sid)
+        twilio = started_call(client, ws, call_sid)
         twilio.media([SILENT_FRAME] * 3)
         echoed = 0
 
@@ -350,7 +351,7 @@ def test_line_noise_does_not_interrupt_the_bot(client: TestClient) -> None:
     call_sid = new_call_sid()
     noise = iter(pink_noise_frames(10.0, -30.0))
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = started_call(ws, call_sid)
+        twilio = started_call(client, ws, call_sid)
 
         def hiss(message: Outbound) -> bool:
             if is_media(message):  # a noisy line, one frame per frame played

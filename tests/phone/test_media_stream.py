@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from phone.fake_twilio import (
     STREAM_SID,
     FakeTwilio,
+    answer,
     is_clear,
     is_end_mark,
     is_mark,
@@ -53,7 +54,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 @needs_espeak
 def test_greeting_reply_and_barge_in(client: TestClient) -> None:
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = FakeTwilio(ws)
+        twilio = FakeTwilio(ws, parameters=answer(client))
         twilio.connect()
         ws.send_text("this is {not json")  # malformed frames are logged and skipped
         twilio.start()
@@ -82,7 +83,7 @@ def test_greeting_reply_and_barge_in(client: TestClient) -> None:
 
 def test_dtmf_digit_is_answered(client: TestClient, fake_speech: FakeSpeech) -> None:
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = FakeTwilio(ws)
+        twilio = FakeTwilio(ws, parameters=answer(client))
         twilio.connect()
         twilio.start()
         twilio.read_until(is_end_mark)

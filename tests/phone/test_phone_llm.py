@@ -16,7 +16,7 @@ import pytest
 import yaml
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from phone.fake_twilio import FakeTwilio, buzz, is_clear, is_end_mark, is_mark, is_media
+from phone.fake_twilio import FakeTwilio, answer, buzz, is_clear, is_end_mark, is_mark, is_media
 from prometheus_client import REGISTRY
 
 from adapters.speech.testing import FakeSpeech
@@ -81,7 +81,7 @@ def test_a_barge_in_closes_the_model_stream_and_the_turn_still_commits(
     fake_speech.tts.ms_per_char = 30
     call_sid = "CA" + "7" * 32
     with client.websocket_connect(f"/twilio/media/{CLIENT}") as ws:
-        twilio = FakeTwilio(ws, call_sid)
+        twilio = FakeTwilio(ws, call_sid, parameters=answer(client, call_sid))
         twilio.connect()
         twilio.start()
         twilio.read_until(is_end_mark)  # the greeting

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
+from adapters.phone.admission import TOKEN_TTL_S, verify_stream_token
 from adapters.phone.deps import VoiceDeps
 from adapters.phone.webhook import (
     MAX_BODY_BYTES,
@@ -94,7 +96,12 @@ def test_signed_call_gets_connect_stream_twiml(client: TestClient) -> None:
     assert f'<Connect><Stream url="wss://gw.example.com/twilio/media/{CLIENT}">' in response.text
     url, params = stream_of(response.text)
     assert url == f"wss://gw.example.com/twilio/media/{CLIENT}"
+    token = params.pop("token")
     assert params == {"caller": CALLER, "call_sid": PARAMS["CallSid"], "to": BUSINESS}
+    # The one-time stream token is bound to this client and call, signed with a key
+    # derived from the client's auth token.
+    verified = verify_stream_token(token, TOKEN, CLIENT, PARAMS["CallSid"], now_s=time.time())
+    assert verified.expiry_s <= time.time() + TOKEN_TTL_S + 1
 
 
 def test_signature_for_the_public_url_validates_on_an_internal_host(
@@ -273,7 +280,7 @@ def test_withheld_caller_id_leaves_out_the_caller_parameter(client: TestClient) 
 
     assert response.status_code == 200
     _, stream_params = stream_of(response.text)
-    assert set(stream_params) == {"call_sid", "to"}
+    assert set(stream_params) == {"call_sid", "to", "token"}
 
 
 def test_parse_incoming_call_reads_twilios_fields() -> None:

@@ -6,6 +6,9 @@ the serving path (``tests/test_testing_modules.py`` checks it):
 * :mod:`~adapters.phone.testing.wire` — the Media Streams messages a fake
   Twilio sends (:class:`TwilioStream`) and reads (:func:`parse_outbound`);
   the one place outside :mod:`adapters.phone.codec` that spells Twilio's JSON.
+* :mod:`~adapters.phone.testing.voice` — the signed voice webhook request a
+  call starts with, and the ``<Connect><Stream>`` TwiML it answers
+  (:func:`answer_call`): how a fake Twilio gets the one-time stream token.
 * :mod:`~adapters.phone.testing.caller` — :class:`TwilioCaller`, a simulated
   caller over a real websocket, on a real-time clock (playout, marks, ``clear``,
   echo and noise on the line).
@@ -40,6 +43,12 @@ from adapters.phone.testing.report import (
     fetch_call_report,
     parse_call_report,
 )
+from adapters.phone.testing.voice import (
+    ConnectStream,
+    answer_call,
+    parse_connect_twiml,
+    voice_request,
+)
 from adapters.phone.testing.wire import (
     Outbound,
     OutboundClear,
@@ -56,6 +65,7 @@ __all__ = [
     "BotReply",
     "CallEnded",
     "CallReport",
+    "ConnectStream",
     "MarkEcho",
     "Outbound",
     "OutboundClear",
@@ -69,12 +79,15 @@ __all__ = [
     "Underrun",
     "Utterance",
     "WireError",
+    "answer_call",
     "fetch_call_report",
     "parse_call_report",
+    "parse_connect_twiml",
     "parse_outbound",
     "read_wav",
     "synthesize",
     "trim_silence",
     "ulaw_frames",
+    "voice_request",
     "voiced_buzz",
 ]

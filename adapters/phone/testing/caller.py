@@ -6,6 +6,11 @@ behaves like Twilio does on a ``<Connect><Stream>`` call, per Twilio's "Media
 Streams - WebSocket Messages" documentation
 (https://www.twilio.com/docs/voice/media-streams/websocket-messages):
 
+* given the voice webhook's ``http(s)://`` URL and the client's auth token, it
+  first POSTs a signed voice request, as Twilio does when a call comes in, and
+  opens the ``<Stream>`` of the TwiML answer, sending its ``<Parameter>``s (the
+  one-time stream token among them) in ``start``; given a ``ws(s)://`` URL it
+  connects to it directly (a server that checks no token);
 * it sends ``connected``, then ``start`` (``streamSid`` "MZ…", ``callSid``
   "CA…", ``accountSid`` "AC…", tracks ``["inbound"]``, customParameters
   ``{"caller": <E.164>, "call_sid": <callSid>}``, mediaFormat
@@ -30,7 +35,8 @@ audio of the same reply arrived later: a gap the caller hears).
 
 Usage (``synthesize`` is :func:`adapters.phone.testing.audio.synthesize`)::
 
-    async with TwilioCaller("ws://127.0.0.1:8080/twilio/media/spa-del-sol") as call:
+    voice = "http://127.0.0.1:8080/twilio/voice/spa-del-sol"
+    async with TwilioCaller(voice, auth_token=token) as call:
         greeting = await call.wait_for_reply(timeout_s=30)
         pcm, rate = synthesize("I'd like to book a massage")
         said = await call.say(pcm, rate)
@@ -38,8 +44,9 @@ Usage (``synthesize`` is :func:`adapters.phone.testing.audio.synthesize`)::
         print(reply.first_frame_at - said.ended_at)    # s, end of speech -> bot audio
 
 Errors: :class:`CallEnded` when the server closed the socket while waiting;
-``TimeoutError`` when a wait runs out; ``ConnectionError``/``OSError`` or
-``websockets`` exceptions when connecting fails.
+``TimeoutError`` when a wait runs out; ``ValueError`` when the voice webhook
+refuses the call; ``ConnectionError``/``OSError``, ``httpx`` or ``websockets``
+exceptions when connecting fails.
 
 Test-only: production code never imports :mod:`adapters.phone.testing`.
 """
@@ -61,6 +68,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from adapters.phone.testing.audio import SILENT_FRAME
+from adapters.phone.testing.voice import answer_call
 from adapters.phone.testing.wire import (
     OutboundClear,
     OutboundMark,
@@ -234,8 +242,12 @@ class TwilioCaller:
     """Twilio's side of one bidirectional Media Stream (see the module docstring).
 
     Args:
-        url: the media stream websocket, e.g. ``ws://host/twilio/media/spa-del-sol``.
-        caller: the caller's number (E.164), sent as customParameters.caller.
+        url: the voice webhook, e.g. ``http://host/twilio/voice/spa-del-sol`` (with
+            ``auth_token``), or a media stream websocket, ``ws://host/twilio/media/x``.
+        caller: the caller's number (E.164): the voice request's ``From``; sent
+            as customParameters.caller when connecting to a websocket directly.
+        auth_token: the client's Twilio auth token, to sign the voice request.
+        to: the number called (the voice request's ``To``).
         echo_db: feed what is playing back into the inbound audio, attenuated by
             this many dB (line echo); None = no echo.
         echo_delay_ms: echo path delay, in ms.
@@ -269,6 +281,8 @@ class TwilioCaller:
         url: str,
         *,
         caller: str = "+14155550123",
+        auth_token: str | None = None,
+        to: str = "+14155550199",
         echo_db: float | None = None,
         echo_delay_ms: float = 40.0,
         noise_dbfs: float | None = None,
@@ -282,8 +296,12 @@ class TwilioCaller:
             raise ValueError(f"echo_db is an attenuation in dB (>= 0), got {echo_db}")
         if noise_dbfs is not None and noise_dbfs > 0:
             raise ValueError(f"noise_dbfs must be <= 0 dBFS, got {noise_dbfs}")
+        if url.startswith(("http://", "https://")) and not auth_token:
+            raise ValueError("a voice webhook URL needs the auth_token to sign the request")
         self.url = url
         self.caller = caller
+        self.to = to
+        self._auth_token = auth_token
         self.wire = TwilioStream(caller=caller)
         self.stream_sid = self.wire.stream_sid
         self.call_sid = self.wire.call_sid
@@ -334,9 +352,22 @@ class TwilioCaller:
         await self.hang_up()
 
     async def open(self) -> None:
-        """Connect, send ``connected`` and ``start``, and start streaming the line."""
+        """Connect (through the voice webhook, for an http(s) URL), send ``connected``
+        and ``start``, and start streaming the line."""
+        url, parameters = self.url, None
+        if self._auth_token and url.startswith(("http://", "https://")):
+            stream = await answer_call(
+                url,
+                self._auth_token,
+                call_sid=self.call_sid,
+                account_sid=self.account_sid,
+                caller=self.caller,
+                to=self.to,
+                timeout_s=self._open_timeout_s,
+            )
+            url, parameters = stream.url, stream.parameters
         self._ws = await connect(
-            self.url,
+            url,
             open_timeout=self._open_timeout_s,
             close_timeout=2,
             compression=None,
@@ -345,7 +376,7 @@ class TwilioCaller:
         self.connected_at = time.monotonic()
         try:
             await self._ws.send(self.wire.connected())
-            await self._ws.send(self.wire.start())
+            await self._ws.send(self.wire.start(parameters))
         except BaseException:
             await self._ws.close()
             raise
