@@ -247,6 +247,17 @@ class ChannelsConfig(_Frozen):
     web: WebChannel = WebChannel()
     sms: SmsChannel = SmsChannel()
 
+    def twilio_for(self, channel: str) -> tuple[TwilioCredentials | None, str]:
+        """The Twilio account of a messaging ``channel`` and the config key it
+        comes from: WhatsApp ``channels.whatsapp.twilio``; SMS
+        ``channels.sms.twilio`` when it names an account, else the phone
+        number's ``channels.phone.twilio``."""
+        if channel == "whatsapp":
+            return self.whatsapp.twilio, "channels.whatsapp.twilio"
+        if self.sms.twilio is not None and self.sms.twilio.account_sid:
+            return self.sms.twilio, "channels.sms.twilio"
+        return self.phone.twilio, "channels.phone.twilio"
+
 
 class BookingRules(_Frozen):
     lead_fields: tuple[str, ...] = ("name", "phone", "email", "service", "time")

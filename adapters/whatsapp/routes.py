@@ -39,7 +39,7 @@ from adapters.whatsapp.models import InboundMessage, StatusUpdate
 from adapters.whatsapp.signatures import valid_meta, valid_twilio
 from adapters.whatsapp.statuses import record_status
 from adapters.whatsapp.twilio_codec import CodecError, parse_twilio
-from engine.config import ClientConfig, TwilioCredentials
+from engine.config import ClientConfig
 from engine.errors import StoreError
 
 if TYPE_CHECKING:
@@ -90,11 +90,6 @@ def messaging_router(gateway: Callable[[], Gateway]) -> APIRouter:
             raise HTTPException(404, f"unknown client {client_id!r}")
         return client
 
-    def twilio_credentials(client: ClientConfig, channel: str) -> TwilioCredentials | None:
-        if channel == "sms":
-            return client.channels.sms.twilio or client.channels.phone.twilio
-        return client.channels.whatsapp.twilio
-
     async def record(gw: Gateway, message: InboundMessage | StatusUpdate) -> None:
         try:
             if isinstance(message, StatusUpdate):
@@ -125,9 +120,8 @@ def messaging_router(gateway: Callable[[], Gateway]) -> APIRouter:
         if channel is None:
             numbers = form.get("From", "") + form.get("To", "")
             channel = "whatsapp" if "whatsapp:" in numbers else "sms"
-        creds = twilio_credentials(client, channel)
+        creds, key = client.channels.twilio_for(channel)
         if creds is None or not creds.auth_token:
-            key = "channels.sms.twilio" if channel == "sms" else "channels.whatsapp.twilio"
             log.error(
                 "messaging: %s has no %s.auth_token: Twilio webhooks cannot be checked",
                 client_id,

@@ -342,13 +342,8 @@ class TwilioMessageDeliverer(_MessageDeliverer):
 
     def _account(self, client: ClientConfig, job: _Job) -> tuple[TwilioCredentials, str]:
         """The credentials and the config key they came from."""
-        channels = client.channels
-        if job.channel == "whatsapp":
-            return channels.whatsapp.twilio or TwilioCredentials(), "channels.whatsapp.twilio"
-        sms = channels.sms.twilio
-        if sms is not None and sms.account_sid:
-            return sms, "channels.sms.twilio"
-        return channels.phone.twilio, "channels.phone.twilio"
+        creds, key = client.channels.twilio_for(job.channel)
+        return creds or TwilioCredentials(), key
 
     def _sender(self, client: ClientConfig, row: OutboxRow, job: _Job) -> str:
         given = row.payload.get("from")

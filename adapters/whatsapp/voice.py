@@ -27,11 +27,7 @@ def voice_notes(
     async def transcribe(client: ClientConfig, msg: InboundMessage) -> str:
         from adapters.phone.media import speech_specs
 
-        twilio = (
-            client.channels.sms.twilio or client.channels.phone.twilio
-            if msg.channel == "sms"
-            else client.channels.whatsapp.twilio
-        )
+        twilio, _key = client.channels.twilio_for(msg.channel)
         meta = client.channels.whatsapp.meta
         data, content_type = await fetch_media(
             http,

@@ -98,11 +98,7 @@ def render_reply(
             )
         ]
     channel: MessagingChannel = "sms" if key.channel == "sms" else "whatsapp"
-    creds = (
-        client.channels.sms.twilio or client.channels.phone.twilio
-        if channel == "sms"
-        else client.channels.whatsapp.twilio
-    )
+    creds, _key = client.channels.twilio_for(channel)
     configured = (creds.from_ if creds else None) or ""
     sender = first.business or configured.removeprefix("whatsapp:")
     if not sender:
