@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -80,8 +81,9 @@ from adapters.phone.testing import (
     BotReply,
     TwilioCaller,
     fetch_call_report,
-    synthesize,
 )
+from adapters.phone.testing.audio import speak
+from adapters.speech import models as speech_models
 from bench._server import HOST, ServerProcess, free_port
 from bench.web_chat import percentile
 
@@ -106,13 +108,15 @@ LONG_GREETING = (
 SCRIPT = (
     "I'd like to book a massage",
     "Maria Lopez",
-    "four one five five five five zero one two three",
-    "maria at example dot com",
+    "yes",  # the number it is calling from
+    "m a r i a at example dot com",
     "Friday at three pm",
     "yes",
 )
+MODELS_DIR = REPO / "data" / "models"
+"""Where ``gateway models install`` put the real models (``--speech real``)."""
 BARGE_IN = "Wait, actually I have a question about your prices"
-REPLY_TIMEOUT_S = 20.0
+REPLY_TIMEOUT_S = 60.0  # a phone summary read back with its options runs ~25 s
 JITTER_LIMIT_MS = 20.0
 STEADY_AFTER_S = 3.0
 FRAME_MS = 20.0
@@ -159,15 +163,26 @@ class GatewayProcess(BotProcess):
 
     name = "gateway"
 
-    def __init__(self, workdir: Path, clients_dir: Path, expected_clients: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        clients_dir: Path,
+        expected_clients: int,
+        speech: str = "offline",
+    ) -> None:
         self.admin_token = secrets.token_urlsafe(16)
         self.auth_token = secrets.token_urlsafe(16)
         self.expected_clients = expected_clients
-        data = workdir / "data"
+        self.name = f"gateway-{speech}"
+        data = workdir / f"data-{speech}"
         data.mkdir(exist_ok=True)
         env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
         env.update(
             GATEWAY_DATA_DIR=str(data),
+            # offline: no models folder, so `auto` picks PocketSphinx and espeak-ng;
+            # real: the installed Whisper tiny.en and Piper voice.
+            GATEWAY_MODELS_DIR=str(MODELS_DIR if speech == "real" else data / "no-models"),
+            GATEWAY_PHONE_MAX_CALLS="0",  # the bench finds the limit itself
             GATEWAY_LOG_LEVEL="WARNING",
             GATEWAY_ADMIN_TOKEN=self.admin_token,
             # The bench's clients are copies of spa-del-sol: its auth token signs the voice
@@ -227,8 +242,10 @@ class Voice:
     barge_in: tuple[bytes, int]
 
     @classmethod
-    def build(cls, turns: int) -> Voice:
-        return cls([synthesize(text) for text in SCRIPT[:turns]], synthesize(BARGE_IN))
+    def build(cls, turns: int, voice: str = "espeak") -> Voice:
+        """The script spoken by ``voice`` (``espeak`` or an installed Piper voice)."""
+        lines = [speak(text, voice, models_dir=MODELS_DIR) for text in SCRIPT[:turns]]
+        return cls(lines, speak(BARGE_IN, voice, models_dir=MODELS_DIR))
 
 
 @dataclass
@@ -243,6 +260,13 @@ class LatencyResult:
     talked_over: int = 0
     failures: list[str] = field(default_factory=list)
     reports: int = 0
+    call_seconds: float = 0.0
+    server_cpu_s: float = 0.0
+
+    @property
+    def cpu_ms_per_call_second(self) -> float:
+        """Gateway CPU per second of conversation (both sides talking), in ms."""
+        return 1000 * self.server_cpu_s / self.call_seconds if self.call_seconds else float("nan")
 
 
 @dataclass
@@ -344,6 +368,7 @@ async def booking_call(
     stagger_s: float,
 ) -> None:
     await asyncio.sleep(stagger_s)
+    started = time.monotonic()
     try:
         async with server.caller(SPA) as call:
             await call.wait_for_reply(REPLY_TIMEOUT_S)  # the greeting
@@ -372,18 +397,22 @@ async def booking_call(
         result.calls += 1
     except (TimeoutError, OSError, WebSocketException) as exc:
         result.failures.append(_error(exc))
+    finally:
+        result.call_seconds += time.monotonic() - started
 
 
 async def measure_latency(
     server: BotProcess, voice: Voice, calls: int, admin_token: str | None
 ) -> LatencyResult:
     result = LatencyResult()
+    cpu_before = server.cpu_seconds()
     await asyncio.gather(
         *(
             booking_call(server, voice, result, admin_token, random.uniform(0, 2.0))
             for _ in range(calls)
         )
     )
+    result.server_cpu_s = server.cpu_seconds() - cpu_before
     return result
 
 
@@ -603,6 +632,7 @@ def latency_table(results: dict[str, LatencyResult]) -> Iterator[str]:
         ("max", lambda r: f"{max(r.latencies_ms):.0f}" if r.latencies_ms else "-"),
         ("turns without a reply", lambda r: f"{r.missing_replies}"),
         ("bot talked over the caller", lambda r: f"{r.talked_over}"),
+        ("CPU ms per call-second", lambda r: f"{r.cpu_ms_per_call_second:.0f}"),
     ]
     for label, cell in rows:
         yield f"  {label:<28}" + "".join(f"{cell(results[n]):>12}" for n in names)
@@ -796,6 +826,18 @@ def main(argv: list[str] | None = None) -> int:
         help=f"arguments for the Pipecat server (default {PIPECAT_DEFAULT_ARGS!r}; '' = its "
         "defaults, Smart Turn)",
     )
+    parser.add_argument(
+        "--speech",
+        default=None,
+        help="gateway speech stacks to bench: offline (PocketSphinx, espeak-ng) and/or real "
+        "(Whisper tiny.en, Piper, from `gateway models install`); default: both when installed",
+    )
+    parser.add_argument(
+        "--voice",
+        default=None,
+        help="the callers' voice: espeak, or a Piper voice (default: en_US-joe-medium when "
+        "installed, else espeak)",
+    )
     parser.add_argument("--quick", action="store_true", help="small run: 4 calls, 3 turns, ...")
     parser.add_argument("--json", type=Path, help="also write the results as JSON to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs)")
@@ -815,6 +857,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--turns must be 1..{len(SCRIPT)}")
     if shutil.which("espeak-ng") is None:
         parser.error("needs espeak-ng (apt-get install espeak-ng)")
+    whisper = speech_models.resolve("whisper", "tiny.en", MODELS_DIR) is not None
+    piper = speech_models.resolve("piper", "en_US-joe-medium", MODELS_DIR) is not None
+    stacks = args.speech or ("offline,real" if whisper and piper else "offline")
+    args.speech = [x.strip() for x in stacks.split(",") if x.strip()]
+    if not args.speech or set(args.speech) - {"offline", "real"}:
+        parser.error("--speech takes offline and/or real")
+    if "real" in args.speech and not (whisper and piper):
+        parser.error("--speech real needs `gateway models install tiny.en en_US-joe-medium`")
+    args.voice = args.voice or ("en_US-joe-medium" if piper else "espeak")
 
     workdir = Path(tempfile.mkdtemp(prefix="gateway-phone-bench-"))
     latency: dict[str, LatencyResult] = {}
@@ -824,16 +875,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         clients_dir = workdir / "clients"
         client_ids = make_clients(clients_dir)
-        voice = Voice.build(args.turns)
+        voice = Voice.build(args.turns, args.voice)
         print(
-            f"phone bench: gateway in a separate process on {HOST}, offline speech "
-            f"(PocketSphinx, espeak-ng); simulated Twilio callers in this process; "
-            f"{os.cpu_count()} CPUs",
+            f"phone bench: gateway in a separate process on {HOST}, speech "
+            f"{' and '.join(args.speech)} (offline: PocketSphinx, espeak-ng; real: Whisper "
+            f"tiny.en, Piper); simulated Twilio callers in this process speaking with "
+            f"{args.voice}; {os.cpu_count()} CPUs",
             flush=True,
         )
         servers: list[Callable[[], BotProcess]] = []
         if "gateway" in args.servers:
-            servers.append(lambda: GatewayProcess(workdir, clients_dir, len(client_ids)))
+            for stack in args.speech:
+                servers.append(
+                    functools.partial(GatewayProcess, workdir, clients_dir, len(client_ids), stack)
+                )
         if "pipecat" in args.servers and PIPECAT_PYTHON.exists() and PIPECAT_SERVER.exists():
             servers.append(lambda: PipecatProcess(workdir, args.pipecat_args.split()))
         for make in servers:

@@ -163,6 +163,13 @@ class TurnTakingConfig(_Frozen):
     """Speech needed before a caller turn starts while the bot is silent."""
     endpoint_silence_ms: int = Field(default=500, ge=100, le=5000)
     """Silence after speech that ends the caller's turn (endpointing)."""
+    pause_silence_ms: int = Field(default=200, ge=0, le=5000)
+    """Silence after which the caller's words so far are decoded speculatively
+    (Whisper), so the transcript is ready when the turn ends (0: never)."""
+    early_end: bool = True
+    """End the caller's turn at that pause, before ``endpoint_silence_ms``, when
+    the speculative transcript is a complete answer to what was asked ("yes"
+    to a yes/no question, a whole phone number, an email, a day and time)."""
     barge_in_onset_ms: int = Field(default=60, ge=20, le=1000)
     """Speech over the bot's audio that pauses it at once (Twilio ``clear``)."""
     barge_in_min_ms: int = Field(default=700, ge=20, le=3000)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import phonenumbers
 
-__all__ = ["SlotError", "display_phone", "find_phone"]
+__all__ = ["SlotError", "display_phone", "find_phone", "say_phone"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +87,24 @@ def display_phone(e164: str) -> str:
         )
     except phonenumbers.NumberParseException:
         return e164
+
+
+def say_phone(e164: str, region: str) -> str:
+    """``+16175550147`` as read back on a call, digit by digit in the groups
+    people say: ``"6 1 7, 5 5 5, 0 1 4 7"`` (a number of ``region`` in its
+    national form, another with its country code: ``"plus 4 4, 2 0, 7 9 4 6,
+    0 9 5 8"``)."""
+    try:
+        number = phonenumbers.parse(e164)
+    except phonenumbers.NumberParseException:
+        return " ".join(ch for ch in e164 if ch.isdigit())
+    home = phonenumbers.region_code_for_number(number) == region
+    shown = phonenumbers.format_number(
+        number,
+        phonenumbers.PhoneNumberFormat.NATIONAL
+        if home
+        else phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+    )
+    groups = [" ".join(group) for group in re.findall(r"\d+", shown)]
+    said = ", ".join(groups)
+    return said if home else "plus " + said

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from purposes.support import SupportAgent
 if TYPE_CHECKING:
     from adapters.phone.deps import PhoneDeps, VoiceDeps
     from adapters.phone.trace import CallTraces
+    from adapters.speech.providers import SpeechHub
     from adapters.web import WebDeps
     from engine.knowledge import ClientKnowledge
 
@@ -226,7 +228,11 @@ async def open_gateway(
                 registry,
                 engine,
                 outbox,
-                transcribe=voice_notes(http_client, settings.meta_graph_base_url),
+                transcribe=voice_notes(
+                    http_client,
+                    settings.meta_graph_base_url,
+                    _speech_hub(settings),
+                ),
                 poll_s=settings.messaging_poll_s,
             )
             gw.messaging.start()
@@ -390,16 +396,39 @@ def _serving(value: _T | None) -> _T:
     return value
 
 
+async def _warm_up_speech(hub: SpeechHub, gw: Gateway) -> None:
+    """Load the phone clients' speech models in the background at start-up."""
+    from adapters.phone.media import warm_up_speech
+
+    started = time.monotonic()
+    warmed = await warm_up_speech(hub, list(gw.registry.clients.values()))
+    if warmed:
+        log.info(
+            "speech models ready for %d phone client(s) in %.1f s",
+            warmed,
+            time.monotonic() - started,
+        )
+
+
+def _speech_hub(settings: Settings) -> SpeechHub:
+    """Speech models for calls and voice notes: loaded on a client's first use
+    (off the event loop), once; ``auto`` prefers what ``gateway models install``
+    put in ``settings.models_dir`` (Whisper, Piper)."""
+    from adapters.speech.providers import SpeechHub
+
+    return SpeechHub(models_dir=settings.models_dir)
+
+
 def create_app(
     settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None
 ) -> FastAPI:
     """Build the ASGI app. ``clock`` pins the engine's notion of now (tests)."""
     from adapters.phone.admission import open_stream_gate
+    from adapters.phone.capacity import CallCapacity
     from adapters.phone.deps import PhoneDeps, VoiceDeps
     from adapters.phone.media import media_router
     from adapters.phone.trace import CallTraces
     from adapters.phone.webhook import PhoneSettings, voice_router
-    from adapters.speech.providers import SpeechHub
     from adapters.web import WebDeps, WebLimits, web_router
     from adapters.web.limits import SourceLimiter
     from adapters.whatsapp.routes import messaging_router
@@ -413,6 +442,8 @@ def create_app(
         public_url=settings.public_url, twilio_base_url=settings.twilio_base_url
     )
 
+    # This replica's phone lines: the voice webhook reserves, the stream gate holds, /readyz reports.
+    phone_lines = CallCapacity(settings.phone_max_calls)
     serving = _Serving()
 
     @asynccontextmanager
@@ -436,30 +467,39 @@ def create_app(
                 sources=SourceLimiter(settings.web_new_sessions_per_min),
                 bus=gw.bus,
             )
-            serving.voice = VoiceDeps(registry=gw.registry, settings=phone_settings)
+            serving.voice = VoiceDeps(
+                registry=gw.registry, settings=phone_settings, lines=phone_lines
+            )
             serving.phone = PhoneDeps(
                 registry=gw.registry,
                 engine=gw.engine,
                 outbox=gw.outbox,
                 # Speech models load on a client's first call (off the event loop), once.
-                speech_hub=SpeechHub(),
+                speech_hub=_speech_hub(settings),
                 call_traces=serving.call_traces,
                 # Spent stream tokens and live calls, shared by replicas through Redis.
-                streams=open_stream_gate(settings.redis_url),
+                streams=open_stream_gate(settings.redis_url, lines=phone_lines),
                 audio_burst_s=settings.phone_audio_burst_s,
             )
             # Handles for tests and tools that reach into a running app; the
             # routes themselves get their dependencies from `serving`.
             app.state.gateway = gw
             app.state.phone = serving.phone
+            warming = asyncio.create_task(
+                _warm_up_speech(serving.phone.speech_hub, gw)
+                if settings.speech_warm_up
+                else asyncio.sleep(0)
+            )
             try:
                 yield
             finally:
+                warming.cancel()
+                await asyncio.gather(warming, return_exceptions=True)
                 await serving.phone.streams.close()
                 serving.clear()
 
     app = FastAPI(title="channel gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.include_router(ops_router(serving.require_gateway))
+    app.include_router(ops_router(serving.require_gateway, phone_lines))
     app.include_router(admin_router(serving.require_gateway, serving.require_call_traces))
     app.include_router(web_router(serving.require_web))
     app.include_router(voice_router(serving.require_voice))

@@ -183,6 +183,16 @@ def call(
         float | None, typer.Option(help="White noise on the caller's line, at this level (dBFS).")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Longest wait for each reply, in s.")] = 30.0,
+    voice: Annotated[
+        str,
+        typer.Option(
+            help="The caller's voice for --say: espeak, or a Piper voice installed by "
+            "`gateway models install` (en_US-joe-medium) or a .onnx path."
+        ),
+    ] = "espeak",
+    caller_id: Annotated[
+        str, typer.Option(help="The caller's number (E.164), sent as Twilio's From.")
+    ] = "+14155550123",
     verbose: Annotated[bool, typer.Option(help="Show the in-process gateway's log.")] = False,
 ) -> None:
     """Place a simulated phone call: a fake Twilio Media Stream speaking to the gateway.
@@ -190,17 +200,19 @@ def call(
     Waits for the greeting, then for each --say / --wav sends the speech in
     real time (20 ms frames of 8 kHz mu-law), waits for the reply and prints
     per turn what was said, what the bot said (its audio transcribed back with
-    PocketSphinx, and its text from /admin/api/calls when available) and the
+    the best installed recogniser, and its text from /admin/api/calls when available) and the
     latency from the end of the caller's speech to the first bot audio frame.
 
     The call starts as Twilio starts one: a voice webhook request signed with the
     client's auth token, whose TwiML gives the stream and its one-time token.
     """
-    from adapters.phone.testing.audio import read_wav, synthesize
+    from adapters.phone.testing.audio import read_wav, speak
+    from gateway.settings import Settings
 
+    models_dir = Settings().models_dir
     lines: list[tuple[str, tuple[bytes, int]]] = []
     try:
-        lines += [(text, synthesize(text)) for text in say or []]
+        lines += [(text, speak(text, voice, models_dir=models_dir)) for text in say or []]
         lines += [(str(path), read_wav(path)) for path in wav or []]
     except (OSError, ValueError) as exc:
         typer.secho(f"cannot prepare the caller's audio: {exc}", fg="red", err=True)
@@ -231,11 +243,11 @@ def call(
                 echo_db,
                 noise_dbfs,
                 timeout,
+                caller_id,
+                models_dir,
             )
         )
         return
-
-    from gateway.settings import Settings
 
     overrides: dict[str, Any] = {"GATEWAY_CLIENTS_DIR": clients_dir}
     if not verbose:  # keep the turn tables readable: errors only
@@ -262,6 +274,8 @@ def call(
                 echo_db,
                 noise_dbfs,
                 timeout,
+                caller_id,
+                models_dir,
             )
         )
 
@@ -293,6 +307,8 @@ async def _place_call(
     echo_db: float | None,
     noise_dbfs: float | None,
     timeout_s: float,
+    caller_id: str = "+14155550123",
+    models_dir: Path | None = None,
 ) -> None:
     import httpx
     from websockets.exceptions import InvalidStatus, WebSocketException
@@ -303,12 +319,17 @@ async def _place_call(
 
     http_base = base.replace("ws://", "http://").replace("wss://", "https://")
     voice_url = f"{http_base}/twilio/voice/{client_id}"
-    listener = await asyncio.to_thread(make_stt, "pocketsphinx", None, phrases)
+    # The bot's audio is heard back with the best recogniser installed.
+    listener = await asyncio.to_thread(make_stt, "auto", None, phrases, models_dir=models_dir)
     turns: list[_Turn] = []
     report: CallReport | None = None
     try:
         async with TwilioCaller(
-            voice_url, auth_token=auth_token, echo_db=echo_db, noise_dbfs=noise_dbfs
+            voice_url,
+            auth_token=auth_token,
+            caller=caller_id,
+            echo_db=echo_db,
+            noise_dbfs=noise_dbfs,
         ) as phone:
             connected = phone.connected_at
             greeting = _Turn("(greeting)", None, None)

@@ -80,12 +80,17 @@ from engine.session import SessionKey
 from engine.tools.conversations import conversation_id, parse_conversation_id
 
 if TYPE_CHECKING:
+    from adapters.phone.capacity import CallCapacity
     from gateway.app import Gateway
 
 __all__ = ["admin_router", "ops_router"]
 
 
-def ops_router(gateway: Callable[[], Gateway]) -> APIRouter:
+def ops_router(
+    gateway: Callable[[], Gateway], phone_lines: CallCapacity | None = None
+) -> APIRouter:
+    """``/healthz``, ``/readyz``, ``/metrics``; ``phone_lines`` is this replica's phone
+    capacity (its headroom is reported by ``/readyz``)."""
     router = APIRouter()
 
     @router.get("/healthz")
@@ -93,18 +98,39 @@ def ops_router(gateway: Callable[[], Gateway]) -> APIRouter:
         return {"status": "ok"}
 
     @router.get("/readyz")
-    async def readyz() -> JSONResponse:
+    async def readyz(channel: Literal["phone"] | None = None) -> JSONResponse:
+        """200 when the store and the locks answer and a client is loaded, else 503.
+
+        The body also reports this replica's phone lines: ``"phone": {"live_calls",
+        "streaming", "reserved", "max_calls", "headroom", "full"}`` (``max_calls``
+        and ``headroom`` null when unlimited).
+
+        A replica whose phone lines are full stays ready (200): readiness gates
+        all of its traffic, and a full replica still serves web chat, WhatsApp,
+        the admin API and the media streams of the calls it admitted, and still
+        answers the voice webhook with the busy line (or the transfer) instead
+        of leaving callers to a load balancer error when every replica is full.
+        A health check that routes only the voice webhook can ask
+        ``/readyz?channel=phone``: 503 also when no line is free, so new calls
+        go to replicas with headroom.
+        """
         gw = gateway()
         store_ok = await gw.store.ping()
         locks_ok = await gw.locks.ping()
         ready = store_ok and locks_ok and bool(gw.registry.clients)
-        body = {
+        body: dict[str, object] = {
             "status": "ready" if ready else "not ready",
             "clients": sorted(gw.registry.clients),
             "client_errors": [str(p) for p in gw.registry.errors],
             "store": {"backend": gw.store.backend, "ok": store_ok},
             "locks": {"backend": gw.locks.backend, "ok": locks_ok},
         }
+        if phone_lines is not None:
+            lines = phone_lines.snapshot()
+            body["phone"] = lines.as_json()
+            if channel == "phone" and lines.full:
+                ready = False
+                body["status"] = "phone lines full"
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @router.get("/metrics")

@@ -50,6 +50,8 @@ CLIENTS = REPO / "clients"
 # embedder (retrieval-quality tests do): loading MiniLM costs seconds of CPU
 # per process and most tests are not about retrieval.
 os.environ.setdefault("GATEWAY_EMBEDDER", "none")
+# Likewise speech models load on a client's first call, not at every app start.
+os.environ.setdefault("GATEWAY_SPEECH_WARM_UP", "false")
 
 _TEST_DBS = range(15, 7, -1)
 _CLAIM_KEY = "gateway-tests:claim"

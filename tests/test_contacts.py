@@ -140,7 +140,8 @@ async def test_a_returning_caller_is_welcomed_back_and_not_asked_again(gw: Gatew
     r = await say(gw, "Saturday at 3pm", "CA-2", caller(ANA))
     assert r.metadata.expecting == "confirmation"
     # The summary confirmed before booking lists the details on file.
-    assert "for Ana Ruiz — phone +1 617-555-0101, email on file" in r.text
+    # On a call it is read back digit by digit, the surname spelled (issue 12).
+    assert "for Ana Ruiz, that's R U I Z — phone 6 1 7, 5 5 5, 0 1 0 1, email on file" in r.text
     r = await say(gw, "yes", "CA-2", caller(ANA))
     assert r.metadata.state == "booked"
     leads = [lead.as_json() for lead in await gw.leads.list_leads(SPA)]

@@ -27,6 +27,11 @@ with ``REDIS_URL``, in Redis as well (:class:`RedisStreamGate`): a spent mark
 the call lives (a replica that dies frees its calls within the lease). When
 Redis fails, the process's own marks still apply and a warning is logged: the
 MAC and the expiry still hold, only cross-replica reuse within 60 s is open.
+
+A gate given this replica's :class:`~adapters.phone.capacity.CallCapacity`
+(``lines``) also holds the call's line while its stream lives: the line the
+voice webhook reserved, released when the stream ends. Capacity stays per
+process even when the live registry is shared.
 """
 
 from __future__ import annotations
@@ -42,7 +47,10 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from adapters.phone.capacity import CallCapacity
 
 __all__ = [
     "LIVE_TTL_S",
@@ -134,7 +142,12 @@ def verify_stream_token(
 
 
 class StreamGate(ABC):
-    """Spent tokens and live calls: the stateful half of admission."""
+    """Spent tokens and live calls: the stateful half of admission.
+
+    ``lines``: this replica's phone capacity, or None to count nothing.
+    """
+
+    lines: CallCapacity | None = None
 
     @abstractmethod
     async def spend(self, token: VerifiedToken, now_s: float) -> bool:
@@ -142,11 +155,19 @@ class StreamGate(ABC):
 
     @abstractmethod
     def live(self, call_sid: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """Held while the call's stream lives.
+        """Held while the call's stream lives (with the call's line, when the gate has
+        :attr:`lines`).
 
         Raises:
             StreamRefused: ``live``, the call already has a live stream.
         """
+
+    def stream_closed(self, call_sid: str | None) -> None:
+        """A media stream for ``call_sid`` (None: it never sent ``start``) is over, live or
+        refused: give back the line its webhook reserved, if it still holds one. A
+        refused stream ends a genuine call (Twilio hangs up when ``<Connect>`` ends)."""
+        if self.lines is not None:
+            self.lines.drop(call_sid)
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -155,9 +176,10 @@ class StreamGate(ABC):
 class LocalStreamGate(StreamGate):
     """This process's spent tokens (until they expire) and live calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, lines: CallCapacity | None = None) -> None:
         self._spent: dict[str, int] = {}
         self._live: set[str] = set()
+        self.lines = lines
 
     async def spend(self, token: VerifiedToken, now_s: float) -> bool:
         return self._spend_local(token, now_s)
@@ -181,7 +203,16 @@ class LocalStreamGate(StreamGate):
             self._live.discard(call_sid)
 
     def live(self, call_sid: str) -> contextlib.AbstractAsyncContextManager[None]:
-        return self._held(call_sid)
+        return self._live_call(call_sid)
+
+    @contextlib.asynccontextmanager
+    async def _live_call(self, call_sid: str) -> AsyncIterator[None]:
+        async with self._held(call_sid):  # refused before the call takes a line
+            if self.lines is None:
+                yield
+            else:
+                async with self.lines.line(call_sid):
+                    yield
 
 
 # Renew / release a live key only while it still holds our owner id.
@@ -202,8 +233,15 @@ class RedisStreamGate(LocalStreamGate):
     task that belongs to the call and ends with it).
     """
 
-    def __init__(self, url: str, *, prefix: str = "gw:", live_ttl_s: float = LIVE_TTL_S) -> None:
-        super().__init__()
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "gw:",
+        live_ttl_s: float = LIVE_TTL_S,
+        lines: CallCapacity | None = None,
+    ) -> None:
+        super().__init__(lines=lines)
         import redis.asyncio as aioredis
 
         self._redis: Any = aioredis.Redis.from_url(url, decode_responses=True)
@@ -263,9 +301,10 @@ def _name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
-def open_stream_gate(redis_url: str | None) -> StreamGate:
-    """A :class:`RedisStreamGate` when ``redis_url`` is set, else a :class:`LocalStreamGate`."""
-    return RedisStreamGate(redis_url) if redis_url else LocalStreamGate()
+def open_stream_gate(redis_url: str | None, *, lines: CallCapacity | None = None) -> StreamGate:
+    """A :class:`RedisStreamGate` when ``redis_url`` is set, else a :class:`LocalStreamGate`;
+    ``lines`` is this replica's phone capacity (None: calls are not counted)."""
+    return RedisStreamGate(redis_url, lines=lines) if redis_url else LocalStreamGate(lines=lines)
 
 
 def unix_now() -> float:

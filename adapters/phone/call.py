@@ -31,7 +31,8 @@ from adapters.phone.bargein import BargeIns
 from adapters.phone.budget import AudioBudget
 from adapters.phone.codec import Dtmf, Mark, Media, Stop
 from adapters.phone.dtmf import DtmfEntry
-from adapters.phone.inbound import Inbound
+from adapters.phone.endpointing import complete_answer, stt_context
+from adapters.phone.inbound import Inbound, Speculation
 from adapters.phone.speaker import Speaker
 from adapters.phone.state import CallEvent, CallStatus
 from adapters.phone.stream import MediaStream
@@ -43,6 +44,7 @@ from adapters.phone.turns import (
     BargeInStarted,
     CallTimeLimit,
     EndOfTurn,
+    Pause,
     SilenceTimeout,
     SpeechStarted,
     TurnEvent,
@@ -112,6 +114,11 @@ class Call:
         self.dtmf, self.actions = dtmf, actions
         self.budget, self._on_dropped = budget, on_dropped
         self.backchannels = frozenset(_words(b) for b in self.phone.turn_taking.backchannels)
+        self.services = tuple(
+            name for service in client.services for name in (service.name, *service.aliases)
+        )
+        self.expecting: str | None = None
+        """What the flow's last reply asked for (``ResponseMetadata.expecting``)."""
 
     async def run(self) -> None:
         """Play the greeting, then handle Twilio's events until ``stop`` or hang-up."""
@@ -167,11 +174,11 @@ class Call:
             case SpeechStarted(audio=audio):
                 self.status.on(CallEvent.CALLER_STARTED)
                 await self.speaker.pause()
-                await self.inbound.open_stt(audio)
+                await self.inbound.open_stt(audio, stt_context(self.expecting))
             case BargeInStarted(audio=audio, onset_s=onset):
                 self.status.on(CallEvent.CALLER_STARTED)
                 await self.barge_ins.onset(onset)
-                await self.inbound.open_stt(audio)
+                await self.inbound.open_stt(audio, stt_context(self.expecting))
             case BargeIn():
                 log.info("call %s: barge-in", self.call_sid)
                 self.barge_ins.settle("interrupted")
@@ -179,10 +186,15 @@ class Call:
             case BargeInEnded():
                 text = await self.inbound.finalize(self.inbound.take_stt())
                 await self._caller_said(text, None)
-            case EndOfTurn(at_s=at):
+            case Pause(pause=pause):
+                speculation = self.inbound.speculate(pause)
+                if speculation is not None and self.phone.turn_taking.early_end:
+                    self.tasks.spawn(self._end_if_complete(speculation))
+            case EndOfTurn(pause=pause) as end:
                 stream = self.inbound.take_stt()
+                speculation = self.inbound.take_speculation(pause)
                 if stream is not None:
-                    self.tasks.spawn(self._answer(stream, at))
+                    self.tasks.spawn(self._answer(stream, end, speculation))
             case SilenceTimeout(count=count):
                 await self._on_silence(count)
             case CallTimeLimit(elapsed_s=elapsed):
@@ -190,11 +202,26 @@ class Call:
                 PHONE_EVENTS.labels("time_limit").inc()
                 await self._goodbye()
 
-    async def _answer(self, stream: SttStream, end_of_turn: float) -> None:
+    async def _end_if_complete(self, speculation: Speculation) -> None:
+        """Semantic end-of-turn: end the caller's turn now, in the pause the
+        speculation was taken in, if its transcript is a complete answer to what
+        was asked (:func:`~adapters.phone.endpointing.complete_answer`)."""
+        transcript = await speculation.task
+        if transcript is None or not complete_answer(
+            transcript.text, self.expecting, self.services
+        ):
+            return
+        for event in self.inbound.turns.end_turn_now(self.clock(), speculation.pause):
+            PHONE_EVENTS.labels("early_end_of_turn").inc()
+            await self._on_turn_event(event)
+
+    async def _answer(
+        self, stream: SttStream, end: EndOfTurn, speculation: Speculation | None
+    ) -> None:
         trace = self.trace.new_turn("speech")
-        trace.end_of_turn = end_of_turn
-        trace.speech_end = end_of_turn - self.inbound.turns.config.endpoint_silence_ms / 1000
-        text = await self.inbound.finalize(stream)
+        trace.end_of_turn = end.at_s
+        trace.speech_end = end.at_s - end.silence_ms / 1000
+        text = await self.inbound.finalize(stream, speculation)
         trace.transcript = self.clock()
         trace.user_text = text
         if not text:
@@ -241,10 +268,16 @@ class Call:
             return
         answer = Answer(self.engine, self.client.client_id, self.call_sid, text, self.context)
         self.tasks.adopt_engine(answer.task)
+        answer.task.add_done_callback(lambda _task: self._asked(answer))
         self.status.on(CallEvent.ASKED)
         self.speaker.start(
             trace, answer.sentences(), answer, hold=self.inbound.caller_talking, filler=True
         )
+
+    def _asked(self, answer: Answer) -> None:
+        """Remember what the reply asked for, for semantic end-of-turn."""
+        response = answer.response
+        self.expecting = response.metadata.expecting if response is not None else None
 
     # -- silence and goodbye
 

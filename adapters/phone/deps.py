@@ -14,6 +14,7 @@ from adapters.phone.budget import BURST_S
 
 if TYPE_CHECKING:
     from adapters.phone.answer import TurnEngine
+    from adapters.phone.capacity import CallCapacity
     from adapters.phone.trace import CallTraces
     from adapters.phone.webhook import PhoneSettings
     from adapters.speech.providers import SpeechHub
@@ -25,11 +26,13 @@ __all__ = ["PhoneDeps", "VoiceDeps"]
 
 @dataclass(slots=True)
 class VoiceDeps:
-    """The voice webhook's: the loaded clients and the phone settings
-    (public URL for signatures and the stream URL)."""
+    """The voice webhook's: the loaded clients, the phone settings (public URL
+    for signatures and the stream URL) and this replica's phone lines (None:
+    unlimited, nothing counted; the stream gate must share the same object)."""
 
     registry: ClientRegistry
     settings: PhoneSettings
+    lines: CallCapacity | None = None
 
 
 @dataclass(slots=True)

@@ -9,8 +9,10 @@ Per inbound frame::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from adapters.phone.turns import TurnConfig, TurnEvent, TurnState, TurnTaker
 from adapters.speech.audio import (
@@ -21,11 +23,11 @@ from adapters.speech.audio import (
 )
 from adapters.speech.echo import EchoDetector
 from adapters.speech.errors import SpeechError
-from adapters.speech.stt import SpeechToText, SttStream
+from adapters.speech.stt import SpeechToText, SttStream, Transcript
 from adapters.speech.vad import VOICED_PERIODICITY, WebRtcVad, frame_energy_dbfs, periodicity
 from engine.config import ClientConfig
 
-__all__ = ["ECHO_WINDOW_S", "Inbound", "turn_config"]
+__all__ = ["ECHO_WINDOW_S", "Inbound", "Speculation", "turn_config"]
 
 log = logging.getLogger("adapters.phone.inbound")
 
@@ -36,6 +38,15 @@ Clock = Callable[[], float]
 OnTurnEvent = Callable[[TurnEvent], Awaitable[None]]
 
 
+@dataclass(slots=True)
+class Speculation:
+    """A transcript decoded while the caller paused (``pause``, see
+    :class:`~adapters.phone.turns.Pause`); the turn's own if it ends in that pause."""
+
+    pause: int
+    task: asyncio.Task[Transcript | None]
+
+
 def turn_config(client: ClientConfig) -> TurnConfig:
     """The turn-taking settings of a client's calls (``channels.phone.turn_taking``)."""
     phone = client.channels.phone
@@ -43,6 +54,7 @@ def turn_config(client: ClientConfig) -> TurnConfig:
     return TurnConfig(
         min_speech_ms=tt.min_speech_ms,
         endpoint_silence_ms=tt.endpoint_silence_ms,
+        pause_silence_ms=tt.pause_silence_ms if tt.pause_silence_ms < tt.endpoint_silence_ms else 0,
         barge_in_onset_ms=min(tt.barge_in_onset_ms, tt.barge_in_min_ms),
         barge_in_min_ms=tt.barge_in_min_ms,
         backchannel_silence_ms=tt.backchannel_silence_ms,
@@ -85,6 +97,7 @@ class Inbound:
         self._echo = EchoDetector(TWILIO_SAMPLE_RATE_HZ)
         self._stt = stt
         self._stream: SttStream | None = None
+        self._speculation: Speculation | None = None
         self._framer = FrameBuffer(TWILIO_FRAME_BYTES)
         self._odd_payloads = 0
         self._previous_frame = bytes(2 * TWILIO_FRAME_BYTES)
@@ -138,10 +151,13 @@ class Inbound:
 
     # -- recognition
 
-    async def open_stt(self, audio: bytes) -> None:
-        """Start recognising a new utterance with ``audio`` (PCM16, the pre-roll)."""
+    async def open_stt(self, audio: bytes, context: str | None = None) -> None:
+        """Start recognising a new utterance with ``audio`` (PCM16, the pre-roll);
+        ``context``: what the caller is likely to say (see ``SpeechToText.start_stream``)."""
         await self.close()
-        self._stream = self._stt.start_stream(TWILIO_SAMPLE_RATE_HZ, session_id=self.call_sid)
+        self._stream = self._stt.start_stream(
+            TWILIO_SAMPLE_RATE_HZ, session_id=self.call_sid, context=context
+        )
         self._stream.feed(audio)
 
     def take_stt(self) -> SttStream | None:
@@ -149,14 +165,47 @@ class Inbound:
         stream, self._stream = self._stream, None
         return stream
 
+    def speculate(self, pause: int) -> Speculation | None:
+        """Decode the open utterance now, while the caller pauses (their ``pause``-th).
+
+        None when no stream is open. The decode runs in the recogniser's
+        threads; a later pause replaces it (the earlier result is dropped).
+        """
+        if self._stream is None:
+            return None
+        self._speculation = Speculation(pause, asyncio.create_task(self._peek(self._stream)))
+        return self._speculation
+
+    def take_speculation(self, pause: int) -> Speculation | None:
+        """The speculation taken in ``pause`` (the pause the turn ended in), detached;
+        None if there is none, or it is from an earlier pause (the caller went on)."""
+        speculation, self._speculation = self._speculation, None
+        return speculation if speculation is not None and speculation.pause == pause else None
+
+    async def _peek(self, stream: SttStream) -> Transcript | None:
+        try:
+            return await stream.peek()
+        except SpeechError as exc:
+            log.warning(
+                "call %s: speculative decode failed (%s)", self.call_sid, type(exc).__name__
+            )
+            return None
+
     async def close(self) -> None:
         """Abandon the open STT stream, if any."""
         stream, self._stream = self._stream, None
+        self._speculation = None
         if stream is not None:
             await stream.aclose()
 
-    async def finalize(self, stream: SttStream | None) -> str:
+    async def finalize(
+        self, stream: SttStream | None, speculation: Speculation | None = None
+    ) -> str:
         """The transcript of ``stream`` ("" if none, or if recognition failed).
+
+        With a ``speculation`` of the same utterance (taken in the pause the
+        turn ended in: only silence came after it), its transcript is used and
+        the stream is not decoded again.
 
         Only the word count and confidence are logged: what a caller says is
         personal data and stays in the transcript store (and the admin call
@@ -164,17 +213,23 @@ class Inbound:
         """
         if stream is None:
             return ""
+        transcript: Transcript | None = None
         try:
-            transcript = await stream.finalize()
+            if speculation is not None:
+                transcript = await speculation.task
+            speculated = transcript is not None
+            if transcript is None:
+                transcript = await stream.finalize()
         except SpeechError as exc:
             log.warning("call %s: recognition failed (%s)", self.call_sid, type(exc).__name__)
             return ""
         finally:
             await stream.aclose()
         log.info(
-            "call %s: heard %d word(s) (confidence %.2f)",
+            "call %s: heard %d word(s) (confidence %.2f%s)",
             self.call_sid,
             len(transcript.text.split()),
             transcript.confidence,
+            ", decoded in the pause" if speculated else "",
         )
         return transcript.text.strip()

@@ -70,7 +70,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from prometheus_client import Counter
@@ -95,11 +95,12 @@ from adapters.phone.state import CallEvent, CallStatus
 from adapters.phone.stream import START_TIMEOUT_S, MediaStream
 from adapters.phone.tasks import CallTasks
 from adapters.speech.errors import SpeechError
-from adapters.speech.providers import SpeechProviders, SttSpec, TtsSpec
+from adapters.speech.providers import SpeechHub, SpeechProviders, SttSpec, TtsSpec
+from adapters.speech.tts import split_text
 from engine.config import ClientConfig
 from engine.messages import ChannelContext
 
-__all__ = ["MARK_GRACE_S", "START_TIMEOUT_S", "media_router", "speech_specs"]
+__all__ = ["MARK_GRACE_S", "START_TIMEOUT_S", "media_router", "speech_specs", "warm_up_speech"]
 
 log = logging.getLogger("adapters.phone.media")
 
@@ -176,6 +177,8 @@ def media_router(deps: Callable[[], PhoneDeps]) -> APIRouter:
         except WebSocketDisconnect:
             pass
         finally:
+            # A refused stream gives back the line its webhook reserved.
+            phone.streams.stream_closed(start.call_sid if start is not None else None)
             status.on(CallEvent.CLOSED)
             await stream.close()
 
@@ -186,7 +189,8 @@ def speech_specs(client: ClientConfig) -> tuple[SttSpec, TtsSpec]:
     """The recogniser and synthesiser a client's calls use (from its ``voice`` config).
 
     The recogniser is biased to the client's business name, services and
-    their aliases, ``voice.stt.phrases`` and the backchannel words.
+    their aliases and ``voice.stt.phrases``; the backchannel words are added
+    to PocketSphinx's vocabulary.
     """
     stt, tts = client.voice.stt, client.voice.tts
     phrases = [client.name]
@@ -194,11 +198,45 @@ def speech_specs(client: ClientConfig) -> tuple[SttSpec, TtsSpec]:
         phrases.append(service.name)
         phrases.extend(service.aliases)
     phrases.extend(stt.phrases)
-    phrases.extend(client.channels.phone.turn_taking.backchannels)
+    backchannels = client.channels.phone.turn_taking.backchannels
     return (
-        SttSpec(stt.provider, stt.model, tuple(phrases)),
+        SttSpec(stt.provider, stt.model, tuple(phrases), tuple(backchannels)),
         TtsSpec(tts.provider, tts.voice or tts.model),
     )
+
+
+async def warm_up_speech(hub: SpeechHub, clients: Iterable[ClientConfig]) -> int:
+    """Load the speech models of every client that takes calls, before the first call.
+
+    Builds each client's recogniser and synthesiser through ``hub`` (off the
+    event loop), runs the recogniser's warm-up, and synthesises the fixed
+    lines (greeting, reprompt, fillers, goodbye) once so they sit in the
+    synthesiser's cache: the first caller hears the greeting without waiting
+    for a model to load. Returns how many clients were warmed; a client whose
+    models fail is logged and skipped (its first call tries again).
+    """
+    warmed = 0
+    for client in clients:
+        phone = client.channels.phone
+        if not phone.enabled:
+            continue
+        try:
+            speech = await hub.get(*speech_specs(client))
+            await speech.stt.warm_up()
+            lines = [phone.greeting or "", phone.reprompt, *phone.filler, phone.goodbye]
+            for line in lines:
+                for sentence in split_text(line):
+                    async for _chunk in speech.tts.synthesize(sentence):
+                        pass
+        except Exception as exc:  # start-up must go on; the call will report it
+            log.warning(
+                "speech warm-up for %s failed (%s); its first call loads the models",
+                client.client_id,
+                type(exc).__name__,
+            )
+            continue
+        warmed += 1
+    return warmed
 
 
 def _wire(

@@ -13,7 +13,9 @@ stateDiagram-v2
     listening --> listening: silence >= silence_timeout_s / SilenceTimeout
     user_speaking --> endpointing: a non-speech frame
     endpointing --> user_speaking: speech >= resume_speech_ms
+    endpointing --> endpointing: silence = pause_silence_ms / Pause (decode speculatively)
     endpointing --> waiting: silence >= endpoint_silence_ms / EndOfTurn
+    endpointing --> waiting: end_turn_now() / EndOfTurn(complete)
     user_speaking --> waiting: turn >= max_turn_ms / EndOfTurn
     waiting --> user_speaking: speech >= min_speech_ms / SpeechStarted(resumed)
     listening --> bot_speaking: bot_started_speaking()
@@ -76,6 +78,7 @@ __all__ = [
     "BargeInStarted",
     "CallTimeLimit",
     "EndOfTurn",
+    "Pause",
     "SilenceTimeout",
     "SpeechStarted",
     "TurnConfig",
@@ -118,6 +121,9 @@ class TurnConfig:
     """Audio kept from before the speech run, so the recogniser hears the onset."""
     endpoint_silence_ms: int = 500
     """Silence after speech that ends the turn."""
+    pause_silence_ms: int = 200
+    """Silence after speech that gives ``Pause``: time to decode speculatively
+    (0: never). Below ``endpoint_silence_ms`` to be of use."""
     resume_speech_ms: int = 60
     """Speech that cancels a pending endpoint (shorter blips do not)."""
     max_turn_ms: int = 30_000
@@ -186,20 +192,41 @@ class SpeechStarted:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """The caller has been silent ``silence_ms`` inside their turn (``pause_silence_ms``).
+
+    The turn may still go on. ``pause``: which pause of the turn this is; a
+    speculative transcript taken now is the turn's if the turn ends in this
+    same pause (:attr:`TurnTaker.pause`), i.e. the caller did not resume.
+    """
+
+    at_s: float
+    silence_ms: int
+    pause: int
+
+
+@dataclass(frozen=True, slots=True)
 class EndOfTurn:
     """The caller's turn ended.
 
     Attributes:
         audio: the whole turn, PCM16 mono at ``sample_rate_hz``.
         speech_ms: how much of it was speech, in ms.
-        reason: ``"silence"`` (endpoint) or ``"max_length"``.
+        reason: ``"silence"`` (endpoint), ``"max_length"``, or ``"complete"``
+            (ended early by :meth:`TurnTaker.end_turn_now`: what was said is
+            a complete answer).
+        silence_ms: the silence at its end, in ms (when the caller stopped
+            speaking: ``at_s - silence_ms / 1000``).
+        pause: the pause it ended in (see :class:`Pause`).
     """
 
     at_s: float
     audio: bytes
     sample_rate_hz: int
     speech_ms: int
-    reason: Literal["silence", "max_length"]
+    reason: Literal["silence", "max_length", "complete"]
+    silence_ms: int = 0
+    pause: int = 0
 
     @property
     def duration_ms(self) -> float:
@@ -259,6 +286,7 @@ class CallTimeLimit:
 
 TurnEvent = (
     SpeechStarted
+    | Pause
     | EndOfTurn
     | BargeInStarted
     | BargeIn
@@ -319,6 +347,7 @@ class TurnTaker:
         self._turn_ms = 0
         self._silence_ms = 0
         self._resume_ms = 0
+        self._pause = 0
         self._listen_since = started_at
         self._timeouts = 0
         self._playback: deque[tuple[float, float]] = deque()  # (time s, level dBFS)
@@ -335,6 +364,22 @@ class TurnTaker:
     @property
     def state(self) -> TurnState:
         return self._state
+
+    @property
+    def pause(self) -> int:
+        """The current pause of the caller's turn (grows each time they pause)."""
+        return self._pause
+
+    def end_turn_now(self, now: float, pause: int) -> list[TurnEvent]:
+        """End the caller's turn before the endpoint silence, if they are still in pause ``pause``.
+
+        For semantic end-of-turn: the caller paused, and what they said so far
+        is a complete answer. Returns ``[EndOfTurn(reason="complete")]``, or
+        ``[]`` when they resumed speaking meanwhile or the turn is over.
+        """
+        if self._state is not TurnState.ENDPOINTING or pause != self._pause:
+            return []
+        return [self._end_turn(now, "complete")]
 
     # -- bot side
 
@@ -477,11 +522,13 @@ class TurnTaker:
         self.frame_in_turn = True
         if is_speech:
             self._turn_speech_ms += cfg.frame_ms
+        events: list[TurnEvent] = []
         if self._state is TurnState.USER_SPEAKING:
             if not is_speech:
                 self._state = TurnState.ENDPOINTING
                 self._silence_ms = cfg.frame_ms
                 self._resume_ms = 0
+                self._pause += 1
         else:
             self._resume_ms = self._resume_ms + cfg.frame_ms if is_speech else 0
             if self._resume_ms >= cfg.resume_speech_ms:
@@ -491,9 +538,11 @@ class TurnTaker:
                 self._silence_ms += cfg.frame_ms
                 if self._silence_ms >= cfg.endpoint_silence_ms:
                     return [self._end_turn(now, "silence")]
+                if 0 <= self._silence_ms - cfg.pause_silence_ms < cfg.frame_ms:
+                    events.append(Pause(at_s=now, silence_ms=self._silence_ms, pause=self._pause))
         if self._turn_ms >= cfg.max_turn_ms:
             return [self._end_turn(now, "max_length")]
-        return []
+        return events
 
     # -- helpers
 
@@ -511,13 +560,17 @@ class TurnTaker:
         self._state = TurnState.USER_SPEAKING
         return bytes(self._turn)
 
-    def _end_turn(self, now: float, reason: Literal["silence", "max_length"]) -> EndOfTurn:
+    def _end_turn(
+        self, now: float, reason: Literal["silence", "max_length", "complete"]
+    ) -> EndOfTurn:
         event = EndOfTurn(
             at_s=now,
             audio=bytes(self._turn),
             sample_rate_hz=self.config.sample_rate_hz,
             speech_ms=self._turn_speech_ms,
             reason=reason,
+            silence_ms=self._silence_ms if self._state is TurnState.ENDPOINTING else 0,
+            pause=self._pause,
         )
         self._clear_turn()
         self._state = TurnState.WAITING

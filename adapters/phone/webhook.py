@@ -39,6 +39,23 @@ every refusal is logged with the client id and the reason, never a phone number)
 400    a correctly signed request lacks ``CallSid``, ``AccountSid`` or ``To``
 =====  ==================================================================
 
+Capacity (:mod:`adapters.phone.capacity`): a signed call is admitted only while
+this replica has a free line (``GATEWAY_PHONE_MAX_CALLS``); the webhook
+reserves it until the media stream starts. Beyond that the answer is still 200
+TwiML, so the caller hears why (:func:`busy_twiml`)::
+
+    <Response><Say>Thanks for calling Spa del Sol. All our lines are busy right now;
+      please call again in a few minutes.</Say><Hangup/></Response>
+
+or, when the client has ``escalation.phone_transfer_number``::
+
+    <Response><Say>All our lines are busy; let me transfer you.</Say>
+      <Dial>+14155550100</Dial></Response>
+
+counted in ``gateway_phone_calls_refused_total{reason="busy"}`` and as the
+webhook outcome ``busy``. The signature is checked first: a forged request
+gets its 403 whether or not there is a free line.
+
 Signature (Twilio, "Webhooks security"): HMAC-SHA1 keyed with the account's
 auth token over the full URL Twilio requested followed by the sorted POST
 parameters, checked with the SDK's :class:`~twilio.request_validator.RequestValidator`.
@@ -79,6 +96,7 @@ __all__ = [
     "IncomingCall",
     "PhoneSettings",
     "WebhookFormatError",
+    "busy_twiml",
     "connect_twiml",
     "media_stream_url",
     "parse_form",
@@ -99,7 +117,7 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 
 PHONE_WEBHOOKS = Counter(
     "gateway_phone_webhooks_total",
-    "Twilio voice webhooks by outcome (accepted, unknown_client, channel_off, "
+    "Twilio voice webhooks by outcome (accepted, busy, unknown_client, channel_off, "
     "bad_request, bad_signature, too_large)",
     ["outcome"],
 )
@@ -220,6 +238,26 @@ def connect_twiml(call: IncomingCall, stream_url: str, stream_token: str) -> str
     return str(response.to_xml())
 
 
+BUSY_LINE = (
+    "Thanks for calling {business}. All our lines are busy right now; "
+    "please call again in a few minutes."
+)
+BUSY_TRANSFER_LINE = "All our lines are busy; let me transfer you."
+
+
+def busy_twiml(business_name: str, transfer_to: str | None) -> str:
+    """TwiML for a call this replica has no line for: a transfer to ``transfer_to``
+    (E.164) when given, else a polite line and a hang-up."""
+    response = VoiceResponse()
+    if transfer_to:
+        response.say(BUSY_TRANSFER_LINE)
+        response.dial(transfer_to)
+    else:
+        response.say(BUSY_LINE.format(business=business_name))
+        response.hangup()
+    return str(response.to_xml())
+
+
 # --- transport ---------------------------------------------------------------------
 
 
@@ -237,7 +275,7 @@ def voice_router(deps: Callable[[], VoiceDeps]) -> APIRouter:
     @router.post("/twilio/voice/{client_id}", response_class=Response)
     async def twilio_voice(client_id: str, request: Request) -> Response:
         try:
-            twiml = await _answer(client_id, request, deps())
+            twiml, outcome = await _answer(client_id, request, deps())
         except _Refused as refused:
             PHONE_WEBHOOKS.labels(refused.outcome).inc()
             log.warning(
@@ -247,13 +285,14 @@ def voice_router(deps: Callable[[], VoiceDeps]) -> APIRouter:
                 refused.reason,
             )
             return JSONResponse({"detail": refused.reason}, status_code=refused.status)
-        PHONE_WEBHOOKS.labels("accepted").inc()
+        PHONE_WEBHOOKS.labels(outcome).inc()
         return Response(twiml, media_type="application/xml")
 
     return router
 
 
-async def _answer(client_id: str, request: Request, deps: VoiceDeps) -> str:
+async def _answer(client_id: str, request: Request, deps: VoiceDeps) -> tuple[str, str]:
+    """The TwiML for a signed call and the outcome (``accepted`` or ``busy``)."""
     settings = deps.settings
     client = deps.registry.get(client_id)
     if client is None:
@@ -287,10 +326,29 @@ async def _answer(client_id: str, request: Request, deps: VoiceDeps) -> str:
             client_id,
             call.call_sid,
         )
+    if deps.lines is not None and not deps.lines.admit(call.call_sid):
+        return _busy(client, call), "busy"
     log.info("incoming call: client=%s call=%s", client_id, call.call_sid)
     base = settings.public_url or str(request.base_url)
     stream_token = mint_stream_token(token, client_id, call.call_sid, now_s=unix_now())
-    return connect_twiml(call, media_stream_url(base, client_id), stream_token)
+    return connect_twiml(call, media_stream_url(base, client_id), stream_token), "accepted"
+
+
+def _busy(client: ClientConfig, call: IncomingCall) -> str:
+    transfer_to = client.escalation.phone_transfer_number
+    if transfer_to and not _E164.match(transfer_to):
+        log.warning(
+            "client=%s: escalation.phone_transfer_number is not E.164; a busy call hangs up",
+            client.client_id,
+        )
+        transfer_to = None
+    log.warning(
+        "all phone lines busy: client=%s call=%s refused (%s)",
+        client.client_id,
+        call.call_sid,
+        "transferred" if transfer_to else "hung up",
+    )
+    return busy_twiml(client.name, transfer_to)
 
 
 def _auth_token(client: ClientConfig) -> str:

@@ -28,6 +28,8 @@ class SttSpec:
     provider: str = "auto"
     model: str | None = None
     phrases: tuple[str, ...] = ()
+    words: tuple[str, ...] = ()
+    """Extra vocabulary for grammar-based recognisers (``make_stt(words=)``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,12 +100,11 @@ class SpeechHub:
         return SpeechProviders(recogniser, synthesiser)
 
     async def _build_stt(self, spec: SttSpec) -> SpeechToText:
+        kwargs: dict[str, object] = dict(self._factory_kwargs)
+        if spec.words:
+            kwargs["words"] = _dedupe(spec.words)
         return await asyncio.to_thread(
-            self._make_stt,
-            spec.provider,
-            spec.model,
-            _dedupe(spec.phrases),
-            **self._factory_kwargs,
+            self._make_stt, spec.provider, spec.model, _dedupe(spec.phrases), **kwargs
         )
 
     async def _build_tts(self, spec: TtsSpec) -> TextToSpeech:

@@ -46,11 +46,12 @@ import hashlib
 import logging
 import math
 import os
+import re
 import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,13 @@ logger = logging.getLogger(__name__)
 
 STT_SAMPLE_RATE_HZ = 16000
 """The rate both recognisers decode at, in Hz; other input rates are resampled."""
+
+WHISPER_WINDOW_MIN_S = 10.0
+"""Shortest encoder window for Whisper, in s (see :meth:`FasterWhisperSTT._decode`)."""
+WHISPER_WINDOW_MARGIN_S = 2.0
+"""Silence after the audio inside Whisper's encoder window, in s."""
+WHISPER_TOKENS_PER_S = 7
+"""Most tokens Whisper may generate per second of audio (speech is ~3-5)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,8 @@ class SttStream(ABC):
     """
 
     sample_rate_hz: int
+    context: str | None = None
+    """What the caller is likely to say (see :meth:`SpeechToText.start_stream`)."""
     recogniser: SpeechToText | None = None
     """The recogniser that opened the stream (set by :meth:`SpeechToText.start_stream`):
     its timeout and metrics apply to :meth:`finalize`."""
@@ -137,6 +147,19 @@ class SttStream(ABC):
             return await self._finalize_impl()
         return await owner._call("recognize", self._finalize_impl)
 
+    async def peek(self) -> Transcript | None:
+        """A speculative transcript of the audio fed so far; the stream stays open.
+
+        The phone decodes while the caller is silent inside the endpointing
+        window, so the final transcript is ready when the turn ends (and can
+        end it early). None: this recogniser does not support it (PocketSphinx
+        decodes incrementally; its ``finalize`` is already quick).
+
+        Raises:
+            SttError: decoding failed.
+        """
+        return None
+
     async def _finalize_impl(self) -> Transcript:
         """One attempt of :meth:`finalize` (the only one: a stream is not reusable)."""
         # Not abstract, for streams written before this base that override
@@ -160,18 +183,26 @@ class SpeechToText(Provider):
     options = CallOptions(timeout_s=30.0, max_attempts=1)
 
     def start_stream(
-        self, sample_rate_hz: int = 8000, *, session_id: str | None = None
+        self,
+        sample_rate_hz: int = 8000,
+        *,
+        session_id: str | None = None,
+        context: str | None = None,
     ) -> SttStream:
         """Open a stream for one utterance of PCM16 mono at ``sample_rate_hz`` (Hz).
 
         ``session_id`` (e.g. the call's id) lets a recogniser adapt to one caller
-        across their turns; it is never logged.
+        across their turns; it is never logged. ``context``: an example of what
+        the caller is likely to say, written as it should be transcribed ("My
+        number is 617-555-0123."); Whisper takes it as its prompt, which steers
+        spelling and format (digits grouped, ``@`` and dots in an email).
 
         Raises:
             ValueError: ``sample_rate_hz`` is not positive.
         """
         stream = self._start_stream_impl(sample_rate_hz, session_id=session_id)
         stream.recogniser = self
+        stream.context = context
         return stream
 
     def _start_stream_impl(self, sample_rate_hz: int, *, session_id: str | None) -> SttStream:
@@ -266,6 +297,33 @@ class _WorkerStream(SttStream):
     @property
     def audio_ms(self) -> float:
         return self._fed_bytes / 2 * 1000.0 / self.sample_rate_hz
+
+    async def peek(self) -> Transcript | None:
+        if self._state != "open" or not self._supports_peek():
+            return None
+        audio_ms = self.audio_ms
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._peek_now, audio_ms)
+
+    def _peek_now(self, audio_ms: float) -> Transcript | None:
+        self._drain()
+        with self._worker_lock:
+            if self._error is not None or self._released:
+                return None
+            try:
+                return self._partial(audio_ms)
+            except Exception as exc:
+                raise SttError(
+                    f"{self.provider} failed to decode {audio_ms:.0f} ms of audio: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+
+    def _supports_peek(self) -> bool:
+        return False
+
+    def _partial(self, audio_ms: float) -> Transcript | None:
+        """The transcript of what was consumed so far (worker thread, lock held)."""
+        return None
 
     def _drain(self) -> None:
         with self._worker_lock:
@@ -609,8 +667,11 @@ def _load_whisper_model(
     compute_type: str,
     download_root: str | None,
     local_files_only: bool,
+    workers: int = 1,
 ) -> Any:
     """The shared ``faster_whisper.WhisperModel`` for ``model``, loaded on first use.
+
+    ``workers`` decodes may run at once, each on one CPU thread.
 
     A failure is remembered too, so a missing model is not looked up on the
     hub again for every client that names it.
@@ -626,13 +687,27 @@ def _load_whisper_model(
             raise SpeechUnavailableError("faster-whisper", _WHISPER_FAILURES[key])
         try:
             loaded = _load_whisper_uncached(
-                model, device, compute_type, download_root, local_files_only
+                model, device, compute_type, download_root, local_files_only, workers
             )
         except SpeechUnavailableError as exc:
             _WHISPER_FAILURES[key] = exc.reason
             raise
         _WHISPER_MODELS[key] = loaded
         return loaded
+
+
+_WHISPER_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _whisper_pool(workers: int) -> ThreadPoolExecutor:
+    """The process's Whisper decode threads (one pool per size, shared by every client)."""
+    with _WHISPER_LOCK:
+        pool = _WHISPER_POOLS.get(workers)
+        if pool is None:
+            pool = _WHISPER_POOLS[workers] = ThreadPoolExecutor(
+                workers, thread_name_prefix="whisper"
+            )
+        return pool
 
 
 def _looks_like_path(model: str) -> bool:
@@ -645,7 +720,12 @@ def _looks_like_path(model: str) -> bool:
 
 
 def _load_whisper_uncached(
-    model: str, device: str, compute_type: str, download_root: str | None, local_files_only: bool
+    model: str,
+    device: str,
+    compute_type: str,
+    download_root: str | None,
+    local_files_only: bool,
+    workers: int,
 ) -> Any:
     try:
         from faster_whisper import WhisperModel
@@ -668,6 +748,8 @@ def _load_whisper_uncached(
             compute_type=compute_type,
             download_root=download_root,
             local_files_only=local_files_only,
+            cpu_threads=1,
+            num_workers=workers,
         )
     except Exception as exc:  # hub, file and runtime errors all mean "unavailable"
         first_line = (str(exc).strip().splitlines() or [""])[0][:200]
@@ -688,7 +770,10 @@ class FasterWhisperSTT(SpeechToText):
         device, compute_type: CTranslate2 placement, e.g. ``"cpu"``/``"int8"``.
         beam_size: 1 (greedy) keeps latency low on CPU.
         download_root, local_files_only: passed to ``WhisperModel``.
-        executor: where inference runs (default: the event loop's executor).
+        executor: where inference runs (default: the process's Whisper decode
+            pool of ``decoders`` threads).
+        decoders: decodes that may run at once, each on one core (default: the
+            cores, at most 4). More would only make each slower.
 
     Loading blocks (seconds); construct at start-up. The model is loaded once
     per process and shared. Confidence is ``exp`` of the mean token
@@ -712,24 +797,131 @@ class FasterWhisperSTT(SpeechToText):
         download_root: str | None = None,
         local_files_only: bool = False,
         executor: Executor | None = None,
+        decoders: int | None = None,
     ) -> None:
         self.model_name = model
+        workers = decoders or max(1, min(4, os.cpu_count() or 1))
         self._model = _load_whisper_model(
             model,
             device=device,
             compute_type=compute_type,
             download_root=download_root,
             local_files_only=local_files_only,
+            workers=workers,
         )
         self._language = language
         self._beam_size = beam_size
-        self._hotwords = ", ".join(p.strip() for p in phrases if p.strip())[:500] or None
-        self._executor = executor
+        # A prompt in the shape of a transcript ("Spa del Sol. Swedish Massage,
+        # Facial.") biases spelling without teaching a style; see make_stt.
+        listed = ", ".join(p.strip() for p in phrases if p.strip())[:500]
+        self._hotwords = f"{listed}." if listed else None
+        # One decode per core at a time, each on one core: concurrent calls
+        # queue for a core instead of thrashing both (the decode pool).
+        self._executor = executor or _whisper_pool(workers)
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_suppressed_tokens
+
+        multilingual = bool(self._model.model.is_multilingual)
+        self._tokenizer = Tokenizer(
+            self._model.hf_tokenizer,
+            multilingual,
+            task="transcribe",
+            language=(language or "en") if multilingual else None,
+        )
+        prompt: list[int] = []
+        if self._hotwords:  # as faster-whisper passes hotwords: a "previous text"
+            prompt = [self._tokenizer.sot_prev, *self._tokenizer.encode(" " + self._hotwords)]
+            prompt = prompt[: self._model.max_length // 2]
+        self._prompt = [*prompt, *self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
+        self._suppress = get_suppressed_tokens(self._tokenizer, (-1,))
+        self._prompts: dict[str, list[int]] = {}
 
     def _start_stream_impl(self, sample_rate_hz: int, *, session_id: str | None) -> SttStream:
         return _WhisperStream(sample_rate_hz, self, self._executor)
 
-    def _decode(self, audio: np.ndarray[Any, np.dtype[np.float32]]) -> tuple[str, float]:
+    async def warm_up(self) -> None:
+        """Decode a second of silence on each decode thread (the first decode of
+        a thread pays one-time set-up costs)."""
+        loop = asyncio.get_running_loop()
+        silence = np.zeros(STT_SAMPLE_RATE_HZ, dtype=np.float32)
+        workers = getattr(self._executor, "_max_workers", 1)
+        await asyncio.gather(
+            *(loop.run_in_executor(self._executor, self._decode, silence) for _ in range(workers))
+        )
+
+    def _prompt_for(self, context: str | None) -> list[int]:
+        """The decoder prompt: the phrases and ``context`` as "previous text"."""
+        if not context:
+            return self._prompt
+        prompt = self._prompts.get(context)
+        if prompt is None:
+            previous = " ".join(p for p in (self._hotwords, context.strip()) if p)
+            tokens = self._tokenizer.encode(" " + previous)[-(self._model.max_length // 2 - 1) :]
+            prompt = [
+                self._tokenizer.sot_prev,
+                *tokens,
+                *self._tokenizer.sot_sequence,
+                self._tokenizer.no_timestamps,
+            ]
+            if len(self._prompts) < 64:
+                self._prompts[context] = prompt
+        return prompt
+
+    def _decode(
+        self, audio: np.ndarray[Any, np.dtype[np.float32]], context: str | None = None
+    ) -> tuple[str, float]:
+        """``(text, confidence)`` of 16 kHz float32 mono ``audio`` (blocking; a worker thread).
+
+        ``context``: the stream's context (see :meth:`SpeechToText.start_stream`).
+
+        A phone turn is a few seconds long, but Whisper's encoder normally reads
+        a 30 s window: that encoder pass is ~85 % of a tiny.en decode on CPU
+        (~490 ms of ~590 ms on 2 cores). CTranslate2 accepts a shorter
+        mel window, so an utterance is encoded in a window of
+        max(:data:`WHISPER_WINDOW_MIN_S`, its length + :data:`WHISPER_WINDOW_MARGIN_S`)
+        seconds, and at most :data:`WHISPER_TOKENS_PER_S` tokens per second of
+        audio are generated: ~90 ms for a 3 s utterance on one core, with the
+        same words (``bench/speech_accuracy.py`` compares the two). Below a
+        10 s window Whisper, trained on 30 s windows, starts to repeat itself;
+        repeats of three or more are collapsed anyway. Audio longer than the
+        window allows goes through faster-whisper's normal 30 s decoding.
+        """
+        seconds = len(audio) / STT_SAMPLE_RATE_HZ
+        if seconds + WHISPER_WINDOW_MARGIN_S > 30.0:
+            return self._decode_long(audio)
+        prompt = self._prompt_for(context)
+        import ctranslate2
+
+        window_s = max(WHISPER_WINDOW_MIN_S, math.ceil(seconds + WHISPER_WINDOW_MARGIN_S))
+        frames = int(window_s * 100)  # 10 ms mel frames
+        padded = np.zeros(frames * 160, dtype=np.float32)
+        padded[: len(audio)] = audio
+        features = self._model.feature_extractor(padded)[:, :frames]
+        encoded = self._model.model.encode(
+            ctranslate2.StorageView.from_array(np.ascontiguousarray(features[None])),
+            to_cpu=False,
+        )
+        max_new = int(seconds * WHISPER_TOKENS_PER_S) + 8
+        result = self._model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=self._beam_size,
+            max_length=min(self._model.max_length, len(prompt) + max_new),
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=self._suppress,
+        )[0]
+        tokens = result.sequences_ids[0]
+        text = collapse_repeats(self._tokenizer.decode(tokens).strip())
+        # scores are the cumulated log-probability / length (length_penalty 1)
+        avg_logprob = float(result.scores[0]) * len(tokens) / (len(tokens) + 1)
+        speech = 1.0 - float(result.no_speech_prob)
+        confidence = math.exp(avg_logprob) * speech if text else 0.0
+        return text, min(1.0, max(0.0, confidence))
+
+    def _decode_long(self, audio: np.ndarray[Any, np.dtype[np.float32]]) -> tuple[str, float]:
+        """faster-whisper's own decoding, 30 s windows (for audio that needs them)."""
         segments, _info = self._model.transcribe(
             audio,
             language=self._language,
@@ -755,6 +947,32 @@ class FasterWhisperSTT(SpeechToText):
         return text, min(1.0, max(0.0, confidence))
 
 
+def collapse_repeats(text: str, *, max_span: int = 8) -> str:
+    """``text`` with a phrase repeated three or more times in a row said once.
+
+    Whisper decoding a short window sometimes loops ("yes yes yes yes...",
+    "Saturday at noon. Saturday at noon. Saturday at noon."). Phrases of up to
+    ``max_span`` words are checked, case and punctuation ignored.
+    """
+    words = text.split()
+    keys = [re.sub(r"[^\w']", "", w.casefold()) for w in words]
+    i = 0
+    while i < len(words):
+        for span in range(1, max_span + 1):
+            unit = keys[i : i + span]
+            if len(unit) < span:
+                break
+            count = 1
+            while keys[i + count * span : i + (count + 1) * span] == unit:
+                count += 1
+            if count >= 3:
+                del words[i + span : i + count * span]
+                del keys[i + span : i + count * span]
+                break
+        i += 1
+    return " ".join(words)
+
+
 class _WhisperStream(_WorkerStream):
     provider = "faster-whisper"
 
@@ -771,8 +989,18 @@ class _WhisperStream(_WorkerStream):
             return Transcript("", 0.0, self.audio_ms, self.provider)
         audio = np.concatenate(self._pieces)
         self._pieces = []
-        text, confidence = self._owner._decode(audio)
+        text, confidence = self._owner._decode(audio, self.context)
         return Transcript(text, round(confidence, 4), self.audio_ms, self.provider)
+
+    def _supports_peek(self) -> bool:
+        return True
+
+    def _partial(self, audio_ms: float) -> Transcript | None:
+        if not self._pieces:
+            return Transcript("", 0.0, audio_ms, self.provider)
+        self._pieces = [np.concatenate(self._pieces)]
+        text, confidence = self._owner._decode(self._pieces[0], self.context)
+        return Transcript(text, round(confidence, 4), audio_ms, self.provider)
 
     def _release(self) -> None:
         self._pieces = []
@@ -826,6 +1054,7 @@ def make_stt(
     model: str | None = None,
     phrases: Sequence[str] = (),
     *,
+    words: Sequence[str] = (),
     models_dir: Path | None = None,
     device: str = "cpu",
     compute_type: str = "int8",
@@ -844,8 +1073,11 @@ def make_stt(
             (``tiny.en``, ``base``), a CTranslate2 folder path, or a hub name
             (downloaded by faster-whisper: needs a network). ``faster-whisper``
             without a model: the installed ``tiny.en``, else ``base.en`` from the hub.
-        phrases: the client's domain phrases (services, aliases...), used to
-            bias either recogniser.
+        phrases: the client's domain phrases (business name, services,
+            aliases...), used to bias either recogniser.
+        words: more words a caller may say that PocketSphinx's domain model
+            must know (the backchannels "mm-hm", "okay"). Not given to Whisper,
+            which knows them: in its prompt they made it write "yeah," for "yes".
         models_dir: where ``gateway models install`` put models
             (``GATEWAY_MODELS_DIR``); None: names are never resolved locally.
         device, compute_type: faster-whisper placement (see :class:`FasterWhisperSTT`).
@@ -866,14 +1098,14 @@ def make_stt(
     if key not in _PROVIDERS:
         raise ValueError(f"unknown STT provider {provider!r}; use one of {', '.join(_PROVIDERS)}")
     if key == "pocketsphinx":
-        return PocketSphinxSTT(phrases, cache_dir=cache_dir, executor=executor)
+        return PocketSphinxSTT([*phrases, *words], cache_dir=cache_dir, executor=executor)
     location, described = _whisper_location(model, models_dir)
     if key == "auto" and model is None and location == _HUB_DEFAULT:
         _announce(
             "speech-to-text: auto chose pocketsphinx (no Whisper model installed; "
             "`gateway models install tiny.en` adds one)"
         )
-        return PocketSphinxSTT(phrases, cache_dir=cache_dir, executor=executor)
+        return PocketSphinxSTT([*phrases, *words], cache_dir=cache_dir, executor=executor)
     try:
         recogniser = FasterWhisperSTT(
             location, phrases=phrases, device=device, compute_type=compute_type, executor=executor
@@ -889,7 +1121,7 @@ def make_stt(
             hint,
             level=logging.WARNING,
         )
-        return PocketSphinxSTT(phrases, cache_dir=cache_dir, executor=executor)
+        return PocketSphinxSTT([*phrases, *words], cache_dir=cache_dir, executor=executor)
     if key == "auto":
         _announce("speech-to-text: auto chose faster-whisper (%s)", described)
     return recogniser

@@ -240,7 +240,7 @@ class ToneTTS(TextToSpeech):
 def speech_hub(stt: SpeechToText, tts: TextToSpeech) -> SpeechHub:
     """A :class:`SpeechHub` that hands out ``stt`` and ``tts`` for every client's settings."""
 
-    def make_stt(*_spec: object) -> SpeechToText:
+    def make_stt(*_spec: object, **_options: object) -> SpeechToText:
         return stt
 
     def make_tts(*_spec: object) -> TextToSpeech:

@@ -48,6 +48,7 @@ from engine.approvals import Approval, Decision, Settlement, settlement_for
 from engine.contact import display_phone
 from engine.messages import Action, QuickReply
 from engine.tools import Lead
+from purposes.lead_capture import email_by_text
 from purposes.lead_capture.availability import Availability, format_short, format_when
 from purposes.lead_capture.slots import first_name
 from purposes.lead_capture.state import LeadState, Stage
@@ -100,6 +101,8 @@ async def request(step: Step, then: Continue) -> AgentReply:
         hold_id = effects.book(start, end, service, name, hold=True)
         details |= {"start": start.isoformat(), "end": end.isoformat()}
         deadline = min(deadline, start)
+    if email_by_text.settled(st):  # no email: staff and the lead see it comes by text
+        details["email_by_text"] = "requested"
     on_phone = ctx.session.channel == "phone"
     if on_phone:
         details["answer_by"] = "phone call (the customer was on the phone)"
@@ -204,11 +207,14 @@ def _lead(
     ctx: TurnContext, approval: Approval, slots: dict[str, str], status: str, **kw: str | None
 ) -> str:
     details, client = approval.details, ctx.client
+    fields = dict(slots)
+    if "email_by_text" in details:
+        fields["email_by_text"] = details["email_by_text"]
     lead = Lead(
         client_id=client.client_id,
         channel=approval.channel,
         session_id=approval.session_id,
-        fields=dict(slots),
+        fields=fields,
         status=status,
         booking_id=kw.get("booking_id"),
         service=slots.get("service"),

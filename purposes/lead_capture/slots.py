@@ -15,9 +15,11 @@ from datetime import date, datetime, timedelta
 
 from engine.agents import TurnContext
 from engine.config import ClientConfig, Service
-from engine.contact import display_phone
+from engine.contact import display_phone, say_phone
 from engine.messages import QuickReply
+from purposes.lead_capture import email_by_text
 from purposes.lead_capture.availability import Availability, format_day, format_short, format_when
+from purposes.lead_capture.spoken import merge_name, say_email, spell, typed
 from purposes.lead_capture.state import LeadState
 from purposes.lead_capture.validators import (
     SlotError,
@@ -27,9 +29,21 @@ from purposes.lead_capture.validators import (
     find_phone,
     find_service,
     find_when,
+    is_no,
+    is_yes,
 )
 
-__all__ = ["ASKS_OPTIONS", "SlotFiller", "first_name", "service_list"]
+__all__ = ["ASKS_OPTIONS", "SlotFiller", "caller_id", "first_name", "service_list"]
+
+_E164 = re.compile(r"\+[1-9]\d{6,14}")
+
+
+def caller_id(ctx: TurnContext) -> str | None:
+    """The caller's number on a call, when it is a usable E.164 number."""
+    number = ctx.session.context.caller_number
+    if ctx.session.channel == "phone" and number and _E164.fullmatch(number):
+        return number
+    return None
 
 
 def _model_when(day: str | None, clock: str | None) -> When | None:
@@ -80,6 +94,8 @@ class SlotFiller:
         self.errors: list[SlotError] = []
         self.quick: list[QuickReply] = []
         self.found: set[str] = set()
+        self.voice = ctx.session.channel == "phone"
+        """A call: spoken forms are read (``spoken.py``) and values read back."""
 
     # -- helpers -------------------------------------------------------------
     @property
@@ -96,6 +112,8 @@ class SlotFiller:
 
     def missing(self) -> str | None:
         for name in self.fields:
+            if name == "email" and email_by_text.settled(self.st):
+                continue  # to come by text message (email_by_text.py)
             if name not in self.st.slots:
                 return name
         return None
@@ -129,6 +147,8 @@ class SlotFiller:
     # -- extraction ----------------------------------------------------------
     async def extract(self, text: str) -> None:
         st, expecting = self.st, self.st.expecting
+        if self.voice:  # "six one seven …", "m a r i a at example dot com"
+            text = typed(text, expecting)
         rest = text
         wanted = set(self.fields)
         email, err, rest = find_email(rest, expecting == "email")
@@ -141,8 +161,12 @@ class SlotFiller:
         if "phone" in wanted:
             if phone:
                 self.set("phone", phone)
+                if st.caller_offer == "offered":
+                    st.caller_offer = "declined"
             elif err:
                 self.fail(err)
+            elif expecting == "phone" and st.caller_offer == "offered":
+                self.answer_caller_offer(text)
         when, rest = find_when(rest, self.now_local)
         svc, _score, near = find_service(rest, self.client.services)
         if svc and "service" in wanted:
@@ -190,7 +214,8 @@ class SlotFiller:
             )
             name = explicit or (find_name(rest, expecting=True) if bare_ok or volunteered else None)
             if name:
-                self.set("name", name)
+                # "it's Lopez with a z": one word corrects that word of the name
+                self.set("name", merge_name(st.slots.get("name"), name))
             elif expecting == "name" and not self.found and not self.errors:
                 self.fail(
                     SlotError(
@@ -198,8 +223,37 @@ class SlotFiller:
                         "Sorry, I didn't catch your name — could you type just your first and last name?",
                     )
                 )
+        if self.voice and expecting == "email" and "email" in wanted:
+            self.email_not_read()
         if expecting == "time" and not self.found and not self.errors and not self.quick:
             await self.offer_times(asked=bool(ASKS_OPTIONS.search(text)))
+
+    def email_not_read(self) -> None:
+        """On a call, an answer to the email question that gave no address (and
+        nothing else): ask for it spelled, and offer to text instead
+        (``email_by_text.py``). Counted as one failure of the slot."""
+        if self.found or any(e.slot != "email" for e in self.errors):
+            return
+        can_text = email_by_text.can_text(self.ctx, self.fields)
+        message = email_by_text.RETRY if can_text else email_by_text.RETRY_NO_TEXT
+        if self.errors:  # an address heard but malformed: already counted
+            self.errors[0] = SlotError("email", message)
+        else:
+            self.fail(SlotError("email", message))
+        if can_text:
+            self.st.email_by_text = "offered"
+
+    def answer_caller_offer(self, text: str) -> None:
+        """The answer to the caller-ID offer (:meth:`prompt`): yes takes the
+        number the call comes from, no asks for another one."""
+        number = caller_id(self.ctx)
+        if number is not None and is_yes(text):
+            self.st.caller_offer = "accepted"
+            self.set("phone", number)
+            if self.acks and self.ack_slots[-1:] == ["phone"]:
+                self.acks[-1] = "Great, I'll use the number you're calling from."
+        elif is_no(text):
+            self.st.caller_offer = "declined"
 
     async def apply(self, given: Mapping[str, str], text: str) -> None:
         """Take slot values a language model read in the message (``given``:
@@ -209,6 +263,10 @@ class SlotFiller:
         written: the slot's error asks for it again (``text``: the message, for
         the "what times are free?" offer)."""
         wanted = set(self.fields)
+        if self.voice:
+            given = {
+                k: typed(v, k) if k in ("phone", "email", "name") else v for k, v in given.items()
+            }
         if "email" in given and "email" in wanted:
             email, err, _rest = find_email(given["email"], True)
             if email:
@@ -260,6 +318,8 @@ class SlotFiller:
                 )
         if "notes" in given and "notes" in wanted:
             self.set("notes", given["notes"][:500])
+        if self.voice and self.st.expecting == "email" and "email" in wanted:
+            self.email_not_read()
         if (
             self.st.expecting == "time"
             and not self.found
@@ -276,6 +336,8 @@ class SlotFiller:
         self.st.failures.pop(slot, None)
         if slot in self.st.unread:
             self.st.unread.remove(slot)
+        if slot == "email":
+            self.st.email_by_text = None  # said after all: no text needed
         if slot == "time":
             self.st.pending_day = None
         if old == value:
@@ -287,11 +349,23 @@ class SlotFiller:
                 if old is None
                 else f"I've changed your name to {value}."
             )
+        elif slot == "phone" and self.voice:  # read back digit by digit
+            said = say_phone(value, self.client.region)
+            self.acks.append(
+                f"Got your number: {said}."
+                if old is None
+                else f"I've updated your number to {said}."
+            )
         elif slot == "phone":
             self.acks.append(
                 "Got your number."
                 if old is None
                 else f"I've updated your number to {display_phone(value)}."
+            )
+        elif slot == "email" and self.voice:  # read back spelled
+            said = say_email(value)
+            self.acks.append(
+                f"Got your email: {said}." if old is None else f"I've updated your email to {said}."
             )
         elif slot == "email":
             self.acks.append(
@@ -456,9 +530,19 @@ class SlotFiller:
         if slot == "name":
             return "May I have your name?"
         if slot == "phone":
+            number = caller_id(self.ctx)
+            if number is not None and self.st.caller_offer in (None, "offered"):
+                self.st.caller_offer = "offered"
+                digits = re.sub(r"\D", "", number)
+                return (
+                    f"Is the number you're calling from, ending {digits[-4:]}, "
+                    "the best one to reach you?"
+                )
+            if self.voice and self.st.caller_offer == "declined":
+                return "What's the best number to reach you?"
             return "What's the best phone number to reach you?"
         if slot == "email":
-            return "What's your email address?"
+            return email_by_text.PROMPT if self.voice else "What's your email address?"
         if slot == "service":
             self.quick = [QuickReply(title=s.name, value=s.name) for s in client.services]
             return f"Which service would you like? We offer {service_list(client.services)}."
@@ -490,12 +574,24 @@ class SlotFiller:
         who = []
         if "name" in s:
             who.append(f"for {s['name']}")
+            surname = s["name"].split()[-1]
+            if (
+                self.voice
+                and len(s["name"].split()) > 1
+                and surname.isascii()
+                and surname.isalpha()
+            ):
+                who[-1] += f", that's {spell(surname)}"
         contact = []
         if "phone" in s:
-            contact.append(f"phone {display_phone(s['phone'])}")
+            shown = say_phone(s["phone"], self.client.region) if self.voice else None
+            contact.append(f"phone {shown or display_phone(s['phone'])}")
         if "email" in s:
-            unread = "email" in self.st.unread and self.ctx.session.channel == "phone"
-            contact.append("email on file" if unread else f"email {s['email']}")
+            unread = "email" in self.st.unread and self.voice
+            shown = say_email(s["email"]) if self.voice else s["email"]
+            contact.append("email on file" if unread else f"email {shown}")
+        elif email_by_text.settled(self.st):
+            contact.append(email_by_text.SUMMARY)
         line = " ".join(parts + who)
         if contact:
             line += " — " + ", ".join(contact)

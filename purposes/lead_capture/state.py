@@ -48,3 +48,15 @@ class LeadState(BaseModel):
     queued: list[str] = Field(default_factory=list)
     """Further services asked for during this booking ("can I also book a
     manicure?"), booked one after another with the same contact details."""
+    caller_offer: str | None = None
+    """On a call, the caller ID offered for the phone slot ("Is the number
+    you're calling from, ending 0147, the best one to reach you?"): None
+    (not offered), ``offered`` (waiting for the answer), ``accepted`` or
+    ``declined``. Absent in sessions saved before it, which load as None."""
+    email_by_text: str | None = None
+    """On a call, the email by text message instead of said (``email_by_text.py``):
+    None (asked for as usual), ``offered`` (the retry offered to text: "yes"
+    takes it), ``requested`` (settled: the booking texts the caller, or
+    records the request on the lead), then ``texted`` or ``noted`` once a
+    booking did (a further booking in the same conversation keeps it, without
+    a second text). Absent in sessions saved before it, which load as None."""

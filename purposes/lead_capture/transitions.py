@@ -18,13 +18,14 @@ from engine.config import Service
 from engine.messages import Action, QuickReply
 from engine.router import is_cancel, is_question, wants_human
 from engine.tools import Lead
-from purposes.lead_capture import approval
+from purposes.lead_capture import approval, email_by_text
 from purposes.lead_capture.availability import format_when
 from purposes.lead_capture.llm import Understanding
 from purposes.lead_capture.returning import welcome_back
 from purposes.lead_capture.slots import ASKS_OPTIONS, SlotFiller, first_name
+from purposes.lead_capture.spoken import typed
 from purposes.lead_capture.state import CONFIRMATION, LeadState, Stage
-from purposes.lead_capture.validators import find_service, find_when, is_no, is_yes
+from purposes.lead_capture.validators import find_email, find_service, find_when, is_no, is_yes
 
 __all__ = ["MAX_FAILURES", "TRANSITIONS", "Step", "Transition", "resume_prompt"]
 
@@ -86,6 +87,8 @@ class Step:
             index = int(text) - 1
             if 0 <= index < len(st.choices):
                 text = st.choices[index]
+        if ctx.session.channel == "phone":  # spoken forms as typed, for every guard
+            text = typed(text, st.expecting)
         return cls(ctx, st, text, SlotFiller(ctx, st), understood)
 
     def act(self, *acts: str) -> bool | None:
@@ -187,6 +190,23 @@ def _also_service(step: Step) -> Service | None:
     return next((s for s in candidates if s.name != current and s.name not in step.st.queued), None)
 
 
+async def _wants_email_by_text(step: Step) -> bool:
+    """On a call, the email question answered with "text me", "send me a link",
+    "skip" (or "yes" to the retry's offer to text), and no address."""
+    st, ctx = step.st, step.ctx
+    if (
+        ctx.session.channel != "phone"
+        or st.expecting != "email"
+        or "email" in st.slots
+        or "email" not in step.filler.fields
+        or not email_by_text.can_text(ctx, step.filler.fields)
+    ):
+        return False
+    if find_email(step.text, True)[0] is not None:
+        return False
+    return email_by_text.chose_text(step.text, st)
+
+
 async def _another_service(step: Step) -> bool:
     return _also_service(step) is not None
 
@@ -246,9 +266,14 @@ async def _nothing_understood(step: Step) -> bool:
 # -- actions -----------------------------------------------------------------------
 
 
+def _by_text(st: LeadState) -> str | None:
+    """The email-by-text marker a next booking keeps with the contact details."""
+    return st.email_by_text if email_by_text.settled(st) else None
+
+
 async def _start_new_booking(step: Step) -> AgentReply | None:
     keep = {k: v for k, v in step.st.slots.items() if k in _CONTACT}
-    step.renew(LeadState(slots=keep, started=True))
+    step.renew(LeadState(slots=keep, started=True, email_by_text=_by_text(step.st)))
     return None
 
 
@@ -317,11 +342,15 @@ async def _book(step: Step) -> AgentReply:
         end = start + timedelta(minutes=filler.minutes())
         booking_id = effects.book(start, end, st.slots.get("service", ""), st.slots.get("name", ""))
     st.booking_id = booking_id
+    fields = dict(st.slots)
+    marker = email_by_text.lead_marker(step.ctx, st)
+    if marker is not None:  # no email: it comes by text (email_by_text.py)
+        fields["email_by_text"] = marker
     lead = Lead(
         client_id=client.client_id,
         channel=step.ctx.session.channel,
         session_id=step.ctx.session.session_id,
-        fields=dict(st.slots),
+        fields=fields,
         status="booked" if booking_id else "new",
         booking_id=booking_id,
         service=st.slots.get("service"),
@@ -329,6 +358,8 @@ async def _book(step: Step) -> AgentReply:
         end=end.isoformat() if end else None,
     )
     st.lead_id = effects.record_lead(lead, dict(client.crm.map))
+    before = st.email_by_text
+    email_by_text.request(step.ctx, st, booking_id or st.lead_id, start)
     st.stage = Stage.BOOKED
     name = first_name(st.slots.get("name", ""))
     if start is not None:
@@ -338,6 +369,10 @@ async def _book(step: Step) -> AgentReply:
         )
     else:
         text = f"Thank you{', ' + name if name else ''}! The team will be in touch shortly."
+    if before != st.email_by_text:  # just settled: say how the email will come
+        text += " " + (
+            email_by_text.TEXTED if st.email_by_text == "texted" else email_by_text.NOTED
+        )
     actions = (Action(type="booked", target=booking_id),) if booking_id else ()
     outcome = "booked" if booking_id else "lead"
     if st.queued:
@@ -359,7 +394,14 @@ async def _next_booking(
     booked = {"booking_id": st.booking_id, "lead_id": st.lead_id}
     keep = {k: v for k, v in st.slots.items() if k in _CONTACT}
     service, *rest = st.queued
-    step.renew(LeadState(slots={**keep, "service": service}, started=True, queued=rest))
+    step.renew(
+        LeadState(
+            slots={**keep, "service": service},
+            started=True,
+            queued=rest,
+            email_by_text=_by_text(st),
+        )
+    )
     filler = step.filler
     missing = filler.missing()
     question = await filler.prompt(missing) if missing else filler.summary()
@@ -379,6 +421,8 @@ async def _reopen_field(step: Step) -> AgentReply:
     st, target = step.st, _field_named(step)
     assert target is not None
     st.slots.pop(target, None)
+    if target == "email":
+        st.email_by_text = None  # asked for again, said this time
     st.stage = Stage.COLLECTING
     st.expecting = target
     return step.reply(await step.filler.prompt(target), expecting=target)
@@ -395,6 +439,23 @@ async def _ask_what_to_change(step: Step) -> AgentReply:
 async def _repeat_summary(step: Step) -> AgentReply:
     step.filler.quick = list(_CONFIRM_CHOICES)
     return step.reply("Sorry, I didn't follow. " + step.filler.summary(), expecting=CONFIRMATION)
+
+
+async def _take_email_by_text(step: Step) -> AgentReply:
+    """The email is to come by text: settled; on to the next question."""
+    st, filler = step.st, step.filler
+    st.email_by_text = "requested"
+    st.failures.pop("email", None)
+    st.stage = Stage.COLLECTING
+    missing = filler.missing()
+    if missing is not None:
+        question = await filler.prompt(missing)
+        return step.reply(f"{email_by_text.ACK} {question}", expecting=missing)
+    if not await _recheck(filler):
+        return step.reply(f"{email_by_text.ACK} {filler.errors[0].message}", expecting="time")
+    st.stage = Stage.CONFIRMING
+    filler.quick = list(_CONFIRM_CHOICES)
+    return step.reply(f"{email_by_text.ACK} {filler.summary()}", expecting=CONFIRMATION)
 
 
 async def _collect(step: Step) -> AgentReply:
@@ -477,6 +538,7 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition("withdraw", _AWAITING, _cancel, approval.withdraw),
     Transition("awaiting_question", _AWAITING, _unrelated_question, _not_mine),
     Transition("awaiting", _AWAITING, _always, approval.still_waiting),
+    Transition("email_by_text", _OPEN, _wants_email_by_text, _take_email_by_text),
     Transition("cancel", _OPEN, _cancel, _close),
     Transition("ask_for_person", _OPEN, _asks_for_person, _escalate),
     Transition("another_service", _OPEN, _another_service, _queue_service),

@@ -23,6 +23,7 @@ def twilio_auth_token() -> Iterator[str]:
         patch.setenv("BRIGHT_TWILIO_AUTH_TOKEN", AUTH_TOKEN)
         # The fake Twilio sends a caller's turn at once, not in real time.
         patch.setenv("GATEWAY_PHONE_AUDIO_BURST_S", "600")
+        patch.setenv("GATEWAY_PHONE_MAX_CALLS", "0")  # capacity is tested in test_capacity
         yield AUTH_TOKEN
 
 

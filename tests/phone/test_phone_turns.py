@@ -18,6 +18,7 @@ from adapters.phone.turns import (
     BargeInStarted,
     CallTimeLimit,
     EndOfTurn,
+    Pause,
     SilenceTimeout,
     SpeechStarted,
     TurnConfig,
@@ -45,13 +46,17 @@ ECHO = tone(-42)  # our own voice leaking back, attenuated
 
 @dataclass
 class Call:
-    """Drives a TurnTaker frame by frame; records (time, event) and forwarded frames."""
+    """Drives a TurnTaker frame by frame; records (time, event) and forwarded frames.
+
+    ``Pause`` events (a hint to decode speculatively) are kept apart in ``pauses``.
+    """
 
     taker: TurnTaker = field(default_factory=TurnTaker)
     now: float = 0.0
     events: list[tuple[float, TurnEvent]] = field(default_factory=list)
     turn_frames: int = 0
     playing_dbfs: float | None = None
+    pauses: list[Pause] = field(default_factory=list)
 
     def frames(self, ms: int, frame: bytes = SILENT, speech: bool = False) -> list[TurnEvent]:
         out: list[TurnEvent] = []
@@ -59,6 +64,8 @@ class Call:
             if self.playing_dbfs is not None:
                 self.taker.note_playback(self.playing_dbfs, self.now)
             events = self.taker.feed(frame, speech, self.now)
+            self.pauses.extend(e for e in events if isinstance(e, Pause))
+            events = [e for e in events if not isinstance(e, Pause)]
             if self.taker.frame_in_turn:
                 self.turn_frames += 1
             out.extend(events)
@@ -289,8 +296,58 @@ def test_real_vad_on_synthetic_speech_gives_one_turn(tmp_path: Path) -> None:
     for i in range(0, len(audio) - 319, 320):
         frame = audio[i : i + 320]
         events += taker.feed(frame, vad.is_speech(frame, 8000), i / 16000)
+    events = [e for e in events if not isinstance(e, Pause)]  # hints, not turn boundaries
     assert [type(e) for e in events] == [SpeechStarted, EndOfTurn]
     end = events[1]
     assert isinstance(end, EndOfTurn)
     assert end.speech_ms >= 0.6 * len(pcm) / 16  # most of the utterance was speech
     assert end.duration_ms >= len(pcm) / 16  # the whole utterance is in the turn
+
+
+# -- pauses: speculative decoding and semantic end-of-turn
+
+
+def test_a_pause_inside_the_turn_is_announced_once_at_pause_silence_ms() -> None:
+    call = Call()
+    call.speech(600)
+    assert call.silence(180) == [] and call.pauses == []
+    call.silence(100)
+    assert [(p.silence_ms, p.pause) for p in call.pauses] == [(200, 1)]
+    ended = call.silence(300)
+    assert [type(e) for e in ended] == [EndOfTurn]
+    end = ended[0]
+    assert isinstance(end, EndOfTurn)
+    assert (end.reason, end.silence_ms, end.pause) == ("silence", 500, 1)
+    assert len(call.pauses) == 1
+
+
+def test_resuming_after_a_pause_starts_a_new_pause() -> None:
+    call = Call()
+    call.speech(600)
+    call.silence(300)  # pause 1 announced
+    call.speech(400)  # they go on
+    call.silence(300)  # pause 2
+    assert [p.pause for p in call.pauses] == [1, 2]
+    # the first pause can no longer end the turn; the current one can
+    assert call.taker.end_turn_now(call.now, 1) == []
+    ended = call.taker.end_turn_now(call.now, 2)
+    assert [type(e) for e in ended] == [EndOfTurn]
+    end = ended[0]
+    assert isinstance(end, EndOfTurn)
+    assert (end.reason, end.silence_ms, end.pause) == ("complete", 300, 2)
+    assert call.taker.state is TurnState.WAITING
+    assert call.silence(600) == []  # the endpoint does not fire a second time
+
+
+def test_end_turn_now_needs_the_caller_to_be_pausing() -> None:
+    call = Call()
+    call.speech(600)
+    assert call.taker.end_turn_now(call.now, call.taker.pause) == []  # still speaking
+    assert call.taker.state is TurnState.USER_SPEAKING
+
+
+def test_pauses_can_be_switched_off() -> None:
+    call = Call(taker=TurnTaker(TurnConfig(pause_silence_ms=0)))
+    call.speech(600)
+    call.silence(600)
+    assert call.pauses == []

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -77,7 +78,8 @@ async def test_text_is_never_parsed_as_options() -> None:
 
 @needs_espeak
 async def test_closing_early_kills_the_synthesiser() -> None:
-    tts = EspeakTTS(chunk_ms=20)
+    tts = EspeakTTS(executable=shutil.which("espeak-ng"), chunk_ms=20)  # the spawn fallback
+    assert tts.backend == "process"
     async with contextlib.aclosing(tts.synthesize("One two three. " * 40)) as chunks:
         async for _chunk in chunks:
             break

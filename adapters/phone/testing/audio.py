@@ -27,6 +27,7 @@ from adapters.speech.audio import (
 __all__ = [
     "SILENT_FRAME",
     "read_wav",
+    "speak",
     "synthesize",
     "trim_silence",
     "ulaw_frames",
@@ -63,6 +64,43 @@ def synthesize(
     ).stdout
     pcm, rate = _parse_wav(wav, "espeak-ng output")
     return (trim_silence(pcm) if trim else pcm), rate
+
+
+_PIPER_VOICES: dict[str, object] = {}
+
+
+def speak(text: str, voice: str = "espeak", *, models_dir: Path | None = None) -> tuple[bytes, int]:
+    """Speak ``text`` as a caller would: (PCM16 mono, rate in Hz), silence trimmed.
+
+    ``voice``: ``"espeak"`` (espeak-ng, robotic but always there), or a Piper
+    voice, neural: a name installed by ``gateway models install``
+    (``en_US-joe-medium``, looked up in ``models_dir``) or a ``.onnx`` path.
+    Blocking (tens to hundreds of ms).
+
+    Raises:
+        FileNotFoundError: espeak-ng, or the Piper voice, is not installed.
+    """
+    if voice in ("espeak", "espeak-ng"):
+        return synthesize(text)
+    from adapters.speech import models
+
+    path = Path(voice) if voice.endswith(".onnx") else None
+    if path is None:
+        folder = models.resolve("piper", voice, models_dir)
+        path = folder if folder is not None and folder.suffix == ".onnx" else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(
+            f"Piper voice {voice!r} is not installed; `gateway models install {voice}`"
+        )
+    loaded = _PIPER_VOICES.get(str(path))
+    if loaded is None:
+        from piper import PiperVoice
+
+        loaded = _PIPER_VOICES[str(path)] = PiperVoice.load(str(path))
+    chunks = list(loaded.synthesize(text))  # type: ignore[attr-defined]
+    pcm = b"".join(chunk.audio_int16_bytes for chunk in chunks)
+    rate = int(chunks[0].sample_rate) if chunks else 22050
+    return trim_silence(pcm), rate
 
 
 def read_wav(path: str | Path) -> tuple[bytes, int]:
