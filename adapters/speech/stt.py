@@ -947,12 +947,20 @@ class FasterWhisperSTT(SpeechToText):
         return text, min(1.0, max(0.0, confidence))
 
 
+_NUMBERISH = frozenset(
+    "zero oh o one two three four five six seven eight nine ten double triple".split()
+)
+"""Words a spoken number repeats ("five five five"): never collapsed."""
+
+
 def collapse_repeats(text: str, *, max_span: int = 8) -> str:
-    """``text`` with a phrase repeated three or more times in a row said once.
+    """``text`` with a looped phrase said once: a phrase of one or two words
+    repeated three or more times in a row, or a longer one repeated at all.
 
     Whisper decoding a short window sometimes loops ("yes yes yes yes...",
-    "Saturday at noon. Saturday at noon. Saturday at noon."). Phrases of up to
-    ``max_span`` words are checked, case and punctuation ignored.
+    "Saturday at noon. Saturday at noon."); a caller's "no, no" and the digits
+    of "five five five" stay. Phrases of up to ``max_span`` words are checked,
+    case and punctuation ignored.
     """
     words = text.split()
     keys = [re.sub(r"[^\w']", "", w.casefold()) for w in words]
@@ -965,7 +973,8 @@ def collapse_repeats(text: str, *, max_span: int = 8) -> str:
             count = 1
             while keys[i + count * span : i + (count + 1) * span] == unit:
                 count += 1
-            if count >= 3:
+            numeric = all(k in _NUMBERISH or k.isdigit() for k in unit)
+            if (count >= 3 or (count == 2 and span >= 3)) and not numeric:
                 del words[i + span : i + count * span]
                 del keys[i + span : i + count * span]
                 break

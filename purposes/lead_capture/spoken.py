@@ -29,6 +29,7 @@ __all__ = [
     "respell_name",
     "say_email",
     "spell",
+    "spoken_address",
     "typed",
 ]
 
@@ -284,13 +285,53 @@ def merge_name(current: str | None, said: str) -> str:
 # --- the whole turn ---------------------------------------------------------------
 
 
+_INTRO = re.compile(
+    r"^\s*(?:(?:no|yes|yeah|sure|okay|ok|so)[\s,.!]+)*"
+    r"(?:(?:my\s+)?e-?mail(?:\s+address)?\s+is|it'?s|it\s+is|that'?s|that\s+is|"
+    r"you\s+can\s+use|use)[\s,:]+",
+    re.IGNORECASE,
+)
+_ADDRESS_AT = re.compile(r"\s+at\s+(?=[\w-]+(?:\s*\.\s*|\s+dot\s+)[a-z]{2,}\b)", re.IGNORECASE)
+
+
+def spoken_address(text: str) -> str:
+    """An answer to "what's your email?" as Whisper writes it, made readable.
+
+    Whisper spells and punctuates a spoken address in its own ways:
+    ``"M-A-R-I-A.L-O-P-E-Z at example.com."`` (the dot between spelled
+    groups), ``"j-o-n-dot-w-h-i-t..."``, ``"Maria. Lopez at example.com."`` (a
+    said "dot" heard as a full stop), ``"My email is Maria Lopez at
+    example.com."`` (the local part in words). Here those become ``"m-a-r-i-a
+    dot l-o-p-e-z at example.com"``, ``"maria dot lopez at example.com"`` and
+    ``"marialopez at example.com"``, which :func:`letters` and
+    :func:`email_words` then read. Only for a turn that answers the email
+    question; text with an ``@`` is left alone.
+    """
+    if "@" in text:
+        return text
+    out = re.sub(r"(?i)-dot-", " dot ", text)
+    out = re.sub(r"(?<=-[A-Za-z])\.(?=[A-Za-z]-)", " dot ", out)
+    at = _ADDRESS_AT.search(out)
+    if at is None:
+        return out
+    local = _INTRO.sub("", out[: at.start()]).strip()
+    local = re.sub(r"(?<=\w)\.\s+(?=\w)", " dot ", local)  # "Maria. Lopez"
+    words = local.split()
+    plain = all(re.fullmatch(r"[^\W\d_]{2,}", w) and w.lower() not in _SYMBOLS for w in words)
+    numbers = alpha2digit(local, "en") != local  # "maria eighty seven": digits() reads it
+    if 2 <= len(words) <= 3 and plain and not numbers:
+        local = "".join(words)  # "maria lopez at ...": said without a dot
+    return f"{local} at {out[at.end() :]}"
+
+
 def typed(text: str, expecting: str | None = None) -> str:
     """A spoken turn as the validators read typed text (see the module doc).
 
     ``expecting``: the slot the flow asked for; ``"email"`` turns "at"/"dot"
-    words into an address even without a clear "dot com".
+    words into an address even without a clear "dot com", and reads
+    Whisper's ways of writing one (:func:`spoken_address`).
     """
-    out = text if expecting == "email" else respell_name(text)
+    out = spoken_address(text) if expecting == "email" else respell_name(text)
     out = letters(out)
     out = digits(out)
     return email_words(out, expecting == "email")

@@ -231,3 +231,23 @@ async def test_web_replies_are_unchanged(gw: Gateway) -> None:
     )
     assert "phone +1 415-555-0142, email lee@chen.org" in r.text
     assert "that's" not in r.text
+
+
+@pytest.mark.parametrize(
+    ("heard", "email"),
+    [
+        # how Whisper writes a spelled or spoken address, from bench.speech_accuracy runs
+        ("M-A-R-I-A.L-O-P-E-Z at example.com.", "maria.lopez@example.com"),
+        ("M-a-r-i-a dot l-o-p-e-z at example dot com.", "maria.lopez@example.com"),
+        ("Maria. Lopez at example.com.", "maria.lopez@example.com"),
+        ("Maria dot Lopez at example dot com.", "maria.lopez@example.com"),
+        ("My email is Maria Lopez at example.com.", "marialopez@example.com"),
+        ("No, my email is m-a-r-a-dot-l-o-p-e-z at example dot com.", "mara.lopez@example.com"),
+        ("Sem under score lee at yahoo dot com.", "sem_lee@yahoo.com"),
+        ("my email is ana at gmail dot com", "ana@gmail.com"),
+        ("maria.lopez@example.com", "maria.lopez@example.com"),
+    ],
+)
+def test_whisper_forms_of_an_address_read_as_the_address(heard: str, email: str) -> None:
+    found, error, _rest = find_email(typed(heard, "email"), True)
+    assert (found, error) == (email, None)

@@ -69,12 +69,16 @@ def synthesize(
 _PIPER_VOICES: dict[str, object] = {}
 
 
-def speak(text: str, voice: str = "espeak", *, models_dir: Path | None = None) -> tuple[bytes, int]:
+def speak(
+    text: str, voice: str = "espeak", *, models_dir: Path | None = None, repeatable: bool = True
+) -> tuple[bytes, int]:
     """Speak ``text`` as a caller would: (PCM16 mono, rate in Hz), silence trimmed.
 
     ``voice``: ``"espeak"`` (espeak-ng, robotic but always there), or a Piper
     voice, neural: a name installed by ``gateway models install``
     (``en_US-joe-medium``, looked up in ``models_dir``) or a ``.onnx`` path.
+    ``repeatable``: Piper without its sampling noise, so the same text gives
+    the same audio on every run (tests and benchmarks compare like with like).
     Blocking (tens to hundreds of ms).
 
     Raises:
@@ -97,7 +101,10 @@ def speak(text: str, voice: str = "espeak", *, models_dir: Path | None = None) -
         from piper import PiperVoice
 
         loaded = _PIPER_VOICES[str(path)] = PiperVoice.load(str(path))
-    chunks = list(loaded.synthesize(text))  # type: ignore[attr-defined]
+    from piper import SynthesisConfig
+
+    config = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0) if repeatable else None
+    chunks = list(loaded.synthesize(text, syn_config=config))  # type: ignore[attr-defined]
     pcm = b"".join(chunk.audio_int16_bytes for chunk in chunks)
     rate = int(chunks[0].sample_rate) if chunks else 22050
     return trim_silence(pcm), rate
