@@ -948,7 +948,23 @@ class FasterWhisperSTT(SpeechToText):
 
 
 _NUMBERISH = frozenset(
-    "zero oh o one two three four five six seven eight nine ten double triple".split()
+    [
+        "zero",
+        "oh",
+        "o",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "double",
+        "triple",
+    ]
 )
 """Words a spoken number repeats ("five five five"): never collapsed."""
 
