@@ -59,6 +59,15 @@ class TurnEngine(Protocol):
     ) -> bool: ...
 
 
+FIRST_CLAUSE_CHARS = 12
+"""A reply's long first sentence is spoken in two parts, cut after a clause of at
+least this many characters: the caller hears the first words sooner."""
+
+
+def _splitter() -> SentenceSplitter:
+    return SentenceSplitter(first_clause_chars=FIRST_CLAUSE_CHARS)
+
+
 class Answer:
     """One engine turn, run to completion in its own task (:attr:`task`), even when
     the caller interrupts its reply: a booking or a captured slot is never
@@ -99,7 +108,7 @@ class Answer:
         """Set on a barge-in: the engine closes the turn's model streams at once
         (the offline engine finishes the turn, which still commits)."""
         self._queue: asyncio.Queue[str | Withdraw | None] = asyncio.Queue()
-        self._splitter = SentenceSplitter()
+        self._splitter = _splitter()
         self._streamed = False  # a sentence was queued since the last Discard
         self.task = asyncio.create_task(self._run(context))
 
@@ -130,7 +139,9 @@ class Answer:
             self._push([rest] if (rest := self._splitter.flush()) else [])
             if not self._streamed:  # nothing streamed: speak the final text
                 if self.response is not None:
-                    self._push(split_text(self.response.text))
+                    self._push(
+                        split_text(self.response.text, first_clause_chars=FIRST_CLAUSE_CHARS)
+                    )
                 elif self.failed:
                     self._push([PROBLEM_TEXT])
             self._queue.put_nowait(None)
@@ -141,7 +152,7 @@ class Answer:
             self._queue.put_nowait(sentence)
 
     def _discard(self) -> None:
-        self._splitter = SentenceSplitter()
+        self._splitter = _splitter()
         self._streamed = False
         while not self._queue.empty():  # sentences not yet taken: never spoken
             self._queue.get_nowait()

@@ -182,3 +182,29 @@ def test_long_run_without_punctuation_is_cut_at_a_comma() -> None:
     assert pieces and all(len(p) <= 60 for p in pieces)
     assert pieces[0].endswith(",")
     assert " ".join([*pieces, rest or ""]).split() == text.split()
+
+
+def test_a_long_first_sentence_is_spoken_from_its_first_clause() -> None:
+    from adapters.speech.tts import SentenceSplitter, split_text
+
+    summary = (
+        "Here's what I have: a Swedish Massage (60 min, $95) on Friday, November 27 "
+        "at 3:00 PM for Maria Lopez. Shall I book it?"
+    )
+    assert split_text(summary, first_clause_chars=12) == [
+        "Here's what I have:",
+        "a Swedish Massage (60 min, $95) on Friday, November 27 at 3:00 PM for Maria Lopez.",
+        "Shall I book it?",
+    ]
+    # only the first sentence; never inside brackets; short sentences stay whole
+    assert split_text(
+        "Thanks, Maria. Is the number ending 0147, the best one?", first_clause_chars=12
+    ) == [
+        "Thanks, Maria.",
+        "Is the number ending 0147, the best one?",
+    ]
+    assert split_text(summary) == [summary.split(" Shall")[0], "Shall I book it?"]
+    # streamed: the clause goes out as soon as its sentence is known
+    splitter = SentenceSplitter(first_clause_chars=12)
+    assert splitter.push("Got your email: m a r i a at example dot com") == []
+    assert splitter.push(". When?") == ["Got your email:", "m a r i a at example dot com."]
