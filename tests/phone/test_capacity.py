@@ -312,7 +312,7 @@ async def test_a_stream_without_a_reservation_still_gets_its_line() -> None:
 
 def test_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GATEWAY_PHONE_MAX_CALLS", raising=False)
-    assert Settings(_env_file=None).phone_max_calls == 8
+    assert Settings(_env_file=None).phone_max_calls == 16
     assert Settings(_env_file=None, GATEWAY_PHONE_MAX_CALLS=0).phone_max_calls == 0
     with pytest.raises(ValueError):
         Settings(_env_file=None, GATEWAY_PHONE_MAX_CALLS=-1)
