@@ -229,24 +229,14 @@ def call(
         )
         raise typer.Exit(2)
 
+    def place(base: str, admin_token: str | None) -> None:
+        options = (echo_db, noise_dbfs, timeout, caller_id, models_dir)
+        asyncio.run(_place_call(base, client_id, auth_token, lines, admin_token, phrases, *options))
+
     if url is not None:
         base = url.rstrip("/")
         typer.secho(f"Calling {client_id} at {base}", dim=True)
-        asyncio.run(
-            _place_call(
-                base,
-                client_id,
-                auth_token,
-                lines,
-                admin_token,
-                phrases,
-                echo_db,
-                noise_dbfs,
-                timeout,
-                caller_id,
-                models_dir,
-            )
-        )
+        place(base, admin_token)
         return
 
     overrides: dict[str, Any] = {"GATEWAY_CLIENTS_DIR": clients_dir}
@@ -263,21 +253,7 @@ def call(
         raise typer.Exit(2)
     with _in_process_gateway(settings) as base:
         typer.secho(f"Calling {client_id} on an in-process gateway at {base}", dim=True)
-        asyncio.run(
-            _place_call(
-                base,
-                client_id,
-                auth_token,
-                lines,
-                admin_token,
-                phrases,
-                echo_db,
-                noise_dbfs,
-                timeout,
-                caller_id,
-                models_dir,
-            )
-        )
+        place(base, admin_token)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from adapters.speech.audio import AudioChunk, Resampler, resample
 from adapters.speech.testing import ToneTTS
 from adapters.speech.tts import EspeakTTS, PiperTTS, TextToSpeech, TtsCache, TtsError
 from adapters.speech.vad import frame_energy_dbfs
+from bench.tts import loop_lag_ms
 
 REPO = Path(__file__).resolve().parents[2]
 PIPER_VOICE = "en_US-joe-medium"
@@ -84,28 +85,6 @@ def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> TtsCache:
     return cache
 
 
-async def max_loop_lag_ms(work: Callable[[], Awaitable[object]], tick_s: float = 0.005) -> float:
-    """Run ``work`` while a ticker sleeps ``tick_s`` at a time; the worst oversleep, in ms."""
-    worst = 0.0
-    stop = asyncio.Event()
-
-    async def ticker() -> None:
-        nonlocal worst
-        while not stop.is_set():
-            started = time.perf_counter()
-            await asyncio.sleep(tick_s)
-            worst = max(worst, time.perf_counter() - started - tick_s)
-
-    ticking = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    try:
-        await work()
-    finally:
-        stop.set()
-        await ticking
-    return worst * 1000
-
-
 # --------------------------------------------------------------------------- piper
 
 
@@ -153,7 +132,7 @@ async def test_piper_keeps_the_loop_running(piper: PiperTTS, fresh_cache: TtsCac
         results = await asyncio.gather(*(collect(piper.synthesize(s)) for s in SENTENCES))
         assert all(results)
 
-    lag_ms = await max_loop_lag_ms(four)
+    lag_ms = await loop_lag_ms(four)
     assert lag_ms < 150, f"the event loop stalled {lag_ms:.0f} ms during Piper synthesis"
 
 
@@ -202,7 +181,7 @@ async def test_espeak_library_keeps_the_loop_running(fresh_cache: TtsCache) -> N
             fresh_cache.clear()
             await asyncio.gather(*(collect(tts.synthesize(s)) for s in SENTENCES))
 
-    lag_ms = await max_loop_lag_ms(four)
+    lag_ms = await loop_lag_ms(four)
     assert lag_ms < 150, f"the event loop stalled {lag_ms:.0f} ms during espeak synthesis"
 
 
