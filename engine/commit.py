@@ -11,7 +11,8 @@ In one database transaction (:meth:`Committer.commit`):
 4. the **leads** in the ledger,
 5. the session's **replay events** (what the web channel sends),
 6. the **conversation log** lines,
-7. the **outbox** rows: escalation notices and other deliveries,
+7. the **outbox** rows: escalation notices, CRM pushes (one per lead when
+   ``crm.provider`` is a vendor) and other deliveries,
 8. the **approval** requests the turn made (:mod:`engine.approvals`) and the
    ones it settled, each settlement conditional on the request still being
    pending (ApprovalSettled otherwise), with its slot hold confirmed or
@@ -45,7 +46,7 @@ from engine.outbox import Outbox, OutboxItem
 from engine.session import ConversationSession, SessionKey, SessionStore, Turn
 from engine.tools.calendar import LocalCalendar
 from engine.tools.conversations import ConversationLog, conversation_id
-from engine.tools.crm import LeadLedger
+from engine.tools.crm import VENDOR_CRMS, LeadLedger, crm_outbox_key
 
 if TYPE_CHECKING:
     from engine.tools.notify import ApprovalAsk
@@ -160,6 +161,21 @@ def _approval_ask(
     return ApprovalAsk(ask.approval_id, url, deadline, ask.fallback)
 
 
+def crm_items(client: ClientConfig, effects: Effects) -> list[OutboxItem]:
+    """One ``crm.<provider>`` row per lead when ``crm.provider`` is a vendor
+    (:data:`~engine.tools.crm.VENDOR_CRMS`): the lead record with its
+    ``crm.map``'ed properties, keyed by the lead id. Test conversations' leads
+    stay in the ledger only."""
+    provider = client.crm.provider
+    if provider not in VENDOR_CRMS:
+        return []
+    return [
+        OutboxItem(f"crm.{provider}", client.client_id, crm_outbox_key(r.lead_id), r.as_json())
+        for r in effects.leads
+        if not r.test
+    ]
+
+
 class Committer:
     def __init__(
         self,
@@ -195,6 +211,7 @@ class Committer:
         items: list[OutboxItem] = list(effects.deliveries)
         for request in effects.escalations:
             items.extend(escalation_items(client, session, request, self.public_url))
+        items.extend(crm_items(client, effects))
         key = session.key
         woken: list[bool] = []
 

@@ -22,6 +22,7 @@ with file, key and reason and skipped; the other clients load as usual.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 from dataclasses import dataclass, field
@@ -32,7 +33,15 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from rapidfuzz import fuzz, process, utils
 
@@ -321,6 +330,32 @@ class ApprovalConfig(_Frozen):
         return bool(self.services) or self.within_hours > 0
 
 
+class GoogleCalendarBooking(_Frozen):
+    """``booking.google_calendar``: the calendar (its id, ``...@group.calendar.google.com``
+    or an address) shared with a service account, and that account's JSON key file
+    (a path relative to the client folder, or absolute)."""
+
+    calendar_id: str = Field(min_length=1, description="the Google Calendar id")
+    service_account_file: str = Field(
+        min_length=1, description="the service account's JSON key file"
+    )
+
+
+class CalendlyBooking(_Frozen):
+    """``booking.calendly``: a personal access token (or OAuth token) and the event
+    type bookings are made for (its URI ``https://api.calendly.com/event_types/...``
+    or its uuid)."""
+
+    token: str = Field(min_length=1, description="the Calendly personal access token")
+    event_type: str = Field(min_length=1, description="the event type's URI or uuid")
+
+
+_CALENDAR_BLOCKS: dict[str, type[_Frozen]] = {
+    "google_calendar": GoogleCalendarBooking,
+    "calendly": CalendlyBooking,
+}
+
+
 class BookingConfig(_Frozen):
     provider: ProviderName = "local"
     """The calendar: ``local`` (bookings in the gateway's database), or another
@@ -328,14 +363,111 @@ class BookingConfig(_Frozen):
     slot_minutes: int = Field(default=30, gt=0, le=240)
     rules: BookingRules = BookingRules()
     approval: ApprovalConfig = ApprovalConfig()
+    ics_token: str | None = Field(default=None, min_length=16, max_length=200)
+    """Secret of the client's iCalendar feed, ``GET /calendar/{client_id}.ics?token=``
+    (at least 16 characters; usually ``${ENV_VAR}``). Unset: no feed."""
+    google_calendar: GoogleCalendarBooking | None = Field(default=None, validate_default=True)
+    """Required when ``provider: google_calendar``."""
+    calendly: CalendlyBooking | None = Field(default=None, validate_default=True)
+    """Required when ``provider: calendly``."""
+
+    @field_validator("google_calendar", "calendly")
+    @classmethod
+    def _chosen_calendar(cls, value: object, info: ValidationInfo) -> object:
+        if value is None and info.data.get("provider") == info.field_name:
+            keys = ", ".join(
+                name
+                for name, f in _CALENDAR_BLOCKS[str(info.field_name)].model_fields.items()
+                if f.is_required()
+            )
+            raise ValueError(
+                f"required when booking.provider is {info.field_name!r} (keys: {keys})"
+            )
+        return value
+
+
+class HubspotCrm(_Frozen):
+    """``crm.hubspot``: a HubSpot private app's access token (scopes
+    ``crm.objects.contacts.read`` and ``.write``)."""
+
+    access_token: str = Field(min_length=1, description="the HubSpot private app access token")
+
+
+class PipedriveCrm(_Frozen):
+    """``crm.pipedrive``: the API token (Settings > Personal preferences > API)."""
+
+    api_token: str = Field(min_length=1, description="the Pipedrive API token")
+    company_domain: str | None = Field(default=None, pattern=r"^[A-Za-z0-9-]{1,63}$")
+    """``acme`` for ``acme.pipedrive.com``: calls go to that host (optional)."""
+
+
+class AirtableCrm(_Frozen):
+    """``crm.airtable``: a personal access token (scopes ``data.records:read``,
+    ``data.records:write``, ``schema.bases:read``), the base and the table."""
+
+    token: str = Field(min_length=1, description="the Airtable personal access token")
+    base_id: str = Field(pattern=r"^app[A-Za-z0-9]{3,40}$", description="the base id, app...")
+    table: str = Field(min_length=1, description="the table's name or id (tbl...)")
+
+
+def _webhook_secret(value: object) -> object:
+    """``whsec_`` + base64 of at least 24 random bytes (the Standard Webhooks form)."""
+    if not isinstance(value, str):
+        return value
+    raw = value.strip()
+    if not raw.startswith("whsec_"):
+        raise ValueError("expected a Standard Webhooks secret 'whsec_<base64>'")
+    try:
+        key = base64.b64decode(raw.removeprefix("whsec_") + "==", validate=False)
+    except ValueError as exc:
+        raise ValueError("the part after 'whsec_' is not base64") from exc
+    if len(key) < 24:
+        raise ValueError("the secret must hold at least 24 bytes (32 recommended)")
+    return raw
+
+
+class WebhookCrm(_Frozen):
+    """``crm.webhook``: every lead POSTed as JSON to ``url``, signed per Standard
+    Webhooks with ``secret`` (``whsec_<base64>``)."""
+
+    url: str = Field(pattern=r"^https?://\S+$", description="the receiver's http(s) URL")
+    secret: Annotated[str, BeforeValidator(_webhook_secret)] = Field(
+        description="the signing secret, 'whsec_' + base64 (at least 24 bytes)"
+    )
 
 
 class CrmConfig(_Frozen):
     provider: ProviderName = "local"
     """Where leads are kept: ``local`` (the gateway's lead ledger), or another
-    provider registered in the gateway."""
+    provider registered in the gateway (``hubspot``, ``pipedrive``, ``airtable``,
+    ``webhook``: every lead is kept in the ledger too and pushed there through
+    the outbox). The chosen vendor's block below is required."""
     map: dict[str, str] = Field(default_factory=dict)
     """Lead field -> CRM property name (e.g. ``name: full_name``)."""
+    hubspot: HubspotCrm | None = Field(default=None, validate_default=True)
+    pipedrive: PipedriveCrm | None = Field(default=None, validate_default=True)
+    airtable: AirtableCrm | None = Field(default=None, validate_default=True)
+    webhook: WebhookCrm | None = Field(default=None, validate_default=True)
+
+    @field_validator("hubspot", "pipedrive", "airtable", "webhook")
+    @classmethod
+    def _chosen_block(cls, value: object, info: ValidationInfo) -> object:
+        if value is None and info.data.get("provider") == info.field_name:
+            keys = ", ".join(
+                name
+                for name, f in _BLOCK_MODELS[str(info.field_name)].model_fields.items()
+                if f.is_required()
+            )
+            raise ValueError(f"required when crm.provider is {info.field_name!r} (keys: {keys})")
+        return value
+
+
+_BLOCK_MODELS: dict[str, type[_Frozen]] = {
+    "hubspot": HubspotCrm,
+    "pipedrive": PipedriveCrm,
+    "airtable": AirtableCrm,
+    "webhook": WebhookCrm,
+}
 
 
 class SupportConfig(_Frozen):

@@ -340,6 +340,9 @@ def _worker(gw: Gateway, http: httpx.AsyncClient) -> OutboxWorker:
             db=gw.db,
             meta_base_url=settings.meta_graph_base_url,
             public_url=settings.public_url,
+            hubspot_base_url=settings.hubspot_base_url,
+            pipedrive_base_url=settings.pipedrive_base_url,
+            airtable_base_url=settings.airtable_base_url,
         ),
         options,
         housekeeping=lambda: _housekeeping(gw),
@@ -432,6 +435,7 @@ def create_app(
     from adapters.web import WebDeps, WebLimits, web_router
     from adapters.web.limits import SourceLimiter
     from adapters.whatsapp.routes import messaging_router
+    from gateway.calendar_feed import calendar_router
     from gateway.logging import configure_logging
     from gateway.routes import admin_router, ops_router
 
@@ -505,4 +509,5 @@ def create_app(
     app.include_router(voice_router(serving.require_voice))
     app.include_router(media_router(serving.require_phone))
     app.include_router(messaging_router(serving.require_gateway))
+    app.include_router(calendar_router(serving.require_gateway))
     return app

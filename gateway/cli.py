@@ -63,6 +63,12 @@ models_app = typer.Typer(
     "(GATEWAY_MODELS_DIR, default <GATEWAY_DATA_DIR>/models).",
 )
 app.add_typer(models_app, name="models")
+integrations_app = typer.Typer(
+    no_args_is_help=True,
+    help="The vendor CRMs and calendars client folders name (crm.provider, "
+    "booking.provider): check their credentials and reachability.",
+)
+app.add_typer(integrations_app, name="integrations")
 
 
 @app.command()
@@ -1127,6 +1133,127 @@ def models_list(
         typer.echo("available: " + ", ".join(available))
     if problems:
         _fail("some models fail their sha256 check: run gateway models install NAME", 1)
+
+
+# -- integrations -----------------------------------------------------------------------
+_CHECK_TIMEOUT_S = 60.0
+"""How long one client's checks may take together before they count as a problem."""
+
+
+def _register_integration_checks() -> None:
+    """Import what registers the vendor providers' checks: the outbox deliverers
+    (:mod:`gateway.deliveries`, which import the CRM providers) and every module of
+    the provider packages, so no check is missed because nothing imported it yet."""
+    import importlib
+    import pkgutil
+
+    importlib.import_module("gateway.deliveries")
+    for package in ("adapters.crm", "adapters.calendars"):
+        try:
+            found = importlib.import_module(package)
+        except ModuleNotFoundError as exc:
+            if exc.name != package:  # the package is there but one of its imports is not
+                raise
+            continue
+        for module in pkgutil.iter_modules(getattr(found, "__path__", [])):
+            importlib.import_module(f"{package}.{module.name}")
+
+
+@integrations_app.command("check")
+def integrations_check(
+    client_id: Annotated[
+        str | None, typer.Argument(help="Client folder name; default: every client.")
+    ] = None,
+    clients_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder of client folders (default: GATEWAY_CLIENTS_DIR, else clients)."),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1.0, help="Seconds each HTTP request to a vendor may take.")
+    ] = 15.0,
+) -> None:
+    """Check each configured CRM and calendar provider's credentials and reachability.
+
+    Per client and provider prints ``ok`` or each problem found (a 401, a missing
+    calendar, an unknown Airtable field...); ``local`` providers have nothing to
+    check. Nothing is sent or booked: the checks only read. Exits 1 when any
+    provider has a problem (or a client folder does not load), 2 for an unknown
+    client.
+    """
+    import httpx
+
+    from engine.config import ClientConfig
+    from gateway.integrations import IntegrationKind, run_checks
+    from gateway.settings import Settings
+
+    settings = Settings() if clients_dir is None else Settings(GATEWAY_CLIENTS_DIR=clients_dir)
+    folder = settings.clients_dir
+    registry = load_clients(folder)
+    if client_id is not None and registry.get(client_id) is None:
+        for problem in registry.errors:
+            if client_id in problem.file:
+                typer.secho(str(problem), fg="red", err=True)
+        _fail(f"unknown client {client_id!r} in {folder}", 2)
+    clients = [
+        c
+        for c in sorted(registry.clients.values(), key=lambda c: c.client_id)
+        if client_id is None or c.client_id == client_id
+    ]
+    _register_integration_checks()
+
+    async def check(
+        client: ClientConfig, http: httpx.AsyncClient
+    ) -> list[tuple[IntegrationKind, str, list[str]]] | str:
+        try:
+            return await asyncio.wait_for(
+                run_checks(client, http, settings), timeout=_CHECK_TIMEOUT_S
+            )
+        except TimeoutError:
+            return f"the checks took longer than {_CHECK_TIMEOUT_S:.0f}s"
+
+    async def run() -> list[list[tuple[IntegrationKind, str, list[str]]] | str]:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            return list(await asyncio.gather(*(check(c, http) for c in clients)))
+
+    failed = False
+    if client_id is None:
+        for problem in registry.errors:  # a folder that does not load is not checked
+            typer.secho(f"{problem} (not checked)", fg="red")
+            failed = True
+        if not clients:
+            _fail(f"no client loads from {folder}")
+    for client, results in zip(clients, asyncio.run(run()), strict=True):
+        typer.secho(client.client_id, bold=True)
+        if isinstance(results, str):
+            typer.secho(f"  {results}", fg="red")
+            failed = True
+            continue
+        found = {(kind, provider): problems for kind, provider, problems in results}
+        configured: list[tuple[IntegrationKind, str]] = [
+            ("crm", client.crm.provider),
+            ("calendar", client.booking.provider),
+        ]
+        for kind, provider in configured:
+            label = f"  {kind} {provider}"
+            if provider == "local":
+                typer.echo(f"  {kind}: local (nothing to check)")
+                continue
+            problems = found.pop((kind, provider), [])
+            if not problems:
+                typer.secho(f"{label}: ok", fg="green")
+                continue
+            failed = True
+            typer.secho(f"{label}:", fg="red")
+            for line in problems:
+                typer.secho(f"    {line}", fg="red")
+        for (kind, provider), problems in found.items():  # anything run_checks added
+            failed = failed or bool(problems)
+            typer.secho(
+                f"  {kind} {provider}: " + ("; ".join(problems) or "ok"),
+                fg="red" if problems else "green",
+            )
+    if failed:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -13,6 +13,11 @@ Kinds today:
 ``message.twilio``, ``message.meta``, ``read.meta``
     WhatsApp and SMS replies, and read receipts
     (:mod:`adapters.whatsapp.sender`; 20 per second per kind).
+``crm.hubspot``, ``crm.pipedrive``, ``crm.airtable``, ``crm.webhook``
+    A captured lead pushed to the client's ``crm.provider`` (one row per lead,
+    key ``crm:<lead id>``), with the vendor's own idempotency
+    (:mod:`adapters.crm`; base URLs ``HUBSPOT_BASE_URL``, ``PIPEDRIVE_BASE_URL``,
+    ``AIRTABLE_BASE_URL``).
 ``twilio.call``
     A live call update (``transfer`` to a number, ``hangup``) through
     Twilio's REST API with the client's credentials. Pointless once the call
@@ -29,6 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+import adapters.crm  # registers the CRMs' `gateway integrations check`
 from engine.config import ClientConfig, ClientRegistry
 from engine.db.database import Database
 from engine.errors import ToolError
@@ -141,6 +147,9 @@ def deliverers(
     db: Database | None = None,
     meta_base_url: str | None = None,
     public_url: str | None = None,
+    hubspot_base_url: str | None = None,
+    pipedrive_base_url: str | None = None,
+    airtable_base_url: str | None = None,
 ) -> list[Deliverer]:
     """Every kind's deliverer. ``db``: the messaging kinds (``message.twilio``,
     ``message.meta``, ``read.meta``; :mod:`adapters.whatsapp.sender`) record what
@@ -149,6 +158,13 @@ def deliverers(
         SlackDeliverer(registry, http, slack_base_url),
         EmailDeliverer(registry, smtp),
         TwilioCallDeliverer(registry, http, twilio_base_url),
+        *adapters.crm.crm_deliverers(
+            registry,
+            http,
+            hubspot_base_url=hubspot_base_url,
+            pipedrive_base_url=pipedrive_base_url,
+            airtable_base_url=airtable_base_url,
+        ),
     ]
     if db is not None:
         from adapters.whatsapp.sender import messaging_deliverers
@@ -161,4 +177,9 @@ def deliverers(
             meta_base_url=meta_base_url,
             public_url=public_url,
         )
+        # Vendor calendar pushes (calendar.google): base URLs from the
+        # environment (GOOGLE_CALENDAR_BASE_URL, GOOGLE_OAUTH_TOKEN_URL).
+        from adapters.calendars import calendar_deliverers
+
+        out += calendar_deliverers(registry, http, db)
     return out

@@ -57,7 +57,11 @@ Forgetting one person (:meth:`engine.contacts.ContactStore.forget`)::
 
 from __future__ import annotations
 
+import csv
 import hmac
+import io
+import json
+import re
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -84,6 +88,53 @@ if TYPE_CHECKING:
     from gateway.app import Gateway
 
 __all__ = ["admin_router", "ops_router"]
+
+
+LEAD_CSV_COLUMNS = (
+    "lead_id",
+    "created_at",
+    "client_id",
+    "channel",
+    "session_id",
+    "status",
+    "name",
+    "phone",
+    "email",
+    "service",
+    "start",
+    "end",
+    "booking_id",
+    "test",
+    "fields",
+    "properties",
+)
+_NUMBERISH = re.compile(r"^[+-]?[\d\s().-]+$")
+
+
+def _csv_cell(value: object) -> str:
+    """A cell's text; a value a spreadsheet would run as a formula gets a leading
+    ``'`` (CSV injection), phone numbers (``+1 617...``) excepted."""
+    if value is None:
+        return ""
+    if isinstance(value, dict | list):
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = str(value)
+    if text[:1] in ("=", "@", "\t", "\r") or (text[:1] in "+-" and not _NUMBERISH.match(text)):
+        return "'" + text
+    return text
+
+
+def leads_csv_text(leads: list[dict[str, object]]) -> str:
+    """Lead records (:meth:`LeadRecord.as_json`) as CSV with a header row."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(LEAD_CSV_COLUMNS)
+    for lead in leads:
+        writer.writerow([_csv_cell(lead.get(col)) for col in LEAD_CSV_COLUMNS])
+    return out.getvalue()
 
 
 def ops_router(
@@ -212,6 +263,21 @@ def admin_router(
         gw = _client(client_id)
         records = await gw.leads.list_leads(client_id, include_test=include_test)
         return [r.as_json() for r in records]
+
+    @router.get("/leads.csv")
+    async def leads_csv(
+        client_id: Annotated[str, Query()],
+        include_test: Annotated[bool, Query()] = False,
+    ) -> Response:
+        """The lead ledger as CSV (one row per lead, oldest first; columns
+        :data:`LEAD_CSV_COLUMNS`, ``fields``/``properties`` as JSON)."""
+        gw = _client(client_id)
+        records = await gw.leads.list_leads(client_id, include_test=include_test)
+        return Response(
+            leads_csv_text([r.as_json() for r in records]),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{client_id}-leads.csv"'},
+        )
 
     @router.get("/conversations")
     async def conversations(

@@ -60,7 +60,18 @@ class Settings(BaseSettings):
     )
     gemini_base_url: str | None = Field(None, validation_alias="GEMINI_BASE_URL")
     hubspot_base_url: str = Field("https://api.hubapi.com", validation_alias="HUBSPOT_BASE_URL")
+    pipedrive_base_url: str | None = Field(None, validation_alias="PIPEDRIVE_BASE_URL")
+    """Pipedrive's API root incl. ``/v1`` (default: ``https://api.pipedrive.com/v1``,
+    or ``https://<crm.pipedrive.company_domain>.pipedrive.com/api/v1``)."""
+    airtable_base_url: str = Field("https://api.airtable.com", validation_alias="AIRTABLE_BASE_URL")
 
+    google_calendar_base_url: str = Field(
+        "https://www.googleapis.com", validation_alias="GOOGLE_CALENDAR_BASE_URL"
+    )
+    google_oauth_token_url: str = Field(
+        "https://oauth2.googleapis.com/token", validation_alias="GOOGLE_OAUTH_TOKEN_URL"
+    )
+    calendly_base_url: str = Field("https://api.calendly.com", validation_alias="CALENDLY_BASE_URL")
     slack_base_url: str | None = Field(None, validation_alias="SLACK_BASE_URL")
     """Rewrites Slack webhook URLs' scheme and host (tests point it at a stub)."""
 

@@ -144,23 +144,23 @@ def test_an_unknown_provider_is_a_config_error_naming_file_key_and_known_provide
     registry: tuple[ToolRegistry, Counting],
 ) -> None:
     tools, _ = registry
-    config = client("clinic", calendar="google_calendar")
+    config = client("clinic", calendar="exchange_calendar")
     with pytest.raises(ConfigError) as caught:
         tools.for_client(config)
     error = caught.value
     assert error.file == str(Path("clients") / "clinic" / "config.yaml")
     assert error.key == "booking.provider"
     assert error.reason == (
-        "calendar provider 'google_calendar' is not registered; known providers: fake, local"
+        "calendar provider 'exchange_calendar' is not registered; known providers: fake, local"
     )
     assert str(error).startswith(f"{error.file}: booking.provider: ")
 
-    both = tools.problems(client("clinic", calendar="calendly", crm="hubspot"))
+    both = tools.problems(client("clinic", calendar="exchange_calendar", crm="zoho"))
     assert [(p.key, p.severity) for p in both] == [
         ("booking.provider", "error"),
         ("crm.provider", "error"),
     ]
-    assert both[1].reason == "CRM provider 'hubspot' is not registered; known providers: local"
+    assert both[1].reason == "CRM provider 'zoho' is not registered; known providers: local"
     assert tools.problems(client("clinic", calendar="fake")) == []
 
 
@@ -207,7 +207,7 @@ def test_check_clients_takes_out_only_the_clients_with_unknown_providers(
     loaded = ClientRegistry(
         clients={
             "spa": client("spa"),
-            "clinic": client("clinic", crm="pipedrive"),
+            "clinic": client("clinic", crm="salesforce"),
             "salon": client("salon", calendar="fake"),
         }
     )
@@ -227,11 +227,11 @@ def test_the_config_accepts_any_well_formed_provider_name_and_reports_a_malforme
     config_file = folder / "config.yaml"
     text = config_file.read_text(encoding="utf-8")
     config_file.write_text(
-        text.replace("provider: local                  # local | google", "provider: Calendly  #"),
+        text.replace("provider: local                  # local | google", "provider: Outlook  #"),
         encoding="utf-8",
     )
     config, problems = load_client(folder)
-    assert config is not None and config.booking.provider == "calendly", problems
+    assert config is not None and config.booking.provider == "outlook", problems
 
     config_file.write_text(
         text.replace("provider: local                  # local | google", 'provider: "my cal" #'),
@@ -255,7 +255,7 @@ async def test_the_gateway_skips_a_client_with_an_unknown_provider_and_serves_th
     assert "provider: local                  # local | hubspot" in text
     other.write_text(
         text.replace("client_id: spa-del-sol", "client_id: other-spa").replace(
-            "provider: local                  # local | hubspot", "provider: hubspot  #"
+            "provider: local                  # local | hubspot", "provider: salesforce  #"
         ),
         encoding="utf-8",
     )
@@ -273,6 +273,7 @@ async def test_the_gateway_skips_a_client_with_an_unknown_provider_and_serves_th
                 await gw.engine.handle_turn("other-spa", "web", None, "s-1", "hello")
     [line] = [r.getMessage() for r in caplog.records if "is not registered" in r.getMessage()]
     assert line == (
-        f"client config: error: {other}: crm.provider: CRM provider 'hubspot' is not "
-        "registered; known providers: local; that client is skipped"
+        f"client config: error: {other}: crm.provider: CRM provider 'salesforce' is not "
+        "registered; known providers: airtable, hubspot, local, pipedrive, webhook; "
+        "that client is skipped"
     )

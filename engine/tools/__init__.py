@@ -16,7 +16,7 @@ from typing import TypeVar
 from engine.config import ClientConfig
 from engine.tools.calendar import Booking, BookingRequest, Calendar, LocalCalendar
 from engine.tools.conversations import ConversationLog, ConversationRecord
-from engine.tools.crm import Crm, Lead, LeadLedger, LeadRecord, map_properties
+from engine.tools.crm import VENDOR_CRMS, Crm, Lead, LeadLedger, LeadRecord, map_properties
 from engine.tools.registry import (
     EMAIL,
     SLACK,
@@ -75,6 +75,15 @@ def embedded_tools(
     registry = ToolRegistry()
     registry.register_calendar("local", shared(calendar))
     registry.register_crm("local", shared(ledger))
+    # Vendor CRMs: leads are kept in the ledger (what the tools read) and pushed
+    # to the vendor by the outbox (kind ``crm.<name>``, gateway.deliveries).
+    for name in VENDOR_CRMS:
+        registry.register_crm(name, shared(ledger))
     registry.register_notifier(SLACK)
     registry.register_notifier(EMAIL)
+    # Vendor calendars (google_calendar): imported here, late, as adapters build
+    # on the engine; base URLs from the environment.
+    from adapters.calendars import register_calendars
+
+    register_calendars(registry, calendar)
     return registry

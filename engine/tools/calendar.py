@@ -21,6 +21,7 @@ retries and metrics (:mod:`engine.providers`); a calendar implements the
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -103,6 +104,10 @@ class LocalCalendar(Calendar):
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.on_booked: list[Callable[[Tx, Booking], Awaitable[None]]] = []
+        """Called in the committing transaction when a booking becomes ``booked``
+        (written, or a hold confirmed): a vendor calendar enqueues its push there
+        (:mod:`adapters.calendars`), atomically with the booking."""
 
     async def _busy_impl(self, client_id: str, start: datetime, end: datetime) -> list[Booking]:
         async def read(tx: Tx) -> list[Row]:
@@ -171,6 +176,9 @@ class LocalCalendar(Calendar):
             datetime.now(UTC).isoformat(),
             "held" if request.hold else "booked",
         )
+        if not request.hold:
+            for hook in self.on_booked:
+                await hook(tx, booking)
 
     async def settle_hold_in(self, tx: Tx, booking_id: str, *, confirm: bool) -> bool:
         """Turn a held slot into a booking (``confirm``) or release it, in the
@@ -181,6 +189,23 @@ class LocalCalendar(Calendar):
             booking_id,
             "booked" if confirm else "released",
         )
+        if changed and confirm and self.on_booked:
+            row = await tx.fetchone(
+                "SELECT booking_id, client_id, start_iso, end_iso, service, name"
+                " FROM bookings WHERE booking_id = $1",
+                booking_id,
+            )
+            if row is not None:
+                booking = Booking(
+                    row[0],
+                    row[1],
+                    datetime.fromisoformat(row[2]),
+                    datetime.fromisoformat(row[3]),
+                    row[4],
+                    row[5],
+                )
+                for hook in self.on_booked:
+                    await hook(tx, booking)
         return bool(changed)
 
     async def status(self, booking_id: str) -> str | None:

@@ -27,7 +27,25 @@ from engine.db.fast import Tx
 from engine.db.schema import LEADS
 from engine.providers import CallOptions, Provider
 
-__all__ = ["Crm", "Lead", "LeadLedger", "LeadRecord", "map_properties"]
+__all__ = [
+    "VENDOR_CRMS",
+    "Crm",
+    "Lead",
+    "LeadLedger",
+    "LeadRecord",
+    "crm_outbox_key",
+    "map_properties",
+]
+
+VENDOR_CRMS = ("hubspot", "pipedrive", "airtable", "webhook")
+"""``crm.provider`` names whose leads are pushed to the vendor through the outbox
+(kind ``crm.<provider>``, one row per lead, key :func:`crm_outbox_key`); the
+ledger keeps every lead as well and is what the admin API reads."""
+
+
+def crm_outbox_key(lead_id: str) -> str:
+    """The outbox idempotency key of a lead's push to the vendor CRM."""
+    return f"crm:{lead_id}"
 
 
 @dataclass(frozen=True, slots=True)
