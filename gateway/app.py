@@ -162,7 +162,7 @@ async def open_gateway(
         leads = LeadLedger(db)
         conversations = ConversationLog(db)
         outbox = Outbox(db)
-        tools = embedded_tools(calendar, leads)
+        tools = embedded_tools(calendar, leads, vendor_urls=settings)
         knowledge = await _open_knowledge(settings)
         if knowledge is not None:
             tools.set_knowledge(_knowledge_views(knowledge))
@@ -343,6 +343,7 @@ def _worker(gw: Gateway, http: httpx.AsyncClient) -> OutboxWorker:
             hubspot_base_url=settings.hubspot_base_url,
             pipedrive_base_url=settings.pipedrive_base_url,
             airtable_base_url=settings.airtable_base_url,
+            calendar_urls=settings,
         ),
         options,
         housekeeping=lambda: _housekeeping(gw),

@@ -18,6 +18,11 @@ Kinds today:
     key ``crm:<lead id>``), with the vendor's own idempotency
     (:mod:`adapters.crm`; base URLs ``HUBSPOT_BASE_URL``, ``PIPEDRIVE_BASE_URL``,
     ``AIRTABLE_BASE_URL``).
+``calendar.google``, ``calendar.calendly``
+    A booking pushed to the client's Google Calendar (a deterministic event id)
+    or Calendly (after looking for the same invitee's event), key
+    ``calendar:<booking id>``; a slot taken there meanwhile marks the booking
+    ``conflict`` and notifies the business (:mod:`adapters.calendars`).
 ``twilio.call``
     A live call update (``transfer`` to a number, ``hangup``) through
     Twilio's REST API with the client's credentials. Pointless once the call
@@ -150,6 +155,7 @@ def deliverers(
     hubspot_base_url: str | None = None,
     pipedrive_base_url: str | None = None,
     airtable_base_url: str | None = None,
+    calendar_urls: object = None,
 ) -> list[Deliverer]:
     """Every kind's deliverer. ``db``: the messaging kinds (``message.twilio``,
     ``message.meta``, ``read.meta``; :mod:`adapters.whatsapp.sender`) record what
@@ -177,9 +183,10 @@ def deliverers(
             meta_base_url=meta_base_url,
             public_url=public_url,
         )
-        # Vendor calendar pushes (calendar.google): base URLs from the
-        # environment (GOOGLE_CALENDAR_BASE_URL, GOOGLE_OAUTH_TOKEN_URL).
-        from adapters.calendars import calendar_deliverers
+        # Vendor calendar pushes (calendar.google, calendar.calendly): base URLs
+        # from ``calendar_urls`` (Settings: GOOGLE_CALENDAR_BASE_URL,
+        # GOOGLE_OAUTH_TOKEN_URL, CALENDLY_BASE_URL).
+        from adapters.calendars import Endpoints, calendar_deliverers
 
-        out += calendar_deliverers(registry, http, db)
+        out += calendar_deliverers(registry, http, db, Endpoints.of_settings(calendar_urls))
     return out

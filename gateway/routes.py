@@ -41,6 +41,7 @@ Staff decide bookings that need approval (``booking.approval``;
 
 What became of WhatsApp/SMS replies (:mod:`adapters.whatsapp.statuses`)::
 
+    GET /admin/api/calendar/conflicts?client_id=ID   bookings a vendor calendar refused
     GET /admin/api/messages?client_id=ID[&status=failed][&limit=200]
         200 [{"provider", "message_id", "channel", "recipient", "outbox_key",
             "status", "error_code", "error_title", "created_ts", "updated_ts"}]
@@ -449,5 +450,15 @@ def admin_router(
         """WhatsApp/SMS messages sent, most recently updated first; ``status=failed``
         lists the failed sends (shape: :func:`adapters.whatsapp.statuses.list_messages`)."""
         return await list_messages(_client(client_id).db, client_id, status, limit)
+
+    @router.get("/calendar/conflicts")
+    async def calendar_conflicts(client_id: Annotated[str, Query()]) -> list[dict[str, object]]:
+        """Bookings a vendor calendar refused after the customer was told (status
+        ``conflict``, :mod:`adapters.calendars`), by start: ``booking_id``,
+        ``start``, ``end``, ``service``, ``name``, ``channel``, ``session_id``,
+        and the push's outbox ``state`` / ``reason`` (its last error)."""
+        from adapters.calendars.common import list_conflicts
+
+        return await list_conflicts(_client(client_id).db, client_id)
 
     return router

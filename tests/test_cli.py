@@ -262,5 +262,8 @@ def test_validate_names_a_provider_nobody_serves(runner: CliRunner, tmp_path: Pa
     assert result.exit_code == 1, result.output
     line = next(x for x in result.output.splitlines() if "hubspott" in x)
     assert str(tmp_path / "hub" / "config.yaml") in line
-    assert "provider 'hubspott' is not registered; known providers: google_calendar, local" in line
+    assert (
+        "provider 'hubspott' is not registered; known providers: calendly, google_calendar, local"
+        in line
+    )
     assert "ok: good-one" in result.output and "ok: hub" not in result.output

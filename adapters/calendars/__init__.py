@@ -1,11 +1,12 @@
-"""Vendor calendars behind the calendar interface: ``google_calendar`` (and,
-later, ``calendly``). See :mod:`adapters.calendars.common` for how a booking
-reaches the vendor exactly once and what happens when the vendor refuses it."""
+"""Vendor calendars behind the calendar interface: ``google_calendar`` and
+``calendly``. See :mod:`adapters.calendars.common` for how a booking reaches the
+vendor exactly once and what happens when the vendor refuses it."""
 
 from __future__ import annotations
 
 import httpx
 
+from adapters.calendars.calendly import CalendlyCalendar, CalendlyDeliverer, check_calendly
 from adapters.calendars.common import (
     KIND_OF,
     BusyCache,
@@ -38,11 +39,13 @@ def register_calendars(
     http: httpx.AsyncClient | None = None,
     endpoints: Endpoints | None = None,
 ) -> None:
-    """Register ``google_calendar`` on ``tools``; with ``local``, its commit hook
-    enqueues each booking's push. Without ``local`` the names are known for
-    validation only."""
+    """Register ``google_calendar`` and ``calendly`` on ``tools``; with ``local``,
+    its commit hook enqueues each booking's push. Without ``local`` the names
+    are known for validation only. ``endpoints``: the vendors' base URLs (the
+    gateway passes its Settings'; default: the vendors' own)."""
     directory = ProviderDirectory()
     shared: list[httpx.AsyncClient] = [http] if http is not None else []
+    urls = endpoints or Endpoints()
 
     def client_http() -> httpx.AsyncClient:
         if not shared:
@@ -56,13 +59,21 @@ def register_calendars(
         if local is None:
             raise RuntimeError("embedded_tools() was built for validation only")
         directory.kinds[client.client_id] = KIND_OF["google_calendar"]
-        return GoogleCalendar(client, local, client_http(), endpoints or Endpoints.of(), _CACHE)
+        return GoogleCalendar(client, local, client_http(), urls, _CACHE)
+
+    def calendly(client: ClientConfig) -> Calendar:
+        if local is None:
+            raise RuntimeError("embedded_tools() was built for validation only")
+        directory.kinds[client.client_id] = KIND_OF["calendly"]
+        return CalendlyCalendar(client, local, client_http(), urls, _CACHE)
 
     tools.register_calendar("google_calendar", google)
+    tools.register_calendar("calendly", calendly)
     try:
         from gateway.integrations import register_check
 
         register_check("calendar", "google_calendar", check_google_calendar)
+        register_check("calendar", "calendly", check_calendly)
     except ImportError:  # pragma: no cover - the engine used without the gateway
         pass
 
@@ -73,5 +84,9 @@ def calendar_deliverers(
     db: Database,
     endpoints: Endpoints | None = None,
 ) -> list[Deliverer]:
-    """The push deliverers (``calendar.google``)."""
-    return [GoogleCalendarDeliverer(registry, http, db, endpoints or Endpoints.of(), _CACHE)]
+    """The push deliverers (``calendar.google``, ``calendar.calendly``)."""
+    urls = endpoints or Endpoints()
+    return [
+        GoogleCalendarDeliverer(registry, http, db, urls, _CACHE),
+        CalendlyDeliverer(registry, http, db, urls, _CACHE),
+    ]

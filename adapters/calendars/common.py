@@ -14,7 +14,6 @@ and enqueues an escalation notice to the business through its notifiers.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ __all__ = [
     "Endpoints",
     "ProviderDirectory",
     "config_file",
+    "list_conflicts",
     "mark_conflict",
     "push_hook",
     "push_key",
@@ -47,6 +47,9 @@ log = logging.getLogger("adapters.calendars")
 GOOGLE_KIND = "calendar.google"
 CALENDLY_KIND = "calendar.calendly"
 KIND_OF = {"google_calendar": GOOGLE_KIND, "calendly": CALENDLY_KIND}
+GOOGLE_BASE = "https://www.googleapis.com"
+GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+CALENDLY_BASE = "https://api.calendly.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,17 +57,9 @@ class Endpoints:
     """Vendor base URLs (``GOOGLE_CALENDAR_BASE_URL``, ``GOOGLE_OAUTH_TOKEN_URL``,
     ``CALENDLY_BASE_URL``); tests point them at local stubs."""
 
-    google_base: str = "https://www.googleapis.com"
-    google_token_url: str = "https://oauth2.googleapis.com/token"
-    calendly_base: str = "https://api.calendly.com"
-
-    @classmethod
-    def from_env(cls) -> Endpoints:
-        return cls(
-            os.environ.get("GOOGLE_CALENDAR_BASE_URL") or "https://www.googleapis.com",
-            os.environ.get("GOOGLE_OAUTH_TOKEN_URL") or "https://oauth2.googleapis.com/token",
-            os.environ.get("CALENDLY_BASE_URL") or "https://api.calendly.com",
-        )
+    google_base: str = GOOGLE_BASE
+    google_token_url: str = GOOGLE_TOKEN_URL
+    calendly_base: str = CALENDLY_BASE
 
     @classmethod
     def of(
@@ -73,12 +68,22 @@ class Endpoints:
         google_token_url: str | None = None,
         calendly_base: str | None = None,
     ) -> Endpoints:
-        """Given values, else the environment's, else the vendors' own."""
-        env = cls.from_env()
+        """The given values (from :class:`gateway.settings.Settings`, which reads
+        the environment), else the vendors' own."""
         return cls(
-            (google_base or env.google_base).rstrip("/"),
-            google_token_url or env.google_token_url,
-            (calendly_base or env.calendly_base).rstrip("/"),
+            (google_base or GOOGLE_BASE).rstrip("/"),
+            google_token_url or GOOGLE_TOKEN_URL,
+            (calendly_base or CALENDLY_BASE).rstrip("/"),
+        )
+
+    @classmethod
+    def of_settings(cls, settings: object) -> Endpoints:
+        """From an object with ``google_calendar_base_url``, ``google_oauth_token_url``
+        and ``calendly_base_url`` (the gateway's Settings); missing ones: defaults."""
+        return cls.of(
+            getattr(settings, "google_calendar_base_url", None),
+            getattr(settings, "google_oauth_token_url", None),
+            getattr(settings, "calendly_base_url", None),
         )
 
 
@@ -159,8 +164,18 @@ class BusyCache:
         self._data[key] = (self.clock(), value)
 
     def forget(self, client_id: str) -> None:
-        for key in [k for k in self._data if k[0] == client_id]:
+        """Drop ``client_id``'s entries (keyed by the client id, or by a scope
+        ending ``|<client_id>``: see :func:`cache_scope`)."""
+        suffix = "|" + client_id
+        for key in [k for k in self._data if k[0] == client_id or k[0].endswith(suffix)]:
             del self._data[key]
+
+
+def cache_scope(vendor: str, base: str, account: str, client_id: str) -> str:
+    """A :class:`BusyCache` key's first part: the vendor, its base URL and the
+    calendar (or event type) as well as the client, so two providers or two
+    gateways in one process never read each other's entries."""
+    return f"{vendor}|{base}|{account}|{client_id}"
 
 
 class ProviderDirectory:
@@ -309,3 +324,35 @@ async def mark_conflict(
         reason,
         len(items),
     )
+
+
+async def list_conflicts(db: Database, client_id: str) -> list[dict[str, object]]:
+    """The client's bookings in status ``conflict``, by start, each with its
+    push's outbox row state and last error (why the vendor refused it)."""
+
+    async def read(tx: Tx) -> object:
+        return await tx.fetchall(
+            "SELECT b.booking_id, b.start_iso, b.end_iso, b.service, b.name, b.channel,"
+            " b.session_id, o.kind, o.state, o.last_error"
+            " FROM bookings b LEFT JOIN outbox o"
+            " ON o.idempotency_key = 'calendar:' || b.booking_id"
+            " WHERE b.client_id = $1 AND b.status = 'conflict' ORDER BY b.start_ts",
+            client_id,
+        )
+
+    rows = cast("Sequence[Sequence[object]]", await db.fast.query(read))
+    return [
+        {
+            "booking_id": r[0],
+            "start": r[1],
+            "end": r[2],
+            "service": r[3],
+            "name": r[4],
+            "channel": r[5],
+            "session_id": r[6],
+            "provider": r[7],
+            "state": r[8],
+            "reason": r[9],
+        }
+        for r in rows
+    ]

@@ -29,6 +29,7 @@ from adapters.calendars.common import (
     BusyCache,
     Endpoints,
     booking_status,
+    cache_scope,
     config_file,
     lead_contact,
     log,
@@ -218,7 +219,8 @@ class GoogleCalendar(Calendar):
 
     async def _busy_impl(self, client_id: str, start: datetime, end: datetime) -> list[Booking]:
         local = await self.local.busy(client_id, start, end)
-        key = (client_id, start.timestamp(), end.timestamp())
+        scope = cache_scope("google", self.api.base, self.api.calendar_id, client_id)
+        key = (scope, start.timestamp(), end.timestamp())
         remote = self.cache.get(key)
         if remote is None:
             try:
@@ -328,10 +330,7 @@ async def check_google_calendar(
     path = _key_path(client)
     if not path.is_file():
         return [f"booking.google_calendar.service_account_file: {path} does not exist ({where})"]
-    endpoints = Endpoints.of(
-        getattr(settings, "google_calendar_base_url", None),
-        getattr(settings, "google_oauth_token_url", None),
-    )
+    endpoints = Endpoints.of_settings(settings)
     api = GoogleApi(client, http, endpoints)
     try:
         resp = await api.request("GET", f"/calendars/{quote(api.calendar_id, safe='')}")

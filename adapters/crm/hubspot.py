@@ -2,7 +2,10 @@
 
 - With an email: ``POST /crm/v3/objects/contacts/batch/upsert`` with
   ``idProperty: email`` — HubSpot's own idempotency, so a redelivered row
-  updates the same contact instead of creating a second one.
+  updates the same contact instead of creating a second one. Where that
+  endpoint is missing (404/405: an older API or a narrower stub), create
+  (``POST /crm/v3/objects/contacts``) and on 409 update by email (``PATCH
+  .../contacts/{email}?idProperty=email``): idempotent too.
 - Phone-only leads (no email; HubSpot can only upsert on a unique property):
   ``POST /crm/v3/objects/contacts/search`` on the phone property, then
   ``PATCH`` the contact found or ``POST /crm/v3/objects/contacts``. HubSpot's
@@ -18,6 +21,7 @@ rejects unknown ones (400, dead with its message). Base URL: ``HUBSPOT_BASE_URL`
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 
@@ -72,7 +76,11 @@ class HubspotDeliverer(Deliverer):
                 f"{self.base_url}/crm/v3/objects/contacts/batch/upsert",
                 json=body,
                 headers=headers,
+                accept=(404, 405),
             )
+            if response.status_code in (404, 405):  # no batch upsert here: create, 409 -> update
+                await self._create_or_update(client, headers, email, props)
+                return
             _raise_partial(response)
             return
         phone = field_of(row, "phone")
@@ -103,6 +111,37 @@ class HubspotDeliverer(Deliverer):
             json={"properties": props},
             headers=headers,
         )
+
+    async def _create_or_update(
+        self, client: ClientConfig, headers: dict[str, str], email: str, props: dict[str, str]
+    ) -> None:
+        """HubSpot's other idempotent path: ``POST /crm/v3/objects/contacts``; a 409
+        (a contact with that email exists, e.g. from a lost answer) becomes
+        ``PATCH /crm/v3/objects/contacts/{email}?idProperty=email``."""
+        properties = {"email": email, **props}
+        created = await send(
+            self.http,
+            "hubspot",
+            client,
+            KEY,
+            "POST",
+            f"{self.base_url}/crm/v3/objects/contacts",
+            json={"properties": properties},
+            headers=headers,
+            accept=(409,),
+        )
+        if created.status_code == 409:
+            await send(
+                self.http,
+                "hubspot",
+                client,
+                KEY,
+                "PATCH",
+                f"{self.base_url}/crm/v3/objects/contacts/{quote(email, safe='@')}",
+                params={"idProperty": "email"},
+                json={"properties": properties},
+                headers=headers,
+            )
 
     async def _find_by_phone(
         self, client: ClientConfig, headers: dict[str, str], prop: str, phone: str

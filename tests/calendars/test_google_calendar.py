@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
 
-from adapters.calendars import calendar_deliverers
+from adapters.calendars import Endpoints, calendar_deliverers
 from adapters.calendars.google import event_id
 from engine.errors import ToolError
-from engine.outbox import OutboxRow
+from engine.outbox import Deliverer, OutboxRow
 from engine.tools.calendar import Booking, BookingRequest
 from gateway.app import Gateway, open_gateway
 from gateway.settings import Settings
@@ -41,6 +41,7 @@ class GoogleStub(StubServer):
         self.busy: list[tuple[str, str]] = []
         self.events: dict[str, dict[str, Any]] = {}
         self.fail: list[int] = []
+        self.fail_inserts: list[int] = []
         self.inserts = 0
         self.lock = threading.Lock()
 
@@ -91,6 +92,9 @@ class GoogleStub(StubServer):
             if path == prefix and method == "GET":
                 return self._reply(h, 200, {"id": CAL})
             if path == prefix + "/events" and method == "POST":
+                if self.fail_inserts:
+                    status = self.fail_inserts.pop(0)
+                    return self._reply(h, status, {"error": {"message": "injected"}})
                 body = json.loads(raw)
                 if body["id"] in self.events:
                     return self._reply(h, 409, {"error": {"code": 409, "message": "duplicate"}})
@@ -185,6 +189,16 @@ async def _book(gw: Gateway, booking_id: str, start: datetime, minutes: int = 60
     await gw.db.fast.transaction(write)
 
 
+def _deliverer(gw: Gateway, http: Any) -> Deliverer:
+    """The ``calendar.google`` deliverer, on the gateway's base URLs (its Settings)."""
+    (deliverer,) = [
+        d
+        for d in calendar_deliverers(gw.registry, http, gw.db, Endpoints.of_settings(gw.settings))
+        if d.kind == "calendar.google"
+    ]
+    return deliverer
+
+
 async def _rows(gw: Gateway, kind: str) -> list[OutboxRow]:
     return [r for r in await gw.outbox.list() if r.kind == kind]
 
@@ -210,11 +224,7 @@ async def test_booking_pushed_once_despite_503_and_retry(gw: Gateway, stub: Goog
     await _book(gw, "b-1", start)
     rows = await _rows(gw, "calendar.google")
     assert len(rows) == 1 and rows[0].key == "calendar:b-1"
-    (deliverer,) = calendar_deliverers(
-        gw.registry,
-        gw.worker_http if hasattr(gw, "worker_http") else __import__("httpx").AsyncClient(),
-        gw.db,
-    )
+    deliverer = _deliverer(gw, __import__("httpx").AsyncClient())
     stub.fail = [503]
     with pytest.raises(ToolError) as err:
         await deliverer.deliver(rows[0])
@@ -237,7 +247,7 @@ async def test_unauthorized_is_not_retryable(gw: Gateway, stub: GoogleStub) -> N
     (row,) = await _rows(gw, "calendar.google")
     import httpx
 
-    (deliverer,) = calendar_deliverers(gw.registry, httpx.AsyncClient(), gw.db)
+    deliverer = _deliverer(gw, httpx.AsyncClient())
     stub.fail = [401]
     with pytest.raises(ToolError) as err:
         await deliverer.deliver(row)
@@ -252,7 +262,7 @@ async def test_conflict_marked_and_business_notified(gw: Gateway, stub: GoogleSt
     await _book(gw, "b-3", start)
     (row,) = await _rows(gw, "calendar.google")
     stub.busy = [("2026-11-24T19:00:00Z", "2026-11-24T19:30:00Z")]  # taken there meanwhile
-    (deliverer,) = calendar_deliverers(gw.registry, httpx.AsyncClient(), gw.db)
+    deliverer = _deliverer(gw, httpx.AsyncClient())
     with pytest.raises(ToolError) as err:
         await deliverer.deliver(row)
     assert not err.value.retryable and "conflict" in str(err.value)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from stub_server import StubServer
 
@@ -149,9 +149,12 @@ class HubspotStub(CrmStub):
     Auth ``Authorization: Bearer <token>``; errors ``{"status": "error",
     "message", "correlationId", "category"}``."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, *, batch_upsert: bool = True) -> None:
         super().__init__()
         self.token = token
+        self.batch_upsert = batch_upsert
+        """False: no batch upsert endpoint (404); create answers 409 for a known
+        email and PATCH accepts ``{email}?idProperty=email``."""
         self.contacts: dict[str, dict[str, Any]] = {}  # id -> {"properties": ...}
         self.accepted: list[str] = []  # the email of every upsert input it accepted
         self._next = 1001
@@ -186,7 +189,8 @@ class HubspotStub(CrmStub):
         if request.headers.get("authorization") != f"Bearer {self.token}":
             return self.error(401)
         body = request.body or {}
-        if request.method == "POST" and request.path == "/crm/v3/objects/contacts/batch/upsert":
+        upsert = "/crm/v3/objects/contacts/batch/upsert"
+        if request.method == "POST" and request.path == upsert and self.batch_upsert:
             results = []
             for item in body.get("inputs", []):
                 if item.get("idProperty") != "email":
@@ -205,6 +209,9 @@ class HubspotStub(CrmStub):
                 results.append({**existing, "new": new})
             return Answer(200, {"status": "COMPLETE", "results": results})
         if request.method == "POST" and request.path == "/crm/v3/objects/contacts":
+            email = body.get("properties", {}).get("email")
+            if email and self.by_email(email) is not None:
+                return Answer(409, {"status": "error", "message": "Contact already exists."})
             new_id = str(self._next)
             self._next += 1
             contact: dict[str, Any] | None = {
@@ -222,7 +229,12 @@ class HubspotStub(CrmStub):
             ]
             return Answer(200, {"total": len(hits), "results": hits[:1]})
         if request.method == "PATCH" and request.path.startswith("/crm/v3/objects/contacts/"):
-            contact = self.contacts.get(request.path.rsplit("/", 1)[1])
+            ident = unquote(request.path.rsplit("/", 1)[1])
+            contact = (
+                self.by_email(ident)
+                if request.query.get("idProperty") == "email"
+                else self.contacts.get(ident)
+            )
             if contact is None:
                 return Answer(404, {"status": "error", "message": "resource not found"})
             contact["properties"].update(body.get("properties", {}))

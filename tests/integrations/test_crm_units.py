@@ -231,3 +231,23 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_neutralised() -> None:
     header, row = text.splitlines()
     assert header.startswith("lead_id,created_at,client_id")
     assert "'=HYPERLINK(1)" in row and ",+14155550134," in row and '"{""a"": ""b""}"' in row
+
+
+async def test_without_batch_upsert_hubspot_gets_create_then_update_by_email(
+    tmp_path: Path,
+) -> None:
+    config, _ = client_with(tmp_path, "  provider: hubspot\n  hubspot: {access_token: tok}\n")
+    assert config is not None
+    registry = ClientRegistry({config.client_id: config})
+    with HubspotStub("tok", batch_upsert=False) as stub:
+        async with httpx.AsyncClient() as http:
+            deliverer = HubspotDeliverer(registry, http, stub.url)
+            await deliverer.deliver(_row(LEAD))
+            await deliverer.deliver(_row(LEAD))  # a redelivery after a lost answer
+    (contact,) = stub.contacts.values()
+    assert contact["properties"]["email"] == "maria@example.com"
+    assert contact["properties"]["full_name"] == "Maria Lopez"
+    assert len(stub.seen("POST", "/crm/v3/objects/contacts")) == 2  # the second got 409
+    (update,) = stub.seen("PATCH", "/crm/v3/objects/contacts/maria@example.com")
+    assert update.query == {"idProperty": "email"}
+    assert update.headers["authorization"] == "Bearer tok"
