@@ -66,7 +66,9 @@ class HubspotDeliverer(Deliverer):
         _lead_id, props = lead_of(row)
         email = field_of(row, "email")
         if email:
-            body = {"inputs": [{"idProperty": "email", "id": email, "properties": props}]}
+            # the standard ``email`` property is set too, whatever crm.map calls the field
+            properties = {"email": email, **props}
+            body = {"inputs": [{"idProperty": "email", "id": email, "properties": properties}]}
             response = await send(
                 self.http,
                 "hubspot",
