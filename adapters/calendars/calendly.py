@@ -27,11 +27,10 @@ from adapters.calendars.common import (
     CALENDLY_KIND,
     BusyCache,
     Endpoints,
+    VendorCalendar,
     booking_status,
-    cache_scope,
     config_file,
     lead_contact,
-    log,
     mark_conflict,
     transport_error,
     vendor_error,
@@ -41,7 +40,7 @@ from engine.db.database import Database
 from engine.errors import ToolError
 from engine.outbox import Deliverer, OutboxRow
 from engine.providers import CallOptions
-from engine.tools.calendar import Booking, Calendar, LocalCalendar
+from engine.tools.calendar import LocalCalendar
 
 __all__ = ["CalendlyCalendar", "CalendlyDeliverer", "check_calendly"]
 
@@ -181,10 +180,11 @@ class CalendlyApi:
         return [(s, e) for s, e in busy if s < e]
 
 
-class CalendlyCalendar(Calendar):
+class CalendlyCalendar(VendorCalendar):
     """Free/busy: the local bookings plus what Calendly does not offer."""
 
     name = "calendly"
+    label = "Calendly availability"
     options = CallOptions(timeout_s=20.0, max_attempts=2)
 
     def __init__(
@@ -195,31 +195,8 @@ class CalendlyCalendar(Calendar):
         endpoints: Endpoints,
         cache: BusyCache,
     ) -> None:
-        self.client = client
-        self.local = local
-        self.api = CalendlyApi(client, http, endpoints)
-        self.cache = cache
-
-    async def _busy_impl(self, client_id: str, start: datetime, end: datetime) -> list[Booking]:
-        local = await self.local.busy(client_id, start, end)
-        scope = cache_scope("calendly", self.api.base, self.api.event_type_uri, client_id)
-        key = (scope, start.timestamp(), end.timestamp())
-        remote = self.cache.get(key)
-        if remote is None:
-            try:
-                remote = await self.api.busy(start, end)
-                self.cache.put(key, remote)
-            except ToolError as exc:
-                # Calendly is down: the local rules still hold; a slot taken
-                # there meanwhile comes back as a conflict when pushed.
-                remote = self.cache.stale(key) or []
-                log.warning("calendar: Calendly availability for %s failed: %s", client_id, exc)
-        extra = [
-            Booking(f"calendly-busy-{i}", client_id, s, e, "busy")
-            for i, (s, e) in enumerate(remote)
-            if s < end and e > start
-        ]
-        return sorted(local + extra, key=lambda b: b.start)
+        api = CalendlyApi(client, http, endpoints)
+        super().__init__(client, local, api, api.event_type_uri, cache)
 
 
 def _refused_slot(resp: httpx.Response) -> bool:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import Protocol, cast
 
 import httpx
 
@@ -27,7 +27,7 @@ from engine.db.database import Database
 from engine.db.fast import Tx
 from engine.errors import ToolError
 from engine.outbox import Outbox, OutboxItem
-from engine.tools.calendar import Booking
+from engine.tools.calendar import Booking, Calendar, LocalCalendar
 from engine.tools.registry import EMAIL, SLACK
 
 __all__ = [
@@ -176,6 +176,61 @@ def cache_scope(vendor: str, base: str, account: str, client_id: str) -> str:
     calendar (or event type) as well as the client, so two providers or two
     gateways in one process never read each other's entries."""
     return f"{vendor}|{base}|{account}|{client_id}"
+
+
+class BusyApi(Protocol):
+    """A vendor API as a calendar reads it: its base URL and its busy intervals."""
+
+    base: str
+
+    async def busy(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime]]: ...
+
+
+class VendorCalendar(Calendar):
+    """Free/busy: the local bookings and holds plus what the vendor's calendar holds.
+
+    The vendor's answer is cached (``cache``, 30 s) per scope and range; when
+    the vendor fails, the last answer (or none) is used with one warning line:
+    the local rules still hold, and a slot taken there meanwhile comes back
+    as a conflict when the booking is pushed. Subclasses set ``name``,
+    ``options`` and ``label``, and pass their API and account id.
+    """
+
+    label = "vendor"
+    """How log lines name the vendor ("Google free/busy")."""
+
+    def __init__(
+        self,
+        client: ClientConfig,
+        local: LocalCalendar,
+        api: BusyApi,
+        account: str,
+        cache: BusyCache,
+    ) -> None:
+        self.client = client
+        self.local = local
+        self.api = api
+        self.account = account
+        self.cache = cache
+
+    async def _busy_impl(self, client_id: str, start: datetime, end: datetime) -> list[Booking]:
+        local = await self.local.busy(client_id, start, end)
+        scope = cache_scope(self.name, self.api.base, self.account, client_id)
+        key = (scope, start.timestamp(), end.timestamp())
+        remote = self.cache.get(key)
+        if remote is None:
+            try:
+                remote = await self.api.busy(start, end)
+                self.cache.put(key, remote)
+            except ToolError as exc:
+                remote = self.cache.stale(key) or []
+                log.warning("calendar: %s for %s failed: %s", self.label, client_id, exc)
+        extra = [
+            Booking(f"{self.name}-busy-{i}", client_id, s, e, "busy")
+            for i, (s, e) in enumerate(remote)
+            if s < end and e > start
+        ]
+        return sorted(local + extra, key=lambda b: b.start)
 
 
 class ProviderDirectory:

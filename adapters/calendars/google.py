@@ -28,11 +28,10 @@ from adapters.calendars.common import (
     GOOGLE_KIND,
     BusyCache,
     Endpoints,
+    VendorCalendar,
     booking_status,
-    cache_scope,
     config_file,
     lead_contact,
-    log,
     mark_conflict,
     transport_error,
     vendor_error,
@@ -42,7 +41,7 @@ from engine.db.database import Database
 from engine.errors import ToolError
 from engine.outbox import Deliverer, OutboxRow
 from engine.providers import CallOptions
-from engine.tools.calendar import Booking, Calendar, LocalCalendar
+from engine.tools.calendar import LocalCalendar
 
 __all__ = ["GoogleCalendar", "GoogleCalendarDeliverer", "check_google_calendar", "event_id"]
 
@@ -198,10 +197,11 @@ class GoogleApi:
         ]
 
 
-class GoogleCalendar(Calendar):
+class GoogleCalendar(VendorCalendar):
     """Free/busy: the local bookings plus what the Google calendar holds."""
 
     name = "google_calendar"
+    label = "Google free/busy"
     options = CallOptions(timeout_s=15.0, max_attempts=2)
 
     def __init__(
@@ -212,31 +212,8 @@ class GoogleCalendar(Calendar):
         endpoints: Endpoints,
         cache: BusyCache,
     ) -> None:
-        self.client = client
-        self.local = local
-        self.api = GoogleApi(client, http, endpoints)
-        self.cache = cache
-
-    async def _busy_impl(self, client_id: str, start: datetime, end: datetime) -> list[Booking]:
-        local = await self.local.busy(client_id, start, end)
-        scope = cache_scope("google", self.api.base, self.api.calendar_id, client_id)
-        key = (scope, start.timestamp(), end.timestamp())
-        remote = self.cache.get(key)
-        if remote is None:
-            try:
-                remote = await self.api.busy(start, end)
-                self.cache.put(key, remote)
-            except ToolError as exc:
-                # The vendor is down: the local rules still hold; a slot taken
-                # there meanwhile comes back as a conflict when pushed.
-                remote = self.cache.stale(key) or []
-                log.warning("calendar: Google free/busy for %s failed: %s", client_id, exc)
-        extra = [
-            Booking(f"google-busy-{i}", client_id, s, e, "busy")
-            for i, (s, e) in enumerate(remote)
-            if s < end and e > start
-        ]
-        return sorted(local + extra, key=lambda b: b.start)
+        api = GoogleApi(client, http, endpoints)
+        super().__init__(client, local, api, api.calendar_id, cache)
 
 
 class GoogleCalendarDeliverer(Deliverer):
