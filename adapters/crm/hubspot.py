@@ -20,12 +20,13 @@ rejects unknown ones (400, dead with its message). Base URL: ``HUBSPOT_BASE_URL`
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import httpx
 
-from adapters.crm.http import CrmError, config_file, field_of, lead_of, send
+from adapters.crm.http import CrmError, config_file, field_of, lead_of, send, vendor_message
 from engine.config import ClientConfig, ClientRegistry
 from engine.outbox import Deliverer, OutboxRow
 from gateway.integrations import register_check
@@ -118,8 +119,9 @@ class HubspotDeliverer(Deliverer):
         self, client: ClientConfig, headers: dict[str, str], email: str, props: dict[str, str]
     ) -> None:
         """HubSpot's other idempotent path: ``POST /crm/v3/objects/contacts``; a 409
-        (a contact with that email exists, e.g. from a lost answer) becomes
-        ``PATCH /crm/v3/objects/contacts/{email}?idProperty=email``."""
+        (a contact with that email exists, e.g. from a lost answer) becomes a
+        ``PATCH`` of the contact HubSpot names ("Existing ID: 123"), or of
+        ``/crm/v3/objects/contacts/{email}?idProperty=email``."""
         properties = {"email": email, **props}
         created = await send(
             self.http,
@@ -133,14 +135,21 @@ class HubspotDeliverer(Deliverer):
             accept=(409,),
         )
         if created.status_code == 409:
+            # HubSpot names the contact: "Contact already exists. Existing ID: 12345"
+            existing = re.search(r"Existing ID:\s*(\d+)", vendor_message(created))
+            path, params = (
+                (existing.group(1), {})
+                if existing
+                else (quote(email, safe="@"), {"idProperty": "email"})
+            )
             await send(
                 self.http,
                 "hubspot",
                 client,
                 KEY,
                 "PATCH",
-                f"{self.base_url}/crm/v3/objects/contacts/{quote(email, safe='@')}",
-                params={"idProperty": "email"},
+                f"{self.base_url}/crm/v3/objects/contacts/{path}",
+                params=params,
                 json={"properties": properties},
                 headers=headers,
             )

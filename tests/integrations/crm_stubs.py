@@ -153,6 +153,8 @@ class HubspotStub(CrmStub):
         super().__init__()
         self.token = token
         self.batch_upsert = batch_upsert
+        self.conflict_names_id = True
+        """False: a 409 does not say which contact exists (update by email then)."""
         """False: no batch upsert endpoint (404); create answers 409 for a known
         email and PATCH accepts ``{email}?idProperty=email``."""
         self.contacts: dict[str, dict[str, Any]] = {}  # id -> {"properties": ...}
@@ -210,8 +212,12 @@ class HubspotStub(CrmStub):
             return Answer(200, {"status": "COMPLETE", "results": results})
         if request.method == "POST" and request.path == "/crm/v3/objects/contacts":
             email = body.get("properties", {}).get("email")
-            if email and self.by_email(email) is not None:
-                return Answer(409, {"status": "error", "message": "Contact already exists."})
+            known = self.by_email(email) if email else None
+            if known is not None:
+                message = "Contact already exists." + (
+                    f" Existing ID: {known['id']}" if self.conflict_names_id else ""
+                )
+                return Answer(409, {"status": "error", "message": message, "category": "CONFLICT"})
             new_id = str(self._next)
             self._next += 1
             contact: dict[str, Any] | None = {

@@ -248,6 +248,20 @@ async def test_without_batch_upsert_hubspot_gets_create_then_update_by_email(
     assert contact["properties"]["email"] == "maria@example.com"
     assert contact["properties"]["full_name"] == "Maria Lopez"
     assert len(stub.seen("POST", "/crm/v3/objects/contacts")) == 2  # the second got 409
+    (update,) = stub.seen("PATCH", "/crm/v3/objects/contacts/1001")  # the id the 409 named
+    assert update.headers["authorization"] == "Bearer tok"
+
+
+async def test_a_conflict_without_the_contact_id_updates_by_email(tmp_path: Path) -> None:
+    config, _ = client_with(tmp_path, "  provider: hubspot\n  hubspot: {access_token: tok}\n")
+    assert config is not None
+    registry = ClientRegistry({config.client_id: config})
+    with HubspotStub("tok", batch_upsert=False) as stub:
+        stub.conflict_names_id = False
+        async with httpx.AsyncClient() as http:
+            deliverer = HubspotDeliverer(registry, http, stub.url)
+            await deliverer.deliver(_row(LEAD))
+            await deliverer.deliver(_row(LEAD))
+    assert len(stub.contacts) == 1
     (update,) = stub.seen("PATCH", "/crm/v3/objects/contacts/maria@example.com")
     assert update.query == {"idProperty": "email"}
-    assert update.headers["authorization"] == "Bearer tok"
