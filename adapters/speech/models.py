@@ -24,10 +24,12 @@ import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -406,3 +408,20 @@ def _sha256_of(path: Path) -> str:
         while block := source.read(_CHUNK_BYTES):
             digest.update(block)
     return digest.hexdigest()
+
+
+_ANNOUNCED: set[str] = set()
+_ANNOUNCE_LOCK = threading.Lock()
+
+
+def announce(
+    logger: logging.Logger, message: str, *args: object, level: int = logging.INFO
+) -> None:
+    """Log ``message % args`` on ``logger`` once per process: which recogniser or
+    voice ``auto`` chose, or a model's fallback, repeats for every client."""
+    key = message % args
+    with _ANNOUNCE_LOCK:
+        if key in _ANNOUNCED:
+            return
+        _ANNOUNCED.add(key)
+    logger.log(level, "%s", key)

@@ -62,6 +62,7 @@ from adapters.speech import _domain_lm
 from adapters.speech import models as _models
 from adapters.speech.audio import Resampler, pcm16_to_float32
 from adapters.speech.errors import SpeechUnavailableError, SttError
+from adapters.speech.models import announce as _announce
 from engine.errors import GatewayError
 from engine.providers import CallOptions, Provider
 
@@ -1038,19 +1039,6 @@ _HUB_DEFAULT = "base.en"
 """What ``faster-whisper`` without a model loads when none is installed locally
 (downloaded from the Hugging Face hub: needs a network)."""
 
-_ANNOUNCED: set[str] = set()
-_ANNOUNCE_LOCK = threading.Lock()
-
-
-def _announce(message: str, *args: object, level: int = logging.INFO) -> None:
-    """Log ``message`` once per process (provider choices repeat for every client)."""
-    key = message % args
-    with _ANNOUNCE_LOCK:
-        if key in _ANNOUNCED:
-            return
-        _ANNOUNCED.add(key)
-    logger.log(level, "%s", key)
-
 
 def _whisper_location(model: str | None, models_dir: Path | None) -> tuple[str, str]:
     """``(what to load, how to describe it)`` for a faster-whisper ``model`` setting.
@@ -1127,8 +1115,9 @@ def make_stt(
     location, described = _whisper_location(model, models_dir)
     if key == "auto" and model is None and location == _HUB_DEFAULT:
         _announce(
+            logger,
             "speech-to-text: auto chose pocketsphinx (no Whisper model installed; "
-            "`gateway models install tiny.en` adds one)"
+            "`gateway models install tiny.en` adds one)",
         )
         return PocketSphinxSTT([*phrases, *words], cache_dir=cache_dir, executor=executor)
     try:
@@ -1140,6 +1129,7 @@ def make_stt(
         if model is not None and model in _models.CATALOGUE:
             hint = f"; `gateway models install {model}` installs it offline"
         _announce(
+            logger,
             "speech-to-text: faster-whisper %s unavailable (%s)%s; falling back to pocketsphinx",
             described,
             exc.reason,
@@ -1148,5 +1138,5 @@ def make_stt(
         )
         return PocketSphinxSTT([*phrases, *words], cache_dir=cache_dir, executor=executor)
     if key == "auto":
-        _announce("speech-to-text: auto chose faster-whisper (%s)", described)
+        _announce(logger, "speech-to-text: auto chose faster-whisper (%s)", described)
     return recogniser

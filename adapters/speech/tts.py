@@ -67,6 +67,7 @@ from adapters.speech import espeak_lib
 from adapters.speech import models as _models
 from adapters.speech.audio import AudioChunk
 from adapters.speech.errors import SpeechUnavailableError, TtsError
+from adapters.speech.models import announce as _announce
 from engine.errors import GatewayError
 from engine.providers import CallOptions, Provider
 
@@ -345,6 +346,7 @@ class EspeakTTS(TextToSpeech):
             )
         if not executable:
             _announce(
+                logger,
                 "text-to-speech: libespeak-ng could not be loaded (%s); "
                 "spawning espeak-ng per sentence",
                 espeak_lib.load_failure(),
@@ -677,19 +679,6 @@ _PROVIDERS = ("auto", "piper", "espeak")
 _PIPER_VOICE_NAME = re.compile(r"^[a-z]{2,3}_[A-Z]{2}-[A-Za-z0-9_]+-(x_low|low|medium|high)$")
 """Piper's voice naming (``en_US-joe-medium``): such a name is never an espeak voice."""
 
-_ANNOUNCED: set[str] = set()
-_ANNOUNCE_LOCK = threading.Lock()
-
-
-def _announce(message: str, *args: object, level: int = logging.INFO) -> None:
-    """Log ``message`` once per process (provider choices repeat for every client)."""
-    key = message % args
-    with _ANNOUNCE_LOCK:
-        if key in _ANNOUNCED:
-            return
-        _ANNOUNCED.add(key)
-    logger.log(level, "%s", key)
-
 
 def _piper_voice(voice: str | None, models_dir: Path | None) -> str | None:
     """The ``.onnx`` file for a Piper ``voice`` setting, or None when there is none.
@@ -743,7 +732,7 @@ def make_tts(
         str(voice).endswith(".onnx") or bool(_PIPER_VOICE_NAME.match(str(voice)))
     )
     if key == "auto" and model_path is None and not piper_named:
-        _announce("text-to-speech: auto chose espeak-ng (no Piper voice installed)")
+        _announce(logger, "text-to-speech: auto chose espeak-ng (no Piper voice installed)")
         return EspeakTTS(voice or "en-us")
     try:
         if model_path is None:
@@ -754,13 +743,14 @@ def make_tts(
         synthesiser = PiperTTS(model_path)
     except SpeechUnavailableError as exc:
         _announce(
+            logger,
             "text-to-speech: piper unavailable (%s); falling back to espeak-ng",
             exc.reason,
             level=logging.WARNING,
         )
         return EspeakTTS()
     if key == "auto":
-        _announce("text-to-speech: auto chose piper (%s)", Path(model_path).name)
+        _announce(logger, "text-to-speech: auto chose piper (%s)", Path(model_path).name)
     return synthesiser
 
 

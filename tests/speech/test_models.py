@@ -19,7 +19,6 @@ from typer.testing import CliRunner
 
 from adapters.speech import models
 from adapters.speech import stt as stt_module
-from adapters.speech import tts as tts_module
 from adapters.speech.models import CATALOGUE, ModelFile, ModelInstallError, ModelSpec
 from adapters.speech.providers import SpeechHub, SttSpec, TtsSpec
 from adapters.speech.stt import FasterWhisperSTT, PocketSphinxSTT, make_stt
@@ -52,8 +51,7 @@ def _need_module(module: str, why: str) -> None:
 @pytest.fixture(autouse=True)
 def _fresh_announcements() -> None:
     """Each test sees the once-per-process choice lines again."""
-    stt_module._ANNOUNCED.clear()
-    tts_module._ANNOUNCED.clear()
+    models._ANNOUNCED.clear()
 
 
 @pytest.fixture(scope="module")

@@ -211,7 +211,7 @@ def test_without_the_library_espeak_spawns_and_says_so_once(
 ) -> None:
     monkeypatch.setattr(espeak_lib, "shared_library", lambda: None)
     monkeypatch.setattr(espeak_lib, "load_failure", lambda: "OSError: not here")
-    monkeypatch.setattr(tts_module, "_ANNOUNCED", set())
+    monkeypatch.setattr(models, "_ANNOUNCED", set())
     with caplog.at_level(logging.DEBUG, logger="adapters.speech"):
         first, second = EspeakTTS(), EspeakTTS("en-gb")
     assert first.backend == second.backend == "process"
@@ -224,7 +224,7 @@ async def test_process_fallback_still_speaks(
     monkeypatch: pytest.MonkeyPatch, fresh_cache: TtsCache
 ) -> None:
     monkeypatch.setattr(espeak_lib, "shared_library", lambda: None)
-    monkeypatch.setattr(tts_module, "_ANNOUNCED", set())
+    monkeypatch.setattr(models, "_ANNOUNCED", set())
     chunks = await collect(EspeakTTS().synthesize("Hello there."))
     assert chunks and {c.sample_rate_hz for c in chunks} == {22050}
 
