@@ -28,6 +28,7 @@ from adapters.calendars.common import (
     BusyCache,
     Endpoints,
     VendorCalendar,
+    VendorDeliverer,
     booking_status,
     config_file,
     lead_contact,
@@ -35,10 +36,9 @@ from adapters.calendars.common import (
     transport_error,
     vendor_error,
 )
-from engine.config import ClientConfig, ClientRegistry
-from engine.db.database import Database
+from engine.config import ClientConfig
 from engine.errors import ToolError
-from engine.outbox import Deliverer, OutboxRow
+from engine.outbox import OutboxRow
 from engine.providers import CallOptions
 from engine.tools.calendar import LocalCalendar
 
@@ -217,34 +217,14 @@ def _refused_slot(resp: httpx.Response) -> bool:
     return "not available" in text or "no longer available" in text or "unavailable" in text
 
 
-class CalendlyDeliverer(Deliverer):
+class CalendlyDeliverer(VendorDeliverer[CalendlyApi]):
     """Pushes ``calendar.calendly`` rows: one invitee (event) per booking."""
 
     kind = CALENDLY_KIND
     rate_per_s = 1.0  # Create Event Invitee: 10 per user per minute on paid plans
 
-    def __init__(
-        self,
-        registry: ClientRegistry,
-        http: httpx.AsyncClient,
-        db: Database,
-        endpoints: Endpoints,
-        cache: BusyCache | None = None,
-    ) -> None:
-        self.registry = registry
-        self.http = http
-        self.db = db
-        self.endpoints = endpoints
-        self.cache = cache
-        self._apis: dict[str, tuple[ClientConfig, CalendlyApi]] = {}
-
-    def _api(self, client: ClientConfig) -> CalendlyApi:
-        hit = self._apis.get(client.client_id)
-        if hit is not None and hit[0] is client:
-            return hit[1]
-        api = CalendlyApi(client, self.http, self.endpoints)
-        self._apis[client.client_id] = (client, api)
-        return api
+    def _new_api(self, client: ClientConfig) -> CalendlyApi:
+        return CalendlyApi(client, self.http, self.endpoints)
 
     async def _booked_before(self, api: CalendlyApi, email: str, start: datetime) -> bool:
         resp = await api.request(

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, cast
+from typing import Generic, Protocol, TypeVar, cast
 
 import httpx
 
@@ -26,7 +26,7 @@ from engine.config import ClientConfig, ClientRegistry
 from engine.db.database import Database
 from engine.db.fast import Tx
 from engine.errors import ToolError
-from engine.outbox import Outbox, OutboxItem
+from engine.outbox import Deliverer, Outbox, OutboxItem
 from engine.tools.calendar import Booking, Calendar, LocalCalendar
 from engine.tools.registry import EMAIL, SLACK
 
@@ -178,6 +178,9 @@ def cache_scope(vendor: str, base: str, account: str, client_id: str) -> str:
     return f"{vendor}|{base}|{account}|{client_id}"
 
 
+ApiT = TypeVar("ApiT")
+
+
 class BusyApi(Protocol):
     """A vendor API as a calendar reads it: its base URL and its busy intervals."""
 
@@ -231,6 +234,38 @@ class VendorCalendar(Calendar):
             if s < end and e > start
         ]
         return sorted(local + extra, key=lambda b: b.start)
+
+
+class VendorDeliverer(Deliverer, Generic[ApiT]):
+    """A calendar push deliverer: its dependencies and one vendor API per client,
+    rebuilt when the client's config object changes. Subclasses set ``kind``,
+    implement ``deliver`` and ``_new_api``."""
+
+    def __init__(
+        self,
+        registry: ClientRegistry,
+        http: httpx.AsyncClient,
+        db: Database,
+        endpoints: Endpoints,
+        cache: BusyCache | None = None,
+    ) -> None:
+        self.registry = registry
+        self.http = http
+        self.db = db
+        self.endpoints = endpoints
+        self.cache = cache
+        self._apis: dict[str, tuple[ClientConfig, ApiT]] = {}
+
+    def _new_api(self, client: ClientConfig) -> ApiT:
+        raise NotImplementedError
+
+    def _api(self, client: ClientConfig) -> ApiT:
+        hit = self._apis.get(client.client_id)
+        if hit is not None and hit[0] is client:
+            return hit[1]
+        api = self._new_api(client)
+        self._apis[client.client_id] = (client, api)
+        return api
 
 
 class ProviderDirectory:

@@ -29,6 +29,7 @@ from adapters.calendars.common import (
     BusyCache,
     Endpoints,
     VendorCalendar,
+    VendorDeliverer,
     booking_status,
     config_file,
     lead_contact,
@@ -36,10 +37,9 @@ from adapters.calendars.common import (
     transport_error,
     vendor_error,
 )
-from engine.config import ClientConfig, ClientRegistry
-from engine.db.database import Database
+from engine.config import ClientConfig
 from engine.errors import ToolError
-from engine.outbox import Deliverer, OutboxRow
+from engine.outbox import OutboxRow
 from engine.providers import CallOptions
 from engine.tools.calendar import LocalCalendar
 
@@ -216,33 +216,13 @@ class GoogleCalendar(VendorCalendar):
         super().__init__(client, local, api, api.calendar_id, cache)
 
 
-class GoogleCalendarDeliverer(Deliverer):
+class GoogleCalendarDeliverer(VendorDeliverer[GoogleApi]):
     """Pushes ``calendar.google`` rows: one event per booking, exactly once."""
 
     kind = GOOGLE_KIND
 
-    def __init__(
-        self,
-        registry: ClientRegistry,
-        http: httpx.AsyncClient,
-        db: Database,
-        endpoints: Endpoints,
-        cache: BusyCache | None = None,
-    ) -> None:
-        self.registry = registry
-        self.http = http
-        self.db = db
-        self.endpoints = endpoints
-        self.cache = cache
-        self._apis: dict[str, tuple[ClientConfig, GoogleApi]] = {}
-
-    def _api(self, client: ClientConfig) -> GoogleApi:
-        hit = self._apis.get(client.client_id)
-        if hit is not None and hit[0] is client:
-            return hit[1]
-        api = GoogleApi(client, self.http, self.endpoints)
-        self._apis[client.client_id] = (client, api)
-        return api
+    def _new_api(self, client: ClientConfig) -> GoogleApi:
+        return GoogleApi(client, self.http, self.endpoints)
 
     async def deliver(self, row: OutboxRow) -> None:
         client = self.registry.clients.get(row.client_id)
