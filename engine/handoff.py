@@ -265,7 +265,7 @@ class RedisConversationBus(ConversationBus):
                         self.notify_local(data.decode("utf-8", "replace"))
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await pubsub.aclose()
 
         self._task = asyncio.create_task(run(), name="conversation-bus")
 
