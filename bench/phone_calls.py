@@ -2,7 +2,7 @@
 
 Runs the real gateway (``gateway serve``, one uvicorn worker) in a **separate
 process** on loopback, and drives it from this process with
-:class:`adapters.phone.testing.TwilioCaller`s: each one is Twilio's side of a
+:class:`testkit.phone.TwilioCaller`s: each one is Twilio's side of a
 bidirectional Media Stream, streaming the caller's line (20 ms frames of 8 kHz
 mu-law, silence between words) all call long, playing the bot's audio in real
 time, echoing marks and obeying ``clear``. Callers speak espeak-ng audio.
@@ -76,16 +76,16 @@ import httpx
 import yaml
 from websockets.exceptions import WebSocketException
 
-from adapters.phone.testing import (
+from bench._server import HOST, ServerProcess, free_port
+from bench.web_chat import percentile
+from providers.speech import models as speech_models
+from testkit.phone import (
     STAGES,
     BotReply,
     TwilioCaller,
     fetch_call_report,
 )
-from adapters.phone.testing.audio import speak
-from adapters.speech import models as speech_models
-from bench._server import HOST, ServerProcess, free_port
-from bench.web_chat import percentile
+from testkit.phone.audio import speak
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATE = REPO / "clients" / "spa-del-sol"

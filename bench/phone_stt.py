@@ -22,9 +22,9 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from adapters.speech.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
-from adapters.speech.stt import PocketSphinxSTT, SpeechToText
-from adapters.speech.tts import EspeakTTS
+from providers.speech.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
+from providers.speech.stt import PocketSphinxSTT, SpeechToText
+from providers.speech.tts import EspeakTTS
 
 PHRASES = [
     "Swedish Massage",

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/phone_tts.py
 
-Measures :class:`adapters.speech.tts.EspeakTTS` (the offline default) on
+Measures :class:`providers.speech.tts.EspeakTTS` (the offline default) on
 typical receptionist sentences, and the cost of getting its audio onto the
 phone path (resampling to 8 kHz and mu-law encoding).
 """
@@ -13,8 +13,8 @@ import asyncio
 import statistics
 import time
 
-from adapters.speech.audio import Resampler, pcm16_to_ulaw
-from adapters.speech.tts import EspeakTTS, split_text
+from providers.speech.audio import Resampler, pcm16_to_ulaw
+from providers.speech.tts import EspeakTTS, split_text
 
 REPLY = (
     "Thanks for calling Spa del Sol! I can book that for you. "

@@ -69,11 +69,11 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from text_to_num import alpha2digit
 
-from adapters.phone.endpointing import stt_context
-from adapters.speech import models as speech_models
-from adapters.speech.audio import pcm16_to_float32, pcm16_to_ulaw, resample, ulaw_to_pcm16
-from adapters.speech.stt import FasterWhisperSTT, PocketSphinxSTT
+from channels.phone.endpointing import stt_context
 from engine.config import ClientConfig, Service, load_client
+from providers.speech import models as speech_models
+from providers.speech.audio import pcm16_to_float32, pcm16_to_ulaw, resample, ulaw_to_pcm16
+from providers.speech.stt import FasterWhisperSTT, PocketSphinxSTT
 from purposes.lead_capture.spoken import typed
 from purposes.lead_capture.validators import (
     find_email,
@@ -363,7 +363,7 @@ _SYNTH_CACHE: dict[tuple[str, str], tuple[bytes, int]] = {}
 
 def synthesize(text: str, voice: str, models_dir: Path = MODELS_DIR) -> tuple[bytes, int]:
     """PCM16 and its rate for ``text`` in ``voice`` (cached in memory)."""
-    from adapters.phone.testing.audio import speak
+    from testkit.phone.audio import speak
 
     key = (voice, text)
     if key not in _SYNTH_CACHE:
@@ -508,7 +508,7 @@ def reference_row(cases: Sequence[Case], services: tuple[Service, ...]) -> Row:
 
 def client_phrases(client: ClientConfig) -> tuple[list[str], list[str]]:
     """(phrases, extra words) as the phone channel biases the recogniser
-    (see ``adapters.phone.media.speech_specs``)."""
+    (see ``channels.phone.media.speech_specs``)."""
     phrases = [client.name]
     for service in client.services:
         phrases += [service.name, *service.aliases]

@@ -26,11 +26,11 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from adapters.speech import espeak_lib
-from adapters.speech import models as speech_models
-from adapters.speech.audio import Resampler, pcm16_to_ulaw
-from adapters.speech.errors import SpeechUnavailableError
-from adapters.speech.tts import EspeakTTS, PiperTTS, TextToSpeech, TtsCache
+from providers.speech import espeak_lib
+from providers.speech import models as speech_models
+from providers.speech.audio import Resampler, pcm16_to_ulaw
+from providers.speech.errors import SpeechUnavailableError
+from providers.speech.tts import EspeakTTS, PiperTTS, TextToSpeech, TtsCache
 
 SENTENCES = [
     "Thanks for calling Spa del Sol, this is the virtual receptionist.",

@@ -163,7 +163,7 @@ class TurnTakingConfig(_Frozen):
     """``channels.phone.turn_taking``: when a caller's turn starts and ends, and barge-in.
 
     Durations in milliseconds unless the name says ``_s``. See
-    :mod:`adapters.phone.turns` for how each is used.
+    :mod:`channels.phone.turns` for how each is used.
     """
 
     vad_aggressiveness: int = Field(default=2, ge=0, le=3)

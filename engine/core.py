@@ -50,7 +50,6 @@ from engine.errors import (
     UnknownClientError,
     UnknownSessionError,
 )
-from engine.handoff import HELD, HandoffState, transition
 from engine.llm import LatencyBudget, Prices, TurnModel
 from engine.locks import Locks
 from engine.logs import describe
@@ -67,6 +66,7 @@ from engine.messages import (
 from engine.metrics import OUTCOMES, TURN_ERRORS, TURN_SECONDS, TURNS
 from engine.router import HUMAN_CHOICE, Router
 from engine.session import ConversationSession, LoadedSession, SessionKey, SessionStore, Turn
+from engine.takeover import HELD, HandoffState, transition
 from engine.tools import ToolRegistry, Tools
 from engine.tools.conversations import ConversationLog
 

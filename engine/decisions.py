@@ -8,7 +8,7 @@ lead on approval, a declined or callback lead otherwise — and a message to
 the customer; one commit writes them with the request's settlement
 (conditional on it still being pending), the transcript line and, on the web,
 a ``complete`` replay event with ``metadata.from = "approval"``. The caller
-then signals the open widget (:class:`~engine.handoff.ConversationBus`).
+then signals the open widget (:class:`~engine.bus.ConversationBus`).
 
 Exactly once: the settlement's ``WHERE state = 'pending'`` and the processed
 mark ``approval:<id>`` make a second decision — a retried POST, the sweeper

@@ -14,7 +14,7 @@
     ├── ToolError              a tool (calendar, CRM, notifier) failed; ``retryable`` says if a retry may help
     │   ├── SlotTakenError     the calendar slot was booked by someone else meanwhile
     │   └── DeliveryError      a notice was not delivered (``engine.tools.notify``; ``retry_after_s``)
-    └── SpeechError            the voice layer failed (``adapters.speech.errors``); ``retryable``
+    └── SpeechError            the voice layer failed (``providers.speech.errors``); ``retryable``
         ├── SpeechUnavailableError  a provider cannot be set up here (package or model missing)
         ├── SttError           recognising an utterance failed
         └── TtsError           synthesising text failed

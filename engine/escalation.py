@@ -15,8 +15,8 @@ the coordinator does when a conversation is stuck. In one or two turns it:
    (``transfer`` action) after saying so; elsewhere tells the customer what
    happens next: with a number, who will call back; without, that someone
    will reply here — shortly during opening hours, else when the business
-   opens (:func:`engine.handoff.reply_here_text`);
-4. moves the conversation to ``pending_human`` (:mod:`engine.handoff`): the
+   opens (:func:`engine.takeover.reply_here_text`);
+4. moves the conversation to ``pending_human`` (:mod:`engine.takeover`): the
    bot stays silent on web and WhatsApp until staff release it.
 
 It hands back with status ``escalate``: suspended journeys are dropped, a
@@ -29,9 +29,9 @@ from pydantic import BaseModel, Field
 
 from engine.agents import HUMAN, Agent, AgentReply, Handback, HandbackStatus, TurnContext
 from engine.contact import display_phone, find_phone
-from engine.handoff import reopening_text, reply_here_text, transition
 from engine.messages import Action
 from engine.router import is_cancel
+from engine.takeover import reopening_text, reply_here_text, transition
 from engine.tools import Lead
 
 __all__ = ["HumanAgent"]

@@ -1,4 +1,4 @@
-"""Prometheus metrics shared by the engine and adapters (``GET /metrics``).
+"""Prometheus metrics shared by the engine, providers and channels (``GET /metrics``).
 
 Labels never carry personal data: only client id, channel, purpose, outcome.
 """

@@ -4,8 +4,8 @@ and embedder next).
 The pattern is livekit-agents' provider base classes: an interface's public method
 (:meth:`Calendar.busy <engine.tools.calendar.Calendar.busy>`,
 :meth:`Crm.list_leads <engine.tools.crm.Crm.list_leads>`,
-:meth:`SttStream.finalize <adapters.speech.stt.SttStream.finalize>`,
-:meth:`TextToSpeech.synthesize <adapters.speech.tts.TextToSpeech.synthesize>`) is
+:meth:`SttStream.finalize <providers.speech.stt.SttStream.finalize>`,
+:meth:`TextToSpeech.synthesize <providers.speech.tts.TextToSpeech.synthesize>`) is
 written once, in the interface, and runs a private ``_..._impl`` that each
 concrete provider implements through :meth:`Provider._call`, which owns:
 

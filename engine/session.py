@@ -40,9 +40,9 @@ from engine.db.database import Database
 from engine.db.fast import Row, Tx
 from engine.db.schema import PROCESSED_MESSAGES, SESSION_EVENTS, SESSIONS
 from engine.errors import CommitConflict, DuplicateMessageError
-from engine.handoff import HandoffState
 from engine.llm.types import Usage
 from engine.messages import ChannelContext
+from engine.takeover import HandoffState
 
 __all__ = [
     "ConversationSession",
@@ -193,7 +193,7 @@ class ConversationSession(BaseModel):
     """Last notable outcome: ``booked``, ``escalated``, ``abandoned``..."""
     handoff: HandoffState = "bot"
     """Who answers: ``bot``, ``pending_human``, ``human`` or ``resolved``
-    (:mod:`engine.handoff` draws the state machine)."""
+    (:mod:`engine.takeover` draws the state machine)."""
     turn_count: int = 0
     test: bool = False
     llm_usage: LlmUsage = Field(default_factory=LlmUsage)

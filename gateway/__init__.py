@@ -1,4 +1,4 @@
-"""The gateway: composition root wiring clients, adapters, purposes and providers."""
+"""The gateway: composition root wiring clients, channels, purposes and providers."""
 
 from gateway.app import create_app
 from gateway.settings import Settings

@@ -16,42 +16,46 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 from fastapi import FastAPI
 
-from adapters.whatsapp.inbox import Inbox
-from adapters.whatsapp.voice import voice_notes
-from adapters.whatsapp.worker import MessagingWorker, thread_send_hook
+from channels.whatsapp.inbox import Inbox
+from channels.whatsapp.voice import voice_notes
+from channels.whatsapp.worker import MessagingWorker, thread_send_hook
 from engine import ClientRegistry, Engine, SessionStore, load_clients
 from engine.approvals import ApprovalStore
+from engine.bus import ConversationBus
 from engine.commit import Committer
 from engine.config import ClientConfig
 from engine.contacts import ContactStore
 from engine.db.database import Database
 from engine.decisions import ApprovalSweeper, Decisions
-from engine.handoff import ConversationBus, RedisConversationBus
-from engine.knowledge import KnowledgeIndex
-from engine.llm.gemini import gemini_models
-from engine.locks import LocalLocks, Locks, RedisLocks
+from engine.locks import LocalLocks, Locks
 from engine.outbox import Outbox, OutboxWorker, WorkerOptions
-from engine.tools import ConversationLog, LeadLedger, LocalCalendar, embedded_tools
+from engine.tools import ConversationLog, LeadLedger, LocalCalendar
 from engine.tools.calltraces import CallTraceStore
 from gateway.approvals import sweeper as approval_sweeper
+from gateway.integrations import tool_registry, vendor_urls
 from gateway.settings import Settings
+from providers.knowledge import KnowledgeIndex
+from providers.llm.gemini import gemini_models
+from providers.redis.bus import RedisConversationBus
+from providers.redis.locks import RedisLocks
 from purposes.lead_capture import LeadCaptureAgent
 from purposes.support import SupportAgent
 
 if TYPE_CHECKING:
-    from adapters.phone.deps import PhoneDeps, VoiceDeps
-    from adapters.phone.trace import CallTraces
-    from adapters.speech.providers import SpeechHub
-    from adapters.web import WebDeps
-    from engine.knowledge import ClientKnowledge
+    from channels.phone.deps import PhoneDeps, VoiceDeps
+    from channels.phone.trace import CallTraces
+    from channels.web import WebDeps
+    from channels.whatsapp.routes import MessagingDeps
+    from providers.knowledge import ClientKnowledge
+    from providers.speech.providers import SpeechHub
 
 _T = TypeVar("_T")
 
@@ -60,9 +64,9 @@ __all__ = ["Gateway", "create_app", "open_gateway"]
 log = logging.getLogger("gateway")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Gateway:
-    """Everything the lifespan opened, for routes, the CLI and tests."""
+    """Everything the lifespan opened, fully built, for routes, the CLI and tests."""
 
     settings: Settings
     registry: ClientRegistry
@@ -78,22 +82,32 @@ class Gateway:
     bus: ConversationBus
     """Wakes open web sockets when a staff reply is committed (Redis pub/sub
     with ``REDIS_URL``, so another replica's socket hears it too)."""
-    worker: OutboxWorker | None = None
-    knowledge: KnowledgeIndex | None = None
+    knowledge: KnowledgeIndex | None
     """Every client's knowledge index (None when it could not open: support then
     has no knowledge); stale folders are ingested in the background."""
-    decisions: Decisions | None = None
+    decisions: Decisions
     """Approval requests and their decisions (admin API, timeout sweeper)."""
-    sweeper: ApprovalSweeper | None = None
-    inbox: Inbox | None = None
-    """Inbound WhatsApp/SMS messages, durable and deduplicated (adapters.whatsapp)."""
-    messaging: MessagingWorker | None = None
-    """This replica's messaging worker (answers the inbox), when serving."""
+    inbox: Inbox
+    """Inbound WhatsApp/SMS messages, durable and deduplicated (channels.whatsapp)."""
+    runners: Runners | None
+    """This replica's background workers, when opened with ``worker=True``."""
 
     @property
     def contacts(self) -> ContactStore:
         """Returning contacts (the turn commit writes them; :mod:`engine.contacts`)."""
         return self.engine.committer.contacts
+
+
+@dataclass(frozen=True)
+class Runners:
+    """The background workers a serving replica runs (``open_gateway(worker=True)``)."""
+
+    outbox: OutboxWorker
+    """Delivers outbox rows (notices, CRM pushes, messages, calendar pushes)."""
+    messaging: MessagingWorker
+    """Answers the WhatsApp/SMS inbox."""
+    sweeper: ApprovalSweeper
+    """Times out approval requests nobody decided."""
 
 
 def open_database(settings: Settings) -> Database:
@@ -140,14 +154,17 @@ async def open_gateway(
     for problem in registry.problems:
         (log.error if problem.severity == "error" else log.warning)("client config: %s", problem)
     log.info("loaded %d client(s): %s", len(registry.clients), ", ".join(sorted(registry.clients)))
-    db = open_database(settings)
-    locks: Locks
-    own_http = http is None
-    http_client = http or httpx.AsyncClient()
-    try:
+    async with AsyncExitStack() as stack:
+        db = open_database(settings)
+        stack.push_async_callback(db.close)
+        http_client = (
+            http if http is not None else await stack.enter_async_context(httpx.AsyncClient())
+        )
         await prepare_database(db, settings)
+        locks: Locks
         if settings.redis_url:
             locks = RedisLocks(settings.redis_url, lease_s=settings.lock_lease_s)
+            stack.push_async_callback(locks.close)
             if not await locks.ping():
                 log.error("REDIS_URL is set but Redis does not answer; /readyz will report it")
         else:
@@ -162,11 +179,13 @@ async def open_gateway(
         leads = LeadLedger(db)
         conversations = ConversationLog(db)
         outbox = Outbox(db)
-        tools = embedded_tools(calendar, leads, vendor_urls=settings)
+        tools = tool_registry(calendar, leads, vendor_urls(settings))
         knowledge = await _open_knowledge(settings)
         if knowledge is not None:
+            stack.push_async_callback(knowledge.aclose)
             tools.set_knowledge(_knowledge_views(knowledge))
         models = gemini_models(settings.gemini_api_key, settings.gemini_base_url)
+        stack.push_async_callback(models.aclose)
         tools.set_models(models)
         for problem in tools.check_clients(registry):
             log.error("client config: %s; that client is skipped", problem)
@@ -195,71 +214,63 @@ async def open_gateway(
                     ", ".join(engine.purposes),
                 )
         gw = Gateway(
-            settings,
-            registry,
-            db,
-            store,
-            locks,
-            engine,
-            leads,
-            calendar,
-            conversations,
-            outbox,
-            CallTraceStore(db),
-            bus,
-        )
-        gw.knowledge = knowledge
-        gw.decisions = Decisions(
-            engine,
-            ApprovalStore(db, clock=lambda: engine.clock().timestamp()),
-            hook_for=thread_send_hook,
-        )
-        preparing = (
-            asyncio.create_task(_prepare_knowledge(knowledge, registry, settings))
-            if knowledge is not None
-            else None
-        )
-        gw.inbox = Inbox(db, locks, lease_s=settings.messaging_lease_s)
-        if worker:
-            gw.worker = _worker(gw, http_client)
-            gw.worker.start()
-            gw.messaging = MessagingWorker(
-                gw.inbox,
-                registry,
+            settings=settings,
+            registry=registry,
+            db=db,
+            store=store,
+            locks=locks,
+            engine=engine,
+            leads=leads,
+            calendar=calendar,
+            conversations=conversations,
+            outbox=outbox,
+            call_traces=CallTraceStore(db),
+            bus=bus,
+            knowledge=knowledge,
+            decisions=Decisions(
                 engine,
-                outbox,
-                transcribe=voice_notes(
-                    http_client,
-                    settings.meta_graph_base_url,
-                    _speech_hub(settings),
-                ),
-                poll_s=settings.messaging_poll_s,
-            )
-            gw.messaging.start()
-            gw.sweeper = approval_sweeper(gw)
-            gw.sweeper.start()
-        try:
-            await bus.start()
-            yield gw
-        finally:
-            if gw.messaging is not None:
-                await gw.messaging.stop()
-            if gw.sweeper is not None:
-                await gw.sweeper.stop()
-            if gw.worker is not None:
-                await gw.worker.stop()
-            if preparing is not None:
-                preparing.cancel()
-                await asyncio.gather(preparing, return_exceptions=True)
-            if knowledge is not None:
-                await knowledge.aclose()
-            await models.aclose()
-            await bus.close()
-            await locks.close()
-    finally:
-        if own_http:
-            await http_client.aclose()
-        await db.close()
+                ApprovalStore(db, clock=lambda: engine.clock().timestamp()),
+                hook_for=thread_send_hook,
+            ),
+            inbox=Inbox(db, locks, lease_s=settings.messaging_lease_s),
+            runners=None,
+        )
+        if knowledge is not None:
+            preparing = asyncio.create_task(_prepare_knowledge(knowledge, registry, settings))
+            stack.push_async_callback(_cancel, preparing)
+        await bus.start()
+        stack.push_async_callback(bus.close)
+        if worker:
+            runners = _runners(gw, http_client)
+            gw = replace(gw, runners=runners)
+            # Stopped in the reverse order: messaging, sweeper, then the outbox
+            # worker (which finishes its in-flight deliveries).
+            for runner in (runners.outbox, runners.sweeper, runners.messaging):
+                runner.start()
+                stack.push_async_callback(runner.stop)
+        yield gw
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+def _runners(gw: Gateway, http: httpx.AsyncClient) -> Runners:
+    """This replica's background workers (not started)."""
+    settings = gw.settings
+    return Runners(
+        outbox=_worker(gw, http),
+        messaging=MessagingWorker(
+            gw.inbox,
+            gw.registry,
+            gw.engine,
+            gw.outbox,
+            transcribe=voice_notes(http, settings.meta_graph_base_url, _speech_hub(settings)),
+            poll_s=settings.messaging_poll_s,
+        ),
+        sweeper=approval_sweeper(gw),
+    )
 
 
 async def _open_knowledge(settings: Settings) -> KnowledgeIndex | None:
@@ -297,7 +308,7 @@ async def _prepare_knowledge(
     every client folder that changed since its last ingest. Until a client's
     ingest is done its ``status()`` says ``building``."""
     from engine.errors import ToolError
-    from engine.knowledge.embedders import load_embedder
+    from providers.knowledge.embedders import load_embedder
 
     index.use_embedder(await load_embedder(settings.embedder))
     if not settings.knowledge_ingest_on_start:
@@ -314,8 +325,8 @@ async def _prepare_knowledge(
 
 
 def _worker(gw: Gateway, http: httpx.AsyncClient) -> OutboxWorker:
-    from engine.tools.notify import EmailNotifier
     from gateway.deliveries import deliverers
+    from providers.notify.email import EmailNotifier
 
     settings = gw.settings
     smtp = EmailNotifier(settings.smtp_url, settings.smtp_from) if settings.smtp_url else None
@@ -343,7 +354,7 @@ def _worker(gw: Gateway, http: httpx.AsyncClient) -> OutboxWorker:
             hubspot_base_url=settings.hubspot_base_url,
             pipedrive_base_url=settings.pipedrive_base_url,
             airtable_base_url=settings.airtable_base_url,
-            calendar_urls=settings,
+            calendar_urls=vendor_urls(settings),
         ),
         options,
         housekeeping=lambda: _housekeeping(gw),
@@ -374,9 +385,11 @@ class _Serving:
         self.web: WebDeps | None = None
         self.voice: VoiceDeps | None = None
         self.phone: PhoneDeps | None = None
+        self.messaging: MessagingDeps | None = None
 
     def clear(self) -> None:
         self.gateway = self.call_traces = self.web = self.voice = self.phone = None
+        self.messaging = None
 
     def require_gateway(self) -> Gateway:
         return _serving(self.gateway)
@@ -393,6 +406,9 @@ class _Serving:
     def require_phone(self) -> PhoneDeps:
         return _serving(self.phone)
 
+    def require_messaging(self) -> MessagingDeps:
+        return _serving(self.messaging)
+
 
 def _serving(value: _T | None) -> _T:
     if value is None:
@@ -402,7 +418,7 @@ def _serving(value: _T | None) -> _T:
 
 async def _warm_up_speech(hub: SpeechHub, gw: Gateway) -> None:
     """Load the phone clients' speech models in the background at start-up."""
-    from adapters.phone.media import warm_up_speech
+    from channels.phone.media import warm_up_speech
 
     started = time.monotonic()
     warmed = await warm_up_speech(hub, list(gw.registry.clients.values()))
@@ -418,7 +434,7 @@ def _speech_hub(settings: Settings) -> SpeechHub:
     """Speech models for calls and voice notes: loaded on a client's first use
     (off the event loop), once; ``auto`` prefers what ``gateway models install``
     put in ``settings.models_dir`` (Whisper, Piper)."""
-    from adapters.speech.providers import SpeechHub
+    from providers.speech.providers import SpeechHub
 
     return SpeechHub(models_dir=settings.models_dir)
 
@@ -427,15 +443,15 @@ def create_app(
     settings: Settings | None = None, *, clock: Callable[[], datetime] | None = None
 ) -> FastAPI:
     """Build the ASGI app. ``clock`` pins the engine's notion of now (tests)."""
-    from adapters.phone.admission import open_stream_gate
-    from adapters.phone.capacity import CallCapacity
-    from adapters.phone.deps import PhoneDeps, VoiceDeps
-    from adapters.phone.media import media_router
-    from adapters.phone.trace import CallTraces
-    from adapters.phone.webhook import PhoneSettings, voice_router
-    from adapters.web import WebDeps, WebLimits, web_router
-    from adapters.web.limits import SourceLimiter
-    from adapters.whatsapp.routes import messaging_router
+    from channels.phone.admission import open_stream_gate
+    from channels.phone.capacity import CallCapacity
+    from channels.phone.deps import PhoneDeps, VoiceDeps
+    from channels.phone.media import media_router
+    from channels.phone.trace import CallTraces
+    from channels.phone.webhook import PhoneSettings, voice_router
+    from channels.web import WebDeps, WebLimits, web_router
+    from channels.web.limits import SourceLimiter
+    from channels.whatsapp.routes import MessagingDeps, messaging_router
     from gateway.calendar_feed import calendar_router
     from gateway.logging import configure_logging
     from gateway.routes import admin_router, ops_router
@@ -486,6 +502,9 @@ def create_app(
                 streams=open_stream_gate(settings.redis_url, lines=phone_lines),
                 audio_burst_s=settings.phone_audio_burst_s,
             )
+            serving.messaging = MessagingDeps(
+                registry=gw.registry, db=gw.db, inbox=gw.inbox, public_url=settings.public_url
+            )
             # Handles for tests and tools that reach into a running app; the
             # routes themselves get their dependencies from `serving`.
             app.state.gateway = gw
@@ -509,6 +528,6 @@ def create_app(
     app.include_router(web_router(serving.require_web))
     app.include_router(voice_router(serving.require_voice))
     app.include_router(media_router(serving.require_phone))
-    app.include_router(messaging_router(serving.require_gateway))
+    app.include_router(messaging_router(serving.require_messaging))
     app.include_router(calendar_router(serving.require_gateway))
     return app

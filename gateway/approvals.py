@@ -4,7 +4,7 @@ message, the signal to the open widget, and the timeout sweeper.
 The engine applies a decision (:mod:`engine.decisions`); here the gateway
 gives it the web channel's event log (so the message is committed as a
 ``complete`` event) and, once committed, signals the conversation's open
-socket on any replica (:class:`~engine.handoff.ConversationBus`). Used by
+socket on any replica (:class:`~engine.bus.ConversationBus`). Used by
 ``POST /admin/api/approvals/{id}`` and by the sweeper the lifespan runs.
 """
 
@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from adapters.web.codec import complete_event
+from channels.web.codec import complete_event
 from engine.approvals import Decision
 from engine.core import Replay
-from engine.decisions import ApprovalSweeper, DecisionResult, Decisions
+from engine.decisions import ApprovalSweeper, DecisionResult
 from engine.messages import ConversationResponse, TurnEvent
 from engine.session import SessionKey
 
@@ -41,24 +41,18 @@ def replay_for(gw: Gateway, key: SessionKey) -> Replay | None:
     return Replay(_web_encode, after=gw.bus.cursor_hint(str(key)))
 
 
-def _decisions(gw: Gateway) -> Decisions:
-    if gw.decisions is None:
-        raise RuntimeError("the gateway has no approval decisions wired")
-    return gw.decisions
-
-
 async def decide(
     gw: Gateway, approval_id: str, decision: Decision, note: str | None = None
 ) -> DecisionResult:
     """Apply ``decision`` and, when it wrote something, signal the widget."""
-    approval = await _decisions(gw).approvals.get(approval_id)
+    approval = await gw.decisions.approvals.get(approval_id)
     key = (
         SessionKey(approval.client_id, approval.channel, approval.session_id)
         if approval is not None
         else None
     )
     replay = replay_for(gw, key) if key is not None else None
-    result = await _decisions(gw).decide(approval_id, decision, note=note, replay=replay)
+    result = await gw.decisions.decide(approval_id, decision, note=note, replay=replay)
     if not result.duplicate:
         await gw.bus.publish(str(result.key))
     return result
@@ -71,7 +65,7 @@ def sweeper(gw: Gateway, interval_s: float = SWEEP_INTERVAL_S) -> ApprovalSweepe
         await gw.bus.publish(str(result.key))
 
     return ApprovalSweeper(
-        _decisions(gw),
+        gw.decisions,
         interval_s=interval_s,
         replay_for=lambda key: replay_for(gw, key),
         on_settled=signal,

@@ -30,11 +30,11 @@ import typer
 from engine import load_clients
 
 if TYPE_CHECKING:
-    from adapters.phone.testing.caller import BotReply, Utterance
-    from adapters.phone.testing.report import CallReport, ServerTurn
     from engine.db.database import Database
     from engine.outbox import Outbox, OutboxRow
     from gateway.settings import Settings
+    from testkit.phone.caller import BotReply, Utterance
+    from testkit.phone.report import CallReport, ServerTurn
 
 T = TypeVar("T")
 
@@ -212,8 +212,8 @@ def call(
     The call starts as Twilio starts one: a voice webhook request signed with the
     client's auth token, whose TwiML gives the stream and its one-time token.
     """
-    from adapters.phone.testing.audio import read_wav, speak
     from gateway.settings import Settings
+    from testkit.phone.audio import read_wav, speak
 
     models_dir = Settings().models_dir
     lines: list[tuple[str, tuple[bytes, int]]] = []
@@ -295,9 +295,9 @@ async def _place_call(
     import httpx
     from websockets.exceptions import InvalidStatus, WebSocketException
 
-    from adapters.phone.testing.caller import CallEnded, TwilioCaller
-    from adapters.phone.testing.report import fetch_call_report
-    from adapters.speech.stt import make_stt
+    from providers.speech.stt import make_stt
+    from testkit.phone.caller import CallEnded, TwilioCaller
+    from testkit.phone.report import fetch_call_report
 
     http_base = base.replace("ws://", "http://").replace("wss://", "https://")
     voice_url = f"{http_base}/twilio/voice/{client_id}"
@@ -396,7 +396,7 @@ async def _place_call(
 
 
 def _print_turn(number: int, turn: _Turn, have_report: bool) -> None:
-    from adapters.phone.testing.report import STAGES
+    from testkit.phone.report import STAGES
 
     title = "greeting" if number == 0 else f"turn {number}"
     typer.echo(f"── {title} " + "─" * (60 - len(title)))
@@ -517,10 +517,10 @@ def validate(
     when no client loads, or with --strict when there is any warning. Warnings
     alone (the client serves) exit 0.
     """
-    from engine.tools import embedded_tools
+    from gateway.integrations import tool_registry
 
     registry = load_clients(clients_dir)
-    embedded_tools().check_clients(registry)  # providers nobody registered
+    tool_registry().check_clients(registry)  # providers nobody registered
     for problem in registry.problems:
         color = "red" if problem.severity == "error" or strict else "yellow"
         typer.secho(str(problem), fg=color)
@@ -550,8 +550,8 @@ def ingest(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from engine.errors import ToolError
-    from engine.knowledge import IngestReport, KnowledgeIndex, make_embedder
     from gateway.settings import Settings
+    from providers.knowledge import IngestReport, KnowledgeIndex, make_embedder
 
     settings = Settings(GATEWAY_CLIENTS_DIR=clients_dir)
     registry = load_clients(clients_dir)
@@ -1070,7 +1070,7 @@ def models_install(
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
-    from adapters.speech import models
+    from providers.speech import models
 
     folder = _models_dir(models_dir)
     wanted = names or ["tiny.en"]
@@ -1111,7 +1111,7 @@ def models_list(
     ] = True,
 ) -> None:
     """Show the models installed in the models folder, and those that can be installed."""
-    from adapters.speech import models
+    from providers.speech import models
 
     folder = _models_dir(models_dir)
     present = models.installed(folder)
@@ -1140,25 +1140,6 @@ _CHECK_TIMEOUT_S = 60.0
 """How long one client's checks may take together before they count as a problem."""
 
 
-def _register_integration_checks() -> None:
-    """Import what registers the vendor providers' checks: the outbox deliverers
-    (:mod:`gateway.deliveries`, which import the CRM providers) and every module of
-    the provider packages, so no check is missed because nothing imported it yet."""
-    import importlib
-    import pkgutil
-
-    importlib.import_module("gateway.deliveries")
-    for package in ("adapters.crm", "adapters.calendars"):
-        try:
-            found = importlib.import_module(package)
-        except ModuleNotFoundError as exc:
-            if exc.name != package:  # the package is there but one of its imports is not
-                raise
-            continue
-        for module in pkgutil.iter_modules(getattr(found, "__path__", [])):
-            importlib.import_module(f"{package}.{module.name}")
-
-
 @integrations_app.command("check")
 def integrations_check(
     client_id: Annotated[
@@ -1183,7 +1164,7 @@ def integrations_check(
     import httpx
 
     from engine.config import ClientConfig
-    from gateway.integrations import IntegrationKind, run_checks
+    from gateway.integrations import IntegrationKind, run_checks, vendor_urls
     from gateway.settings import Settings
 
     settings = Settings() if clients_dir is None else Settings(GATEWAY_CLIENTS_DIR=clients_dir)
@@ -1199,14 +1180,13 @@ def integrations_check(
         for c in sorted(registry.clients.values(), key=lambda c: c.client_id)
         if client_id is None or c.client_id == client_id
     ]
-    _register_integration_checks()
 
     async def check(
         client: ClientConfig, http: httpx.AsyncClient
     ) -> list[tuple[IntegrationKind, str, list[str]]] | str:
         try:
             return await asyncio.wait_for(
-                run_checks(client, http, settings), timeout=_CHECK_TIMEOUT_S
+                run_checks(client, http, vendor_urls(settings)), timeout=_CHECK_TIMEOUT_S
             )
         except TimeoutError:
             return f"the checks took longer than {_CHECK_TIMEOUT_S:.0f}s"

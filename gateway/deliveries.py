@@ -12,17 +12,17 @@ Kinds today:
     so a redelivery is recognisably the same message.
 ``message.twilio``, ``message.meta``, ``read.meta``
     WhatsApp and SMS replies, and read receipts
-    (:mod:`adapters.whatsapp.sender`; 20 per second per kind).
+    (:mod:`channels.whatsapp.sender`; 20 per second per kind).
 ``crm.hubspot``, ``crm.pipedrive``, ``crm.airtable``, ``crm.webhook``
     A captured lead pushed to the client's ``crm.provider`` (one row per lead,
     key ``crm:<lead id>``), with the vendor's own idempotency
-    (:mod:`adapters.crm`; base URLs ``HUBSPOT_BASE_URL``, ``PIPEDRIVE_BASE_URL``,
+    (:mod:`providers.crm`; base URLs ``HUBSPOT_BASE_URL``, ``PIPEDRIVE_BASE_URL``,
     ``AIRTABLE_BASE_URL``).
 ``calendar.google``, ``calendar.calendly``
     A booking pushed to the client's Google Calendar (a deterministic event id)
     or Calendly (after looking for the same invitee's event), key
     ``calendar:<booking id>``; a slot taken there meanwhile marks the booking
-    ``conflict`` and notifies the business (:mod:`adapters.calendars`).
+    ``conflict`` and notifies the business (:mod:`providers.calendars`).
 ``twilio.call``
     A live call update (``transfer`` to a number, ``hangup``) through
     Twilio's REST API with the client's credentials. Pointless once the call
@@ -39,12 +39,15 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-import adapters.crm  # registers the CRMs' `gateway integrations check`
+import providers.crm
 from engine.config import ClientConfig, ClientRegistry
 from engine.db.database import Database
 from engine.errors import ToolError
 from engine.outbox import Deliverer, OutboxRow
-from engine.tools.notify import EmailNotifier, Escalation, SlackNotifier
+from engine.tools.notify import Escalation
+from providers.notify.email import EmailNotifier
+from providers.notify.slack import SlackNotifier
+from providers.urls import VendorUrls
 
 __all__ = ["EmailDeliverer", "SlackDeliverer", "TwilioCallDeliverer", "deliverers"]
 
@@ -125,7 +128,7 @@ class TwilioCallDeliverer(Deliverer):
         self.base_url = base_url
 
     async def deliver(self, row: OutboxRow) -> None:
-        from adapters.phone.rest import TwilioCalls
+        from channels.phone.rest import TwilioCalls
 
         client = _client(self.registry, row)
         payload = row.payload
@@ -155,16 +158,16 @@ def deliverers(
     hubspot_base_url: str | None = None,
     pipedrive_base_url: str | None = None,
     airtable_base_url: str | None = None,
-    calendar_urls: object = None,
+    calendar_urls: VendorUrls | None = None,
 ) -> list[Deliverer]:
     """Every kind's deliverer. ``db``: the messaging kinds (``message.twilio``,
-    ``message.meta``, ``read.meta``; :mod:`adapters.whatsapp.sender`) record what
+    ``message.meta``, ``read.meta``; :mod:`channels.whatsapp.sender`) record what
     they sent there, so they are wired only with it."""
     out: list[Deliverer] = [
         SlackDeliverer(registry, http, slack_base_url),
         EmailDeliverer(registry, smtp),
         TwilioCallDeliverer(registry, http, twilio_base_url),
-        *adapters.crm.crm_deliverers(
+        *providers.crm.crm_deliverers(
             registry,
             http,
             hubspot_base_url=hubspot_base_url,
@@ -173,7 +176,7 @@ def deliverers(
         ),
     ]
     if db is not None:
-        from adapters.whatsapp.sender import messaging_deliverers
+        from channels.whatsapp.sender import messaging_deliverers
 
         out += messaging_deliverers(
             registry,
@@ -184,9 +187,10 @@ def deliverers(
             public_url=public_url,
         )
         # Vendor calendar pushes (calendar.google, calendar.calendly): base URLs
-        # from ``calendar_urls`` (Settings: GOOGLE_CALENDAR_BASE_URL,
-        # GOOGLE_OAUTH_TOKEN_URL, CALENDLY_BASE_URL).
-        from adapters.calendars import Endpoints, calendar_deliverers
+        # from ``calendar_urls`` (default: the vendors' own).
+        from providers.calendars import Endpoints, calendar_deliverers
 
-        out += calendar_deliverers(registry, http, db, Endpoints.of_settings(calendar_urls))
+        out += calendar_deliverers(
+            registry, http, db, Endpoints.of_urls(calendar_urls or VendorUrls())
+        )
     return out

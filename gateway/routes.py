@@ -3,7 +3,7 @@
 Each factory takes a provider of the running :class:`~gateway.app.Gateway`
 (built in the app's lifespan), never reading ``app.state``.
 
-Staff answer a handed-off conversation (:mod:`engine.handoff`) here. A
+Staff answer a handed-off conversation (:mod:`engine.takeover`) here. A
 conversation's ``{id}`` is ``client_id:channel:session_id`` (the ``id`` of
 each item of ``GET /admin/api/conversations``; the link in Slack and email
 notices)::
@@ -39,7 +39,7 @@ Staff decide bookings that need approval (``booking.approval``;
         timeout, the customer withdrew): the body's ``approval`` says how;
         503 the conversation is busy (retry)
 
-What became of WhatsApp/SMS replies (:mod:`adapters.whatsapp.statuses`)::
+What became of WhatsApp/SMS replies (:mod:`channels.whatsapp.statuses`)::
 
     GET /admin/api/calendar/conflicts?client_id=ID   bookings a vendor calendar refused
     GET /admin/api/messages?client_id=ID[&status=failed][&limit=200]
@@ -72,20 +72,20 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from adapters.phone.trace import CallTraces
-from adapters.web.codec import complete_event
-from adapters.whatsapp.statuses import MessageStatus, list_messages
-from adapters.whatsapp.worker import thread_send_hook
+from channels.phone.trace import CallTraces
+from channels.web.codec import complete_event
+from channels.whatsapp.statuses import MessageStatus, list_messages
+from channels.whatsapp.worker import thread_send_hook
 from engine.approvals import ApprovalState, state_after
 from engine.core import HandoffRefused, Replay
-from engine.decisions import Decisions, UnknownApprovalError
+from engine.decisions import UnknownApprovalError
 from engine.errors import SessionBusyError, UnknownSessionError
 from engine.messages import CHANNELS, ConversationResponse, TurnEvent
 from engine.session import SessionKey
 from engine.tools.conversations import conversation_id, parse_conversation_id
 
 if TYPE_CHECKING:
-    from adapters.phone.capacity import CallCapacity
+    from channels.phone.capacity import CallCapacity
     from gateway.app import Gateway
 
 __all__ = ["admin_router", "ops_router"]
@@ -217,12 +217,6 @@ class DecisionBody(BaseModel):
 
     decision: Literal["approve", "decline"]
     note: str | None = Field(default=None, max_length=500)
-
-
-def _decisions(gw: Gateway) -> Decisions:
-    if gw.decisions is None:
-        raise HTTPException(503, "approvals are not available on this gateway")
-    return gw.decisions
 
 
 class StaffReplyBody(BaseModel):
@@ -399,13 +393,13 @@ def admin_router(
         state: Annotated[ApprovalState | None, Query()] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[dict[str, object]]:
-        decisions = _decisions(_client(client_id))
+        decisions = _client(client_id).decisions
         found = await decisions.approvals.list(client_id=client_id, state=state, limit=limit)
         return [a.as_json() for a in found]
 
     @router.get("/approvals/{approval_id}")
     async def one_approval(approval_id: str) -> dict[str, object]:
-        found = await _decisions(gateway()).approvals.get(approval_id)
+        found = await gateway().decisions.approvals.get(approval_id)
         if found is None:
             raise HTTPException(404, f"no approval request {approval_id!r}")
         return found.as_json()
@@ -435,7 +429,7 @@ def admin_router(
     @router.get("/calls/{call_sid}")
     async def call_trace(call_sid: str) -> dict[str, object]:
         """Per-turn latency stages and barge-ins of a call, from any replica
-        (shape: :meth:`adapters.phone.trace.CallTrace.as_json`)."""
+        (shape: :meth:`channels.phone.trace.CallTrace.as_json`)."""
         trace = await call_traces().find(call_sid)
         if trace is None:
             raise HTTPException(404, f"no trace of call {call_sid!r}")
@@ -448,16 +442,16 @@ def admin_router(
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> list[dict[str, object]]:
         """WhatsApp/SMS messages sent, most recently updated first; ``status=failed``
-        lists the failed sends (shape: :func:`adapters.whatsapp.statuses.list_messages`)."""
+        lists the failed sends (shape: :func:`channels.whatsapp.statuses.list_messages`)."""
         return await list_messages(_client(client_id).db, client_id, status, limit)
 
     @router.get("/calendar/conflicts")
     async def calendar_conflicts(client_id: Annotated[str, Query()]) -> list[dict[str, object]]:
         """Bookings a vendor calendar refused after the customer was told (status
-        ``conflict``, :mod:`adapters.calendars`), by start: ``booking_id``,
+        ``conflict``, :mod:`providers.calendars`), by start: ``booking_id``,
         ``start``, ``end``, ``service``, ``name``, ``channel``, ``session_id``,
         and the push's outbox ``state`` / ``reason`` (its last error)."""
-        from adapters.calendars.common import list_conflicts
+        from providers.calendars.common import list_conflicts
 
         return await list_conflicts(_client(client_id).db, client_id)
 

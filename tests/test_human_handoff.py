@@ -15,11 +15,12 @@ import pytest
 
 from engine.core import HandoffRefused
 from engine.errors import UnknownSessionError
-from engine.handoff import InvalidHandoff, reply_here_text, transition
 from engine.outbox import OutboxRow
-from engine.tools.notify import Escalation, render_slack
+from engine.takeover import InvalidHandoff, reply_here_text, transition
+from engine.tools.notify import Escalation
 from gateway.app import Gateway, open_gateway
 from gateway.settings import Settings
+from providers.notify.slack import render_slack
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = "spa-del-sol"

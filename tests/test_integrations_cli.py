@@ -15,6 +15,7 @@ import gateway.integrations as integrations
 from engine.config import ClientConfig
 from gateway.cli import app
 from gateway.settings import Settings
+from providers.urls import VendorUrls
 
 SPA = "spa-del-sol"
 DENTAL = "bright-smile-dental"
@@ -42,19 +43,19 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, object, object
 
     def fake(name: str, problems: list[str]) -> integrations.Check:
         async def check(
-            client: ClientConfig, http: httpx.AsyncClient, settings: Settings
+            client: ClientConfig, http: httpx.AsyncClient, urls: VendorUrls
         ) -> list[str]:
-            calls.append((name, client.client_id, http, settings))
+            calls.append((name, client.client_id, http, urls))
             return list(problems)
 
         return check
 
     async def broken(
-        client: ClientConfig, http: httpx.AsyncClient, settings: Settings
+        client: ClientConfig, http: httpx.AsyncClient, urls: VendorUrls
     ) -> list[str]:
         raise RuntimeError("the stub exploded")
 
-    checks = dict(integrations._CHECKS)
+    checks = dict(integrations.CHECKS)
     checks[("crm", "fakecrm")] = fake("fakecrm", [])
     checks[("crm", "badcrm")] = fake(
         "badcrm",
@@ -65,7 +66,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, object, object
     )
     checks[("calendar", "fakecal")] = fake("fakecal", [])
     checks[("calendar", "brokencal")] = broken
-    monkeypatch.setattr(integrations, "_CHECKS", checks)
+    monkeypatch.setattr(integrations, "CHECKS", checks)
     return calls
 
 
@@ -78,7 +79,7 @@ def test_local_providers_have_nothing_to_check(clients_dir: Path) -> None:
     assert output.count("calendar: local (nothing to check)") == 2
 
 
-def test_working_providers_print_ok_and_get_an_http_client_and_the_settings(
+def test_working_providers_print_ok_and_get_an_http_client_and_the_vendor_urls(
     clients_dir: Path, seen: list[tuple[str, str, object, object]]
 ) -> None:
     _use(clients_dir, SPA, "crm", "fakecrm")
@@ -91,9 +92,10 @@ def test_working_providers_print_ok_and_get_an_http_client_and_the_settings(
         ("fakecal", SPA),
         ("fakecrm", SPA),
     ]
-    for _, _, http, settings in seen:
+    for _, _, http, urls in seen:
         assert isinstance(http, httpx.AsyncClient)
-        assert isinstance(settings, Settings) and settings.clients_dir == clients_dir
+        assert isinstance(urls, VendorUrls)
+        assert urls.hubspot_base_url == Settings().hubspot_base_url
 
 
 def test_every_problem_is_printed_and_the_exit_code_is_1(

@@ -17,7 +17,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from engine.errors import SessionBusyError, StoreError
-from engine.locks import LocalLocks, Locks, RedisLocks
+from engine.locks import LocalLocks, Locks
+from providers.redis.locks import RedisLocks
 
 NAME = "spa-del-sol:web:web:7f3a"
 

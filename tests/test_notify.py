@@ -31,15 +31,9 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from prometheus_client import REGISTRY
 
 from engine.errors import ToolError
-from engine.tools.notify import (
-    DeliveryError,
-    EmailNotifier,
-    Escalation,
-    SlackNotifier,
-    parse_smtp_url,
-    render_email,
-    render_slack,
-)
+from engine.tools.notify import DeliveryError, Escalation
+from providers.notify.email import EmailNotifier, parse_smtp_url, render_email
+from providers.notify.slack import SlackNotifier, render_slack
 
 SECRET_PATH = "/services/T0ABCDEF/B0GHIJKL/s3cr3tW3bh00kT0k3n"
 
@@ -694,7 +688,7 @@ def test_email_notifier_rejects_a_bad_url_at_construction() -> None:
 def test_retry_after_reads_both_rfc_9110_forms(header: str, expected: float | None) -> None:
     from datetime import datetime
 
-    from engine.tools.http import retry_after_s
+    from providers.http import retry_after_s
 
     response = httpx.Response(429, headers={"Retry-After": header})
     now = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)

@@ -13,14 +13,14 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import REGISTRY
 
-from adapters.speech.audio import AudioChunk
-from adapters.speech.errors import SpeechError, SpeechUnavailableError, SttError, TtsError
-from adapters.speech.stt import SpeechToText, SttStream, Transcript
-from adapters.speech.tts import TextToSpeech
 from engine.errors import GatewayError, StoreError, ToolError
 from engine.providers import CallOptions
 from engine.tools import Booking, Calendar
 from engine.tools.notify import DeliveryError
+from providers.speech.audio import AudioChunk
+from providers.speech.errors import SpeechError, SpeechUnavailableError, SttError, TtsError
+from providers.speech.stt import SpeechToText, SttStream, Transcript
+from providers.speech.tts import TextToSpeech
 
 _names = itertools.count()
 FAST = CallOptions(timeout_s=0.2, max_attempts=3, backoff_s=0.0, max_backoff_s=0.05)

@@ -1,6 +1,6 @@
 """Test-only modules ship with the package but stay off the serving path.
 
-``adapters.phone.testing`` (a fake Twilio) and ``adapters.speech.testing``
+``testkit.phone`` (a fake Twilio) and ``testkit.speech``
 (fake speech providers) are for tests, the bench and the ``gateway call``
 command. No production module imports them; ``gateway/cli.py`` may, inside
 the functions of the command that places a simulated call.
@@ -12,8 +12,8 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PRODUCTION = ("adapters", "engine", "gateway", "purposes")
-TESTING = ("adapters.phone.testing", "adapters.speech.testing")
+PRODUCTION = ("channels", "providers", "engine", "gateway", "purposes")
+TESTING = ("testkit",)
 LAZY_ALLOWED = {Path("gateway/cli.py")}
 
 
@@ -68,4 +68,4 @@ def test_the_scan_sees_the_allowed_lazy_imports() -> None:
     tree = ast.parse((REPO / "gateway" / "cli.py").read_text(encoding="utf-8"))
     on_import = _top_level(tree)
     lazy = [name for node, name in _imports(tree) if _is_testing(name) and node not in on_import]
-    assert "adapters.phone.testing.caller.TwilioCaller" in lazy
+    assert "testkit.phone.caller.TwilioCaller" in lazy

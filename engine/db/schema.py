@@ -115,7 +115,7 @@ CONVERSATIONS = sa.Table(
     sa.Column("created_iso", sa.String(40), nullable=False),
     sa.Column("updated_iso", sa.String(40), nullable=False),
     sa.Column("updated_ts", sa.Float, nullable=False),
-    # bot | pending_human | human | resolved (engine.handoff)
+    # bot | pending_human | human | resolved (engine.takeover)
     sa.Column("handoff", sa.String(16), nullable=False, server_default="bot"),
     # the model's use by the conversation (engine.session.LlmUsage)
     sa.Column("llm_input_tokens", sa.Integer, nullable=False, server_default="0"),
@@ -282,7 +282,7 @@ APPROVALS = sa.Table(
 )
 
 
-# -- messaging channels (adapters/whatsapp): WhatsApp via Twilio or Meta, SMS via Twilio
+# -- messaging channels (channels/whatsapp): WhatsApp via Twilio or Meta, SMS via Twilio
 
 INBOUND_MESSAGES = sa.Table(
     "inbound_messages",
@@ -302,7 +302,7 @@ INBOUND_MESSAGES = sa.Table(
     sa.Column("business", sa.String(64)),
     sa.Column("provider_ts", sa.Float, nullable=False),
     sa.Column("received_ts", sa.Float, nullable=False),
-    # received | processing | replied | failed (adapters.whatsapp.inbox)
+    # received | processing | replied | failed (channels.whatsapp.inbox)
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("claim", sa.String(64)),
     sa.Column("lease_until_ts", sa.Float),

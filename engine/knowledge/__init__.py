@@ -1,47 +1,31 @@
-"""Each client's knowledge: files -> chunks -> a Qdrant index, hybrid search over it.
-
-::
-
-    index = KnowledgeIndex.open(data_dir=Path("data"), embedder=make_embedder("auto"))
-    report = await index.ingest("spa-del-sol", Path("clients/spa-del-sol/knowledge"))
-    passages = await index.search("spa-del-sol", "is there parking?", k=5)
-
-Modules: :mod:`~engine.knowledge.parsers` (md/txt/html/pdf -> sections),
-:mod:`~engine.knowledge.chunking` (sections -> chunks with stable ids),
-:mod:`~engine.knowledge.sparse` (BM25 sparse vectors),
-:mod:`~engine.knowledge.embedders` (dense vectors, provider interface),
-:mod:`~engine.knowledge.index` (Qdrant: collections, ingest, search).
+"""Knowledge, as the engine and the purposes see it: the vocabulary of retrieval
+(:mod:`engine.knowledge.types`) and the port one client's knowledge offers its
+agents (:class:`Knowledge`). The index itself (Qdrant, embedders, parsers) is a
+provider: :mod:`providers.knowledge`.
 """
 
-from engine.knowledge.chunking import ChunkOptions, chunk_sections
-from engine.knowledge.embedders import Embedder, SentenceTransformerEmbedder, make_embedder
-from engine.knowledge.index import (
-    ClientKnowledge,
-    IndexLockedError,
-    KnowledgeIndex,
-    Progress,
-    collection_name,
-)
-from engine.knowledge.parsers import SUFFIXES, KnowledgeFileError, parse_file
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
 from engine.knowledge.types import Chunk, IndexStatus, IngestReport, Passage, Section
 
-__all__ = [
-    "SUFFIXES",
-    "Chunk",
-    "ChunkOptions",
-    "ClientKnowledge",
-    "Embedder",
-    "IndexLockedError",
-    "IndexStatus",
-    "IngestReport",
-    "KnowledgeFileError",
-    "KnowledgeIndex",
-    "Passage",
-    "Progress",
-    "Section",
-    "SentenceTransformerEmbedder",
-    "chunk_sections",
-    "collection_name",
-    "make_embedder",
-    "parse_file",
-]
+__all__ = ["Chunk", "IndexStatus", "IngestReport", "Knowledge", "Passage", "Section"]
+
+
+class Knowledge(Protocol):
+    """One client's knowledge, as its agents see it (``Tools.knowledge``)."""
+
+    async def search(self, query: str, k: int = 5) -> list[Passage]:
+        """Up to ``k`` passages of this client's documents for ``query``, best first."""
+        ...
+
+    def status(self) -> IndexStatus:
+        """Whether the client's index is ready, building, missing or failed."""
+        ...
+
+    async def similarity(self, query: str, texts: Sequence[str]) -> list[float] | None:
+        """Cosine similarity of ``query`` with each of ``texts`` (in [-1, 1], in
+        order); None without an embedder (sparse-only search)."""
+        ...

@@ -1,10 +1,10 @@
-"""The language model behind the agents: offline (none) or Gemini.
+"""The language model behind the agents: offline (none) or a provider.
 
 ``types``: requests, chunks, function calls, usage, errors (vendor-neutral).
 ``model``: the provider base with its deadlines, and the per-turn handle
-(``TurnContext.llm``). ``usage``: metrics and prices. ``gemini``: the
-google-genai provider. ``stub``: a local server speaking Gemini's REST wire
-format (tests, benchmarks). ``testing``: an in-process scripted model.
+(``TurnContext.llm``). ``usage``: metrics and prices. The Gemini provider is
+:mod:`providers.llm.gemini`; its wire stub and an in-process scripted model
+are test helpers (:mod:`testkit.gemini`, :mod:`testkit.llm`).
 """
 
 from engine.llm.model import (

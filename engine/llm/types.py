@@ -2,7 +2,7 @@
 function calls, token usage and the error family.
 
 Agents build an :class:`LlmRequest` and read :class:`LlmChunk` objects; only
-a provider module (``engine.llm.gemini``) knows a vendor's field names.
+a provider module (``providers.llm.gemini``) knows a vendor's field names.
 Function declarations' ``parameters`` are JSON Schema objects in the OpenAPI
 subset Gemini accepts (``type``, ``properties``, ``required``, ``enum``,
 ``items``, ``description``, ``nullable``).

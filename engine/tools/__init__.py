@@ -58,12 +58,12 @@ _P = TypeVar("_P")
 def embedded_tools(
     calendar: LocalCalendar | None = None,
     ledger: LeadLedger | None = None,
-    *,
-    vendor_urls: object = None,
 ) -> ToolRegistry:
     """The registry with the built-in providers: ``local`` calendar and CRM (the
     shared instances given, one database for every client), Slack and email
-    notifiers. Without instances it knows the provider names only (what
+    notifiers. The vendor calendars are added by the gateway
+    (:func:`gateway.integrations.tool_registry`). Without instances it knows the
+    provider names only (what
     ``gateway clients validate`` checks configs against); building a client's
     tools then raises RuntimeError."""
 
@@ -84,10 +84,4 @@ def embedded_tools(
         registry.register_crm(name, shared(ledger))
     registry.register_notifier(SLACK)
     registry.register_notifier(EMAIL)
-    # Vendor calendars (google_calendar, calendly): imported here, late, as
-    # adapters build on the engine; base URLs from ``vendor_urls`` (the gateway's
-    # Settings: GOOGLE_CALENDAR_BASE_URL, GOOGLE_OAUTH_TOKEN_URL, CALENDLY_BASE_URL).
-    from adapters.calendars import Endpoints, register_calendars
-
-    register_calendars(registry, calendar, endpoints=Endpoints.of_settings(vendor_urls))
     return registry

@@ -107,7 +107,7 @@ class LocalCalendar(Calendar):
         self.on_booked: list[Callable[[Tx, Booking], Awaitable[None]]] = []
         """Called in the committing transaction when a booking becomes ``booked``
         (written, or a hold confirmed): a vendor calendar enqueues its push there
-        (:mod:`adapters.calendars`), atomically with the booking."""
+        (:mod:`providers.calendars`), atomically with the booking."""
 
     async def _busy_impl(self, client_id: str, start: datetime, end: datetime) -> list[Booking]:
         async def read(tx: Tx) -> list[Row]:

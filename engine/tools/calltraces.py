@@ -1,6 +1,6 @@
 """Phone call traces in the gateway's database, so every replica can show any call.
 
-A trace is the JSON of :meth:`adapters.phone.trace.CallTrace.as_json`
+A trace is the JSON of :meth:`channels.phone.trace.CallTrace.as_json`
 (per-turn latency stages, barge-ins); the phone adapter saves it after each
 reply and when the call ends, off the reply's path.
 """

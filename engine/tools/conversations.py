@@ -9,7 +9,7 @@ transcript instead of overwriting it. The only edit is a voice channel's
 "heard only this much" (:meth:`ConversationLog.mark_cut_in`).
 
 Each conversation's summary also carries its **handoff** state (``bot``,
-``pending_human``, ``human``, ``resolved``; :mod:`engine.handoff`), updated by
+``pending_human``, ``human``, ``resolved``; :mod:`engine.takeover`), updated by
 every commit, and each line whether a person at the business wrote it
 (``staff``). A conversation's id in the admin API is
 ``client_id:channel:session_id`` (:func:`conversation_id`).

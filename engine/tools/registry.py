@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from engine.config import ClientConfig, ClientRegistry, ConfigProblem, EscalationConfig
 from engine.errors import ConfigError
-from engine.knowledge.index import ClientKnowledge
+from engine.knowledge import Knowledge
 from engine.llm.model import LanguageModel
 from engine.tools.calendar import Calendar
 from engine.tools.crm import Crm
@@ -50,7 +50,7 @@ CalendarFactory = Callable[[ClientConfig], Calendar]
 """Builds (or hands out a shared) calendar for one client. May raise ConfigError."""
 CrmFactory = Callable[[ClientConfig], Crm]
 """Builds (or hands out a shared) CRM for one client. May raise ConfigError."""
-KnowledgeFactory = Callable[[ClientConfig], ClientKnowledge | None]
+KnowledgeFactory = Callable[[ClientConfig], Knowledge | None]
 ModelFactory = Callable[[ClientConfig], LanguageModel | None]
 """The client's knowledge view, or None when it has no knowledge folder."""
 
@@ -106,7 +106,7 @@ class Tools:
     crm: Crm
     notifiers: tuple[NotifierRoute, ...] = ()
     transfer_number: str | None = None
-    knowledge: ClientKnowledge | None = None
+    knowledge: Knowledge | None = None
     llm: LanguageModel | None = None
     """The client's language model (``llm.provider: gemini`` with a key), or
     None: the offline engine answers."""

@@ -21,14 +21,15 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 
-import adapters.calendars.calendly as calendly_module
-from adapters.calendars import Endpoints, calendar_deliverers
-from adapters.calendars.common import list_conflicts
+import providers.calendars.calendly as calendly_module
 from engine.errors import ToolError
 from engine.outbox import Deliverer, OutboxRow
 from engine.tools.calendar import Booking, BookingRequest
 from gateway.app import Gateway, open_gateway
+from gateway.integrations import vendor_urls
 from gateway.settings import Settings
+from providers.calendars import Endpoints, calendar_deliverers
+from providers.calendars.common import list_conflicts
 from tests.stub_server import StubServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -264,7 +265,7 @@ def _deliverer(gw: Gateway) -> Deliverer:
     (deliverer,) = [
         d
         for d in calendar_deliverers(
-            gw.registry, httpx.AsyncClient(), gw.db, Endpoints.of_settings(gw.settings)
+            gw.registry, httpx.AsyncClient(), gw.db, Endpoints.of_urls(vendor_urls(gw.settings))
         )
         if d.kind == "calendar.calendly"
     ]
@@ -395,7 +396,7 @@ async def test_taken_slot_is_a_conflict_listed_and_notified(
 
 
 async def test_integration_check(gw: Gateway, stub: CalendlyStub) -> None:
-    from adapters.calendars.calendly import check_calendly
+    from providers.calendars.calendly import check_calendly
 
     async with httpx.AsyncClient() as http:
         assert await check_calendly(_client(gw), http, gw.settings) == []

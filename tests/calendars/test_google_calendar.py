@@ -19,13 +19,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from google.auth import crypt, jwt
 
-from adapters.calendars import Endpoints, calendar_deliverers
-from adapters.calendars.google import event_id
 from engine.errors import ToolError
 from engine.outbox import Deliverer, OutboxRow
 from engine.tools.calendar import Booking, BookingRequest
 from gateway.app import Gateway, open_gateway
+from gateway.integrations import vendor_urls
 from gateway.settings import Settings
+from providers.calendars import Endpoints, calendar_deliverers
+from providers.calendars.google import event_id
 from tests.stub_server import StubServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -193,7 +194,9 @@ def _deliverer(gw: Gateway, http: Any) -> Deliverer:
     """The ``calendar.google`` deliverer, on the gateway's base URLs (its Settings)."""
     (deliverer,) = [
         d
-        for d in calendar_deliverers(gw.registry, http, gw.db, Endpoints.of_settings(gw.settings))
+        for d in calendar_deliverers(
+            gw.registry, http, gw.db, Endpoints.of_urls(vendor_urls(gw.settings))
+        )
         if d.kind == "calendar.google"
     ]
     return deliverer

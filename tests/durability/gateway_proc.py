@@ -44,9 +44,10 @@ def _die(*_: Any, **__: Any) -> None:
 
 
 def _install_crash(point: str) -> None:
-    from engine.handoff import ConversationBus, RedisConversationBus
+    from engine.bus import ConversationBus
     from engine.outbox import Outbox
     from engine.tools.crm import LeadLedger
+    from providers.redis.bus import RedisConversationBus
 
     if point == "lead_write":
         LeadLedger.record_in = _die  # type: ignore[method-assign,assignment]
@@ -65,7 +66,7 @@ def _install_crash(point: str) -> None:
         ConversationBus.publish = _die  # type: ignore[method-assign,assignment]
         RedisConversationBus.publish = _die  # type: ignore[method-assign,assignment]
     elif point == "messaging_turn":
-        from adapters.whatsapp.worker import ReplyHook
+        from channels.whatsapp.worker import ReplyHook
 
         ReplyHook.__call__ = _die  # type: ignore[method-assign,assignment]
     elif point:

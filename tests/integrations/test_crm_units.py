@@ -1,4 +1,4 @@
-"""The CRM adapters without a gateway: config validation, error mapping at the
+"""The CRM providers without a gateway: config validation, error mapping at the
 vendor boundary (httpx MockTransport), the Standard Webhooks signature against
 the spec's example, HubSpot's phone-only path, the integration checks, CSV."""
 
@@ -16,17 +16,17 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters.crm.airtable import check_airtable
-from adapters.crm.http import CrmError
-from adapters.crm.hubspot import HubspotDeliverer, check_hubspot
-from adapters.crm.pipedrive import check_pipedrive
-from adapters.crm.webhook import signed_request
 from engine.config import ClientConfig, ClientRegistry, load_client
 from engine.outbox import OutboxRow
 from engine.tools import embedded_tools
-from gateway.integrations import registered
+from gateway.integrations import CHECKS
 from gateway.routes import leads_csv_text
 from gateway.settings import Settings
+from providers.crm.airtable import check_airtable
+from providers.crm.http import CrmError
+from providers.crm.hubspot import HubspotDeliverer, check_hubspot
+from providers.crm.pipedrive import check_pipedrive
+from providers.crm.webhook import signed_request
 
 from .crm_stubs import AirtableStub, HubspotStub, PipedriveStub
 
@@ -92,7 +92,7 @@ def test_every_vendor_crm_is_a_registered_provider_with_a_check(
     assert embedded_tools().problems(config) == []
     import gateway.deliveries  # noqa: F401  (registers the checks)
 
-    assert ("crm", provider) in registered()
+    assert ("crm", provider) in CHECKS
 
 
 def test_the_signature_matches_the_standard_webhooks_example() -> None:

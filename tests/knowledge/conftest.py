@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.knowledge import Embedder, KnowledgeIndex, make_embedder
-from engine.knowledge.embedders import bundled_minilm_path
+from providers.knowledge import Embedder, KnowledgeIndex, make_embedder
+from providers.knowledge.embedders import bundled_minilm_path
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENTS = REPO / "clients"

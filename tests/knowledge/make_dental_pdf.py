@@ -4,7 +4,7 @@ and synthetic long PDFs for the benchmark. Needs fpdf2 (the ``dev`` extra).
     .venv/bin/python -m tests.knowledge.make_dental_pdf   # rewrites the client's PDF
 
 Headings are set in a larger font than body text: that is how the PDF parser
-finds sections (``engine.knowledge.parsers``).
+finds sections (``providers.knowledge.parsers``).
 """
 
 from __future__ import annotations

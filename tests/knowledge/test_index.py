@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import ToolError
-from engine.knowledge import (
+from providers.knowledge import (
     IndexLockedError,
     KnowledgeIndex,
     collection_name,
@@ -169,7 +169,7 @@ def test_make_embedder_never_crashes_and_logs_one_line(
 
 
 async def test_switching_embedder_builds_a_fresh_collection(tmp_path: Path, minilm: object) -> None:
-    from engine.knowledge import Embedder
+    from providers.knowledge import Embedder
 
     assert isinstance(minilm, Embedder)
     index = KnowledgeIndex.open(data_dir=tmp_path)
@@ -194,7 +194,7 @@ def test_local_mode_is_one_process_at_a_time(tmp_path: Path) -> None:
     try:
         probe = (
             "import sys; from pathlib import Path\n"
-            "from engine.knowledge import KnowledgeIndex, IndexLockedError\n"
+            "from providers.knowledge import KnowledgeIndex, IndexLockedError\n"
             "try:\n    KnowledgeIndex.open(data_dir=Path(sys.argv[1]))\n"
             "except IndexLockedError as e:\n    print('locked:', e); sys.exit(3)\n"
         )

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.knowledge import ChunkOptions, KnowledgeFileError, chunk_sections, parse_file
-from engine.knowledge.chunking import chunk_id
-from engine.knowledge.parsers import parse_html, parse_markdown
+from providers.knowledge import ChunkOptions, KnowledgeFileError, chunk_sections, parse_file
+from providers.knowledge.chunking import chunk_id
+from providers.knowledge.parsers import parse_html, parse_markdown
 from tests.knowledge.conftest import CLIENTS
 from tests.knowledge.make_dental_pdf import long_pages, write_pdf
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.knowledge import KnowledgeIndex
 from gateway.app import open_gateway
 from gateway.cli import app
 from gateway.settings import Settings
+from providers.knowledge import KnowledgeIndex
 from tests.knowledge.conftest import CLIENTS
 
 

@@ -21,11 +21,12 @@ from engine import ConversationResponse
 from engine.decisions import DecisionRefused
 from engine.outbox import OutboxWorker
 from engine.session import SessionKey
-from engine.tools.notify import Escalation, render_slack
+from engine.tools.notify import Escalation
 from gateway.app import Gateway, open_gateway
 from gateway.approvals import decide
 from gateway.deliveries import SlackDeliverer
 from gateway.settings import Settings
+from providers.notify.slack import render_slack
 
 REPO = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("America/Los_Angeles")

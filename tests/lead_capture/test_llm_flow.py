@@ -19,11 +19,11 @@ from prometheus_client import REGISTRY
 
 from engine import ConversationResponse
 from engine.llm import FunctionCall, LlmChunk, LlmError, LlmReason, LlmRequest, Usage
-from engine.llm.testing import Scripted, ScriptedModel, json_reply, text_reply
 from engine.messages import Discard, TextDelta
 from engine.session import SessionKey, ToolCallItem, ToolResultItem
 from gateway.app import Gateway, open_gateway
 from gateway.settings import Settings
+from testkit.llm import Scripted, ScriptedModel, json_reply, text_reply
 
 CLIENT = "spa-del-sol"
 REPO = Path(__file__).resolve().parents[2]

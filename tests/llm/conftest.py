@@ -1,5 +1,5 @@
 """Fixtures for the language-model tests: a Gemini REST stub on a free loopback
-port (``engine.llm.stub``), a :class:`GeminiModel` pointed at it, and helpers
+port (``testkit.gemini``), a :class:`GeminiModel` pointed at it, and helpers
 that build requests and collect streamed answers under loop-time deadlines."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from engine.llm.gemini import GeminiModel
 from engine.llm.model import LanguageModel
-from engine.llm.stub import GeminiStub
 from engine.llm.types import LlmChunk, LlmMessage, LlmRequest
+from providers.llm.gemini import GeminiModel
+from testkit.gemini import GeminiStub
 
 API_KEY = "test-key-123"
 

@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 
 from engine.config import ClientConfig
-from engine.llm.gemini import GeminiModel, gemini_models
 from engine.llm.model import TurnModel
-from engine.llm.stub import Blocked, GeminiStub, Hang, HttpError, Malformed, Reply, json_reply
 from engine.llm.types import (
     FunctionCall,
     FunctionDecl,
@@ -24,6 +22,8 @@ from engine.llm.types import (
     LlmRequest,
     Usage,
 )
+from providers.llm.gemini import GeminiModel, gemini_models
+from testkit.gemini import Blocked, GeminiStub, Hang, HttpError, Malformed, Reply, json_reply
 
 from .conftest import API_KEY, ask, collect
 

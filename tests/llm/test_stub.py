@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from engine.llm.stub import GeminiStub, HttpError, Reply
 from engine.llm.types import FunctionCall
+from testkit.gemini import GeminiStub, HttpError, Reply
 
 from .conftest import API_KEY
 

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from engine.llm.model import LanguageModel, LatencyBudget, TurnModel
-from engine.llm.testing import Scripted, ScriptedModel, call, text_reply
 from engine.llm.types import LlmChunk, LlmError, LlmReason, LlmRequest, Usage
 from engine.llm.usage import Prices
+from testkit.llm import Scripted, ScriptedModel, call, text_reply
 
 from .conftest import ask
 

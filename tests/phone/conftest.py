@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from phone.fake_twilio import AUTH_TOKEN
 
-from adapters.speech.testing import FakeSpeech
+from testkit.speech import FakeSpeech
 
 
 @pytest.fixture(scope="module", autouse=True)

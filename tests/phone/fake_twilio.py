@@ -4,9 +4,9 @@ It sends ``connected``/``start``/``media``/``dtmf``/``stop`` messages, echoes
 the ``mark`` messages the gateway sends (at once, as they are read: the test
 reads at its own pace, it does not play the audio in real time) and reads the
 gateway's ``media``/``mark``/``clear`` messages as typed values. The JSON is
-:mod:`adapters.phone.testing.wire`'s, read strictly (a field the Media Streams
+:mod:`testkit.phone.wire`'s, read strictly (a field the Media Streams
 documentation does not list fails the test). For Twilio on a real-time
-clock over a real socket, see :class:`adapters.phone.testing.TwilioCaller`.
+clock over a real socket, see :class:`testkit.phone.TwilioCaller`.
 
 Like Twilio, a call starts at the voice webhook: :func:`answer` POSTs a signed
 voice request and returns the TwiML's ``<Stream>`` parameters (the one-time
@@ -21,9 +21,9 @@ from functools import partial
 
 from starlette.testclient import TestClient, WebSocketTestSession
 
-from adapters.phone.testing.audio import SILENT_FRAME, synthesize, ulaw_frames, voiced_buzz
-from adapters.phone.testing.voice import parse_connect_twiml, voice_request
-from adapters.phone.testing.wire import (
+from testkit.phone.audio import SILENT_FRAME, synthesize, ulaw_frames, voiced_buzz
+from testkit.phone.voice import parse_connect_twiml, voice_request
+from testkit.phone.wire import (
     Outbound,
     OutboundClear,
     OutboundMark,

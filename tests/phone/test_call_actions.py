@@ -24,10 +24,10 @@ from fastapi.testclient import TestClient
 from phone.fake_twilio import FakeTwilio, answer, buzz, is_end_mark
 from phone.twilio_stub import TwilioStub
 
-from adapters.speech.testing import FakeSpeech
 from engine.messages import Action, ConversationResponse, TextDelta, TurnEvent
 from gateway.app import create_app
 from gateway.settings import Settings
+from testkit.speech import FakeSpeech
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"
@@ -140,7 +140,11 @@ def test_a_caller_asking_for_a_person_is_transferred_without_being_asked_for_a_n
             assert time.monotonic() < deadline, "the transfer never reached Twilio"
             time.sleep(0.05)
     # What the caller said and their number stay out of the logs (personal data).
-    ours = [r.getMessage() for r in caplog.records if r.name.startswith(("adapters", "engine"))]
+    ours = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith(("channels", "providers", "engine"))
+    ]
     assert any("heard" in line for line in ours), ours
     assert not [line for line in ours if "+14155550123" in line or "somebody" in line]
     assert not [line for line in ours if "talk to" in line]

@@ -1,11 +1,11 @@
-"""The call's state table (adapters/phone/state.py): the named transitions of a
+"""The call's state table (channels/phone/state.py): the named transitions of a
 call, events a state has no row for, and the end states."""
 
 from __future__ import annotations
 
 import pytest
 
-from adapters.phone.state import CallEvent, CallState, CallStatus
+from channels.phone.state import CallEvent, CallState, CallStatus
 
 E, S = CallEvent, CallState
 

@@ -1,4 +1,4 @@
-"""The simulated Twilio caller (:mod:`adapters.phone.testing`) and ``gateway call``.
+"""The simulated Twilio caller (:mod:`testkit.phone`) and ``gateway call``.
 
 Two servers: a tiny fake bot speaking Media Streams through the production
 codec (to pin down the caller's Twilio behaviour exactly: marks echoed after
@@ -23,7 +23,7 @@ from phone.fake_twilio import AUTH_TOKEN
 from typer.testing import CliRunner
 from websockets.asyncio.server import ServerConnection, serve
 
-from adapters.phone.codec import (
+from channels.phone.codec import (
     Connected,
     Mark,
     Media,
@@ -34,10 +34,10 @@ from adapters.phone.codec import (
     encode_mark,
     encode_media,
 )
-from adapters.phone.testing import TwilioCaller, parse_call_report, synthesize
-from adapters.speech.audio import TWILIO_FRAME_BYTES, ULAW_SILENCE, pcm16_to_ulaw
-from adapters.speech.stt import make_stt
 from gateway.cli import app
+from providers.speech.audio import TWILIO_FRAME_BYTES, ULAW_SILENCE, pcm16_to_ulaw
+from providers.speech.stt import make_stt
+from testkit.phone import TwilioCaller, parse_call_report, synthesize
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"

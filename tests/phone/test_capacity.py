@@ -20,12 +20,12 @@ from phone.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, answer, is_en
 from prometheus_client import REGISTRY
 from starlette.websockets import WebSocketDisconnect
 
-from adapters.phone.capacity import CallCapacity
-from adapters.phone.testing.voice import voice_request
-from adapters.speech.testing import FakeSpeech
+from channels.phone.capacity import CallCapacity
 from engine.config import EscalationConfig
 from gateway.app import create_app
 from gateway.settings import Settings
+from testkit.phone.voice import voice_request
+from testkit.speech import FakeSpeech
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"

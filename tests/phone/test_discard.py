@@ -32,10 +32,8 @@ from phone.fake_twilio import (
 )
 from starlette.websockets import WebSocketDisconnect
 
-from adapters.phone.answer import WITHDRAW, Answer
-from adapters.phone.testing.wire import Outbound
-from adapters.phone.trace import CallTraces, TurnTrace
-from adapters.speech.testing import FakeSpeech
+from channels.phone.answer import WITHDRAW, Answer
+from channels.phone.trace import CallTraces, TurnTrace
 from engine.messages import (
     ChannelContext,
     ConversationResponse,
@@ -48,6 +46,8 @@ from engine.messages import (
 )
 from gateway.app import create_app
 from gateway.settings import Settings
+from testkit.phone.wire import Outbound
+from testkit.speech import FakeSpeech
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"
@@ -196,7 +196,7 @@ def test_a_discarded_reply_is_cleared_and_the_replacement_plays(
         assert "Tuesday" not in record and "Maria" not in record
         assert "Wednesday at eleven" in record
     # Neither what the caller said nor what the bot said reaches a log line.
-    ours = [r.getMessage() for r in caplog.records if r.name.startswith("adapters.phone")]
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("channels.phone")]
     assert any("withdrew" in line for line in ours), ours
     assert not [line for line in ours if "massage" in line or "Maria" in line]
     assert not [line for line in ours if "Wednesday" in line]

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 import pytest
 from phone.fake_twilio import SILENT_FRAME
 
-from adapters.phone.endpointing import complete_answer, stt_context
-from adapters.phone.inbound import Inbound
-from adapters.phone.testing.audio import ulaw_frames, voiced_buzz
-from adapters.phone.turns import EndOfTurn, Pause, SpeechStarted, TurnConfig, TurnEvent
-from adapters.speech.stt import SpeechToText, SttStream, Transcript
+from channels.phone.endpointing import complete_answer, stt_context
+from channels.phone.inbound import Inbound
+from channels.phone.turns import EndOfTurn, Pause, SpeechStarted, TurnConfig, TurnEvent
+from providers.speech.stt import SpeechToText, SttStream, Transcript
+from testkit.phone.audio import ulaw_frames, voiced_buzz
 
 SERVICES = ("Swedish Massage", "massage", "Manicure")
 

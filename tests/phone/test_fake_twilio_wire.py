@@ -1,4 +1,4 @@
-"""The fake Twilio's wire format (:mod:`adapters.phone.testing.wire`) against the gateway's codec.
+"""The fake Twilio's wire format (:mod:`testkit.phone.wire`) against the gateway's codec.
 
 What the fake sends must decode, field for field, as the gateway decodes
 Twilio's messages; what the gateway sends must parse. And the test audio a
@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from adapters.phone.codec import (
+from channels.phone.codec import (
     Connected,
     Dtmf,
     Mark,
@@ -25,8 +25,10 @@ from adapters.phone.codec import (
     encode_mark,
     encode_media,
 )
-from adapters.phone.testing.audio import SILENT_FRAME, ulaw_frames, voiced_buzz
-from adapters.phone.testing.wire import (
+from providers.speech.audio import TWILIO_FRAME_BYTES, ulaw_to_pcm16
+from providers.speech.vad import VOICED_PERIODICITY, WebRtcVad, periodicity
+from testkit.phone.audio import SILENT_FRAME, ulaw_frames, voiced_buzz
+from testkit.phone.wire import (
     OutboundClear,
     OutboundMark,
     OutboundMedia,
@@ -34,8 +36,6 @@ from adapters.phone.testing.wire import (
     WireError,
     parse_outbound,
 )
-from adapters.speech.audio import TWILIO_FRAME_BYTES, ulaw_to_pcm16
-from adapters.speech.vad import VOICED_PERIODICITY, WebRtcVad, periodicity
 
 SID = "MZ" + "a" * 32
 

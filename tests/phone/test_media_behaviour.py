@@ -38,15 +38,15 @@ from phone.fake_twilio import (
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
-from adapters.phone.testing.wire import Outbound, OutboundMark, OutboundMedia
-from adapters.phone.trace import CallTrace, CallTraces
-from adapters.speech.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from adapters.speech.testing import FakeSpeech
+from channels.phone.trace import CallTrace, CallTraces
 from engine import Engine
 from engine.messages import TurnEvent
 from engine.session import SessionKey
 from gateway.app import create_app
 from gateway.settings import Settings
+from providers.speech.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from testkit.phone.wire import Outbound, OutboundMark, OutboundMedia
+from testkit.speech import FakeSpeech
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"

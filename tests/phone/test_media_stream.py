@@ -29,11 +29,11 @@ from phone.fake_twilio import (
 )
 from starlette.websockets import WebSocketDisconnect
 
-from adapters.phone.testing.wire import OutboundClear
-from adapters.speech.audio import TWILIO_FRAME_BYTES
-from adapters.speech.testing import FakeSpeech
 from gateway.app import create_app
 from gateway.settings import Settings
+from providers.speech.audio import TWILIO_FRAME_BYTES
+from testkit.phone.wire import OutboundClear
+from testkit.speech import FakeSpeech
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from adapters.phone.codec import (
+from channels.phone.codec import (
     CodecError,
     Connected,
     Dtmf,

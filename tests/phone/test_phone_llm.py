@@ -19,12 +19,12 @@ from fastapi.testclient import TestClient
 from phone.fake_twilio import FakeTwilio, answer, buzz, is_clear, is_end_mark, is_mark, is_media
 from prometheus_client import REGISTRY
 
-from adapters.speech.testing import FakeSpeech
 from engine.llm import FunctionCall
-from engine.llm.stub import Behaviour, GeminiStub, Reply
 from engine.session import SessionKey
 from gateway.app import create_app
 from gateway.settings import Settings
+from testkit.gemini import Behaviour, GeminiStub, Reply
+from testkit.speech import FakeSpeech
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"

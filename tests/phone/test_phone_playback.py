@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from adapters.phone.playback import PacedPlayer, PlaybackConfig, Reply
-from adapters.phone.testing.wire import OutboundClear, OutboundMark, OutboundMedia, parse_outbound
-from adapters.speech.audio import ULAW_SILENCE
+from channels.phone.playback import PacedPlayer, PlaybackConfig, Reply
+from providers.speech.audio import ULAW_SILENCE
+from testkit.phone.wire import OutboundClear, OutboundMark, OutboundMedia, parse_outbound
 
 SID = "MZ0123"
 EPS = 1e-6
@@ -392,7 +392,7 @@ async def test_a_reply_whose_end_mark_never_comes_back_can_be_completed_by_the_c
 
 
 def test_heard_words_estimates_the_partial_sentence() -> None:
-    from adapters.phone.playback import PlaybackReport
+    from channels.phone.playback import PlaybackReport
 
     report = PlaybackReport(
         reply_id=1,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.phone.turns import (
+from channels.phone.turns import (
     BargeIn,
     BargeInEnded,
     BargeInStarted,
@@ -26,8 +26,8 @@ from adapters.phone.turns import (
     TurnState,
     TurnTaker,
 )
-from adapters.speech.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
-from adapters.speech.vad import WebRtcVad
+from providers.speech.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
+from providers.speech.vad import WebRtcVad
 
 FRAME_S = 0.02
 SILENT = bytes(320)

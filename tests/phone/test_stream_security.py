@@ -25,20 +25,20 @@ from phone.fake_twilio import AUTH_TOKEN, FakeTwilio, answer, is_end_mark, media
 from prometheus_client import REGISTRY
 from starlette.websockets import WebSocketDisconnect
 
-from adapters.phone.admission import (
+from channels.phone.admission import (
     LocalStreamGate,
     RedisStreamGate,
     StreamRefused,
     mint_stream_token,
     verify_stream_token,
 )
-from adapters.phone.budget import AudioBudget
-from adapters.phone.codec import CodecError, Dtmf, decode_inbound
-from adapters.phone.trace import CallTraces
-from adapters.speech.testing import FakeSpeech
+from channels.phone.budget import AudioBudget
+from channels.phone.codec import CodecError, Dtmf, decode_inbound
+from channels.phone.trace import CallTraces
 from engine.messages import TurnEvent
 from gateway.app import create_app
 from gateway.settings import Settings
+from testkit.speech import FakeSpeech
 
 REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"

@@ -1,4 +1,4 @@
-"""adapters.phone.rest against a local stub speaking Twilio's REST wire format."""
+"""channels.phone.rest against a local stub speaking Twilio's REST wire format."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 # works whether or not tests/phone/ is a package.
 from phone.twilio_stub import TwilioStub
 
-from adapters.phone.rest import DEFAULT_API_BASE_URL, CallState, TwilioCallError, TwilioCalls
-from adapters.phone.webhook import PhoneSettings
+from channels.phone.rest import DEFAULT_API_BASE_URL, CallState, TwilioCallError, TwilioCalls
+from channels.phone.webhook import PhoneSettings
 from engine.config import load_clients
 from engine.errors import ToolError
 

@@ -25,9 +25,9 @@ import httpx
 import pytest
 from phone.fake_twilio import AUTH_TOKEN
 
-from adapters.phone.testing import TwilioCaller, fetch_call_report
-from adapters.phone.testing.audio import speak
-from adapters.speech import models
+from providers.speech import models
+from testkit.phone import TwilioCaller, fetch_call_report
+from testkit.phone.audio import speak
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "data" / "models"

@@ -13,9 +13,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
-from adapters.phone.admission import TOKEN_TTL_S, verify_stream_token
-from adapters.phone.deps import VoiceDeps
-from adapters.phone.webhook import (
+from channels.phone.admission import TOKEN_TTL_S, verify_stream_token
+from channels.phone.deps import VoiceDeps
+from channels.phone.webhook import (
     MAX_BODY_BYTES,
     IncomingCall,
     PhoneSettings,
@@ -173,7 +173,7 @@ def test_a_tampered_parameter_breaks_the_signature(client: TestClient) -> None:
 def test_refusals_are_logged_with_client_and_reason_but_no_numbers(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="adapters.phone.webhook"):
+    with caplog.at_level(logging.INFO, logger="channels.phone.webhook"):
         client.post(PATH, data=PARAMS, headers={"X-Twilio-Signature": "forged"})
         client.post(PATH, data=PARAMS, headers=sign(PUBLIC + PATH, PARAMS))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adapters.speech.audio import resample
+from providers.speech.audio import resample
 
 Speak = Callable[[str, int], bytes]
 """``speak(text, rate_hz)`` -> PCM16 mono of espeak-ng saying ``text`` at ``rate_hz``."""

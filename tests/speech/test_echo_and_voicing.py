@@ -10,9 +10,9 @@ import wave
 import numpy as np
 import pytest
 
-from adapters.speech.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
-from adapters.speech.echo import EchoDetector
-from adapters.speech.vad import VOICED_PERIODICITY, periodicity
+from providers.speech.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
+from providers.speech.echo import EchoDetector
+from providers.speech.vad import VOICED_PERIODICITY, periodicity
 
 pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
 FRAME = 320  # bytes: 20 ms of 8 kHz PCM16

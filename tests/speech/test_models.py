@@ -17,13 +17,13 @@ import pytest
 from speech_helpers import Speak
 from typer.testing import CliRunner
 
-from adapters.speech import models
-from adapters.speech import stt as stt_module
-from adapters.speech.models import CATALOGUE, ModelFile, ModelInstallError, ModelSpec
-from adapters.speech.providers import SpeechHub, SttSpec, TtsSpec
-from adapters.speech.stt import FasterWhisperSTT, PocketSphinxSTT, make_stt
-from adapters.speech.tts import EspeakTTS, PiperTTS, make_tts
 from gateway.cli import app
+from providers.speech import models
+from providers.speech import stt as stt_module
+from providers.speech.models import CATALOGUE, ModelFile, ModelInstallError, ModelSpec
+from providers.speech.providers import SpeechHub, SttSpec, TtsSpec
+from providers.speech.stt import FasterWhisperSTT, PocketSphinxSTT, make_stt
+from providers.speech.tts import EspeakTTS, PiperTTS, make_tts
 
 
 def _need(name: str) -> None:
@@ -201,7 +201,7 @@ def test_resolve_paths(installed_dir: Path, tmp_path: Path) -> None:
 def test_auto_without_models_picks_pocketsphinx_and_espeak(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.INFO, logger="adapters.speech"):
+    with caplog.at_level(logging.INFO, logger="providers.speech"):
         first = make_stt("auto", models_dir=tmp_path)
         make_stt("auto", models_dir=tmp_path)
         voice = make_tts("auto", models_dir=tmp_path)
@@ -218,7 +218,7 @@ def test_auto_with_models_picks_whisper_and_piper(
 ) -> None:
     _need_module("faster_whisper", "pip install .[whisper]")
     _need_module("piper", "pip install .[piper]")
-    with caplog.at_level(logging.INFO, logger="adapters.speech"):
+    with caplog.at_level(logging.INFO, logger="providers.speech"):
         recogniser = make_stt("auto", models_dir=installed_dir)
         synthesiser = make_tts("auto", models_dir=installed_dir)
     assert isinstance(recogniser, FasterWhisperSTT)
@@ -246,7 +246,7 @@ def test_named_model_not_installed_falls_back_with_one_line(
         raise stt_module.SpeechUnavailableError("faster-whisper", "model 'tiny.en' failed to load")
 
     monkeypatch.setattr(stt_module, "_load_whisper_model", offline)
-    with caplog.at_level(logging.DEBUG, logger="adapters.speech"):
+    with caplog.at_level(logging.DEBUG, logger="providers.speech"):
         recogniser = make_stt("faster-whisper", "tiny.en", models_dir=tmp_path)
         voice = make_tts("auto", "en_US-joe-medium", models_dir=tmp_path)
     assert isinstance(recogniser, PocketSphinxSTT)

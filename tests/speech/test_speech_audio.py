@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from adapters.speech.audio import (
+from providers.speech.audio import (
     TWILIO_FRAME_BYTES,
     ULAW_SILENCE,
     AudioChunk,

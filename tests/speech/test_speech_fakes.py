@@ -1,4 +1,4 @@
-"""The fake speech providers (:mod:`adapters.speech.testing`) keep the real interfaces' contracts."""
+"""The fake speech providers (:mod:`testkit.speech`) keep the real interfaces' contracts."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import contextlib
 import numpy as np
 import pytest
 
-from adapters.speech.audio import AudioChunk
-from adapters.speech.errors import SttError
-from adapters.speech.providers import SttSpec, TtsSpec
-from adapters.speech.stt import SpeechToText, Transcript
-from adapters.speech.testing import FakeSpeech, ScriptedSTT, ToneTTS, speech_hub
-from adapters.speech.tts import MAX_TEXT_CHARS, TextToSpeech
-from adapters.speech.vad import frame_energy_dbfs
+from providers.speech.audio import AudioChunk
+from providers.speech.errors import SttError
+from providers.speech.providers import SttSpec, TtsSpec
+from providers.speech.stt import SpeechToText, Transcript
+from providers.speech.tts import MAX_TEXT_CHARS, TextToSpeech
+from providers.speech.vad import frame_energy_dbfs
+from testkit.speech import FakeSpeech, ScriptedSTT, ToneTTS, speech_hub
 
 FRAME = b"\x00\x10" * 160  # 20 ms at 8 kHz
 

@@ -12,9 +12,9 @@ import pocketsphinx
 import pytest
 from speech_helpers import Speak, build_tiny_whisper, frames_of
 
-from adapters.speech.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from adapters.speech.errors import SpeechUnavailableError
-from adapters.speech.stt import (
+from providers.speech.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from providers.speech.errors import SpeechUnavailableError
+from providers.speech.stt import (
     FasterWhisperSTT,
     PocketSphinxSTT,
     SpeechToText,
@@ -152,10 +152,10 @@ def test_missing_whisper_model_falls_back_with_one_log_line(
     provider: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     missing = str(tmp_path / f"no-such-model-{provider}")
-    with caplog.at_level(logging.DEBUG, logger="adapters.speech"):
+    with caplog.at_level(logging.DEBUG, logger="providers.speech"):
         stt = make_stt(provider, model=missing, phrases=SPA_PHRASES)
     assert isinstance(stt, PocketSphinxSTT)
-    ours = [r for r in caplog.records if r.name.startswith("adapters.speech")]
+    ours = [r for r in caplog.records if r.name.startswith("providers.speech")]
     assert len(ours) == 1
     assert ours[0].levelno == logging.WARNING
     assert "falling back to pocketsphinx" in ours[0].getMessage()
@@ -169,7 +169,7 @@ def test_broken_whisper_model_folder_falls_back(
     folder.mkdir()
     (folder / "model.bin").write_bytes(b"not a model")
     (folder / "config.json").write_text("{}")
-    with caplog.at_level(logging.WARNING, logger="adapters.speech"):
+    with caplog.at_level(logging.WARNING, logger="providers.speech"):
         stt = make_stt("faster-whisper", model=str(folder))
     assert isinstance(stt, PocketSphinxSTT)
     assert len(caplog.records) == 1
@@ -182,7 +182,7 @@ async def test_faster_whisper_loads_once_and_streams(
 ) -> None:
     pytest.importorskip("faster_whisper")
     folder = build_tiny_whisper(tmp_path / "tiny-whisper")
-    with caplog.at_level(logging.WARNING, logger="adapters.speech"):
+    with caplog.at_level(logging.WARNING, logger="providers.speech"):
         stt = make_stt("auto", model=str(folder), phrases=SPA_PHRASES)
     assert isinstance(stt, FasterWhisperSTT)
     assert not caplog.records

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from speech_helpers import frames_of, have_espeak
 
-from adapters.speech.audio import AudioChunk
-from adapters.speech.tts import (
+from providers.speech.audio import AudioChunk
+from providers.speech.tts import (
     MAX_TEXT_CHARS,
     EspeakTTS,
     SentenceSplitter,
@@ -22,7 +22,7 @@ from adapters.speech.tts import (
     split_sentences,
     split_text,
 )
-from adapters.speech.vad import frame_energy_dbfs
+from providers.speech.vad import frame_energy_dbfs
 
 needs_espeak = pytest.mark.skipif(not have_espeak(), reason="espeak-ng is not installed")
 
@@ -117,7 +117,7 @@ def test_missing_piper_voice_falls_back_with_one_log_line(
     provider: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     voice = str(tmp_path / f"missing-{provider}.onnx")
-    with caplog.at_level(logging.DEBUG, logger="adapters.speech"):
+    with caplog.at_level(logging.DEBUG, logger="providers.speech"):
         tts = make_tts(provider, voice=voice)
     assert isinstance(tts, EspeakTTS)
     assert len(caplog.records) == 1
@@ -185,7 +185,7 @@ def test_long_run_without_punctuation_is_cut_at_a_comma() -> None:
 
 
 def test_a_long_first_sentence_is_spoken_from_its_first_clause() -> None:
-    from adapters.speech.tts import SentenceSplitter, split_text
+    from providers.speech.tts import SentenceSplitter, split_text
 
     summary = (
         "Here's what I have: a Swedish Massage (60 min, $95) on Friday, November 27 "

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from speech_helpers import Speak, frames_of, white_noise
 
-from adapters.speech.audio import pcm16_to_ulaw, ulaw_to_pcm16
-from adapters.speech.vad import (
+from providers.speech.audio import pcm16_to_ulaw, ulaw_to_pcm16
+from providers.speech.vad import (
     SILENCE_DBFS,
     EnergyVad,
     WebRtcVad,

@@ -17,13 +17,13 @@ import pytest
 from prometheus_client import REGISTRY
 from speech_helpers import frames_of, have_espeak
 
-from adapters.speech import espeak_lib, models
-from adapters.speech import tts as tts_module
-from adapters.speech.audio import AudioChunk, Resampler, resample
-from adapters.speech.testing import ToneTTS
-from adapters.speech.tts import EspeakTTS, PiperTTS, TextToSpeech, TtsCache, TtsError
-from adapters.speech.vad import frame_energy_dbfs
 from bench.tts import loop_lag_ms
+from providers.speech import espeak_lib, models
+from providers.speech import tts as tts_module
+from providers.speech.audio import AudioChunk, Resampler, resample
+from providers.speech.tts import EspeakTTS, PiperTTS, TextToSpeech, TtsCache, TtsError
+from providers.speech.vad import frame_energy_dbfs
+from testkit.speech import ToneTTS
 
 REPO = Path(__file__).resolve().parents[2]
 PIPER_VOICE = "en_US-joe-medium"
@@ -212,7 +212,7 @@ def test_without_the_library_espeak_spawns_and_says_so_once(
     monkeypatch.setattr(espeak_lib, "shared_library", lambda: None)
     monkeypatch.setattr(espeak_lib, "load_failure", lambda: "OSError: not here")
     monkeypatch.setattr(models, "_ANNOUNCED", set())
-    with caplog.at_level(logging.DEBUG, logger="adapters.speech"):
+    with caplog.at_level(logging.DEBUG, logger="providers.speech"):
         first, second = EspeakTTS(), EspeakTTS("en-gb")
     assert first.backend == second.backend == "process"
     assert len(caplog.records) == 1

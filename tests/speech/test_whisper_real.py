@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adapters.phone.endpointing import stt_context
-from adapters.phone.testing.audio import speak
-from adapters.speech import models
-from adapters.speech.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
-from adapters.speech.stt import FasterWhisperSTT, collapse_repeats, make_stt
+from channels.phone.endpointing import stt_context
+from providers.speech import models
+from providers.speech.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
+from providers.speech.stt import FasterWhisperSTT, collapse_repeats, make_stt
+from testkit.phone.audio import speak
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "data" / "models"

@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from engine import ConversationResponse
-from engine.knowledge.embedders import bundled_minilm_path
 from gateway.app import Gateway, open_gateway
 from gateway.settings import Settings
+from providers.knowledge.embedders import bundled_minilm_path
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).parent

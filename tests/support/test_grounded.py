@@ -27,7 +27,6 @@ from engine.config import ClientConfig, load_client
 from engine.effects import Effects
 from engine.knowledge.types import Passage
 from engine.llm import LlmError, LlmMessage, LlmReason, LlmRequest, TurnModel
-from engine.llm.testing import Scripted, ScriptedModel, json_reply, text_reply
 from engine.messages import NormalizedMessage
 from engine.session import ConversationSession, SessionKey, Turn
 from gateway.app import Gateway, open_gateway
@@ -35,6 +34,7 @@ from gateway.settings import Settings
 from purposes.support.agent import SupportAgent
 from purposes.support.answer import AnswerRequest
 from purposes.support.grounded import FACTS_ID, generate_answer
+from testkit.llm import Scripted, ScriptedModel, json_reply, text_reply
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 21, 11, 0, tzinfo=ZoneInfo("America/Los_Angeles"))  # a Saturday

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from adapters.web.codec import (
+from channels.web.codec import (
     MAX_DEPTH,
     CompleteEvent,
     MessageFrame,
@@ -19,7 +19,7 @@ from adapters.web.codec import (
     session_event,
     token_event,
 )
-from adapters.web.limits import TokenBucket, WebLimits
+from channels.web.limits import TokenBucket, WebLimits
 from engine.messages import Action, ConversationResponse, QuickReply, ResponseMetadata
 
 LIMITS = {"max_frame_bytes": 200, "max_text_chars": 20}

@@ -1,5 +1,5 @@
 """The gateway under uvicorn, its web chat, and Gemini as a local stub speaking
-the REST wire format (``engine.llm.stub``): a healthy model gets the messages
+the REST wire format (``testkit.gemini``): a healthy model gets the messages
 with the API key and its usage shows in ``/metrics`` and the admin API; a model
 failing in every way (500, 429, 503, a hang, malformed bodies, blocked
 prompts) still leaves a booking that completes with the right fields."""
@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from engine.llm import FunctionCall
-from engine.llm.stub import Behaviour, Blocked, GeminiStub, Hang, HttpError, Malformed, Reply
+from testkit.gemini import Behaviour, Blocked, GeminiStub, Hang, HttpError, Malformed, Reply
 
 from .chat_client import open_chat, reply_text
 

@@ -456,7 +456,7 @@ async def test_logs_carry_no_message_text(
             await chat.recv()
             await chat.send(json.dumps({"type": "dance", "text": secret}))
             await chat.recv()
-    web_records = [r for r in caplog.records if r.name.startswith(("adapters.web", "uvicorn"))]
+    web_records = [r for r in caplog.records if r.name.startswith(("channels.web", "uvicorn"))]
     assert web_records, "expected the web adapter to log connections"
     assert not [r for r in web_records if secret in r.getMessage()]
     # The session id is a bearer secret for resume: logs carry a prefix only.

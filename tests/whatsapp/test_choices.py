@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.whatsapp.choices import choice_for, numbered_text, reply_id
+from channels.whatsapp.choices import choice_for, numbered_text, reply_id
 from engine.messages import QuickReply
 
 BOOK = (

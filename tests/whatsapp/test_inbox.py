@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from adapters.whatsapp.inbox import InboundClaimLost, Inbox, ThreadKey
-from adapters.whatsapp.models import InboundMessage
-from adapters.whatsapp.worker import MessagingWorker, ReplyHook
+from channels.whatsapp.inbox import InboundClaimLost, Inbox, ThreadKey
+from channels.whatsapp.models import InboundMessage
+from channels.whatsapp.worker import MessagingWorker, ReplyHook
 from engine.db.fast import Tx
 from engine.session import SessionKey, Turn
 from gateway.app import Gateway, open_gateway

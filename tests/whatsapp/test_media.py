@@ -1,4 +1,4 @@
-"""Voice notes and media of the WhatsApp channel (``adapters/whatsapp/media.py``).
+"""Voice notes and media of the WhatsApp channel (``channels/whatsapp/media.py``).
 
 * Decoding: audio encoded at test time with PyAV (Opus in Ogg as WhatsApp
   sends it, MP3, ADTS AAC, AMR-NB, M4A, WebM, WAV), decoded back.
@@ -32,17 +32,17 @@ import httpx
 import numpy as np
 import pytest
 
-from adapters.speech.errors import SpeechUnavailableError, SttError
-from adapters.speech.stt import STT_SAMPLE_RATE_HZ, SpeechToText, make_stt
-from adapters.speech.testing import ScriptedSTT
-from adapters.whatsapp.media import (
+from channels.whatsapp.media import (
     SEGMENT_S,
     MediaError,
     decode_audio,
     fetch_media,
     transcribe_voice_note,
 )
-from adapters.whatsapp.models import Media
+from channels.whatsapp.models import Media
+from providers.speech.errors import SpeechUnavailableError, SttError
+from providers.speech.stt import STT_SAMPLE_RATE_HZ, SpeechToText, make_stt
+from testkit.speech import ScriptedSTT
 
 SENTENCE = "I would like to book a massage"
 SERVICES = ("swedish massage", "deep tissue massage", "facial", "manicure")

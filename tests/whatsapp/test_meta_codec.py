@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from adapters.whatsapp.choices import choice_for, reply_id
-from adapters.whatsapp.meta_codec import (
+from channels.whatsapp.choices import choice_for, reply_id
+from channels.whatsapp.meta_codec import (
     BODY_LIMIT,
     TEXT_LIMIT,
     CodecError,
@@ -19,8 +19,8 @@ from adapters.whatsapp.meta_codec import (
     meta_template_payload,
     parse_meta,
 )
-from adapters.whatsapp.models import InboundMessage, Media, OutboundMessage, StatusUpdate
-from adapters.whatsapp.twilio_codec import text_units
+from channels.whatsapp.models import InboundMessage, Media, OutboundMessage, StatusUpdate
+from channels.whatsapp.twilio_codec import text_units
 from engine.messages import QuickReply
 
 WAMID = "wamid.HBgLMTY1MDM4Nzk0MzkVAgASGBQzQTRBNjU5OUFFRTAzODEwMTQ0RgA="
@@ -234,7 +234,7 @@ def test_malformed_messages_are_skipped_and_the_rest_kept(caplog: pytest.LogCapt
         {**message("text", {"body": "secret d"}), "timestamp": None},
         {k: v for k, v in message("text", {"body": "secret e"}).items() if k != "from"},
     ]
-    with caplog.at_level(logging.WARNING, logger="adapters.whatsapp.meta_codec"):
+    with caplog.at_level(logging.WARNING, logger="channels.whatsapp.meta_codec"):
         messages, _ = parse_meta(webhook(*bad, good), "c")
     assert [m.text for m in messages] == ["secret diagnosis"]
     assert "skipped 6" in caplog.text

@@ -1,5 +1,5 @@
-"""Sending WhatsApp and SMS replies (``adapters.whatsapp.sender``) and tracking
-what became of them (``adapters.whatsapp.statuses``).
+"""Sending WhatsApp and SMS replies (``channels.whatsapp.sender``) and tracking
+what became of them (``channels.whatsapp.statuses``).
 
 Rows go through the real :class:`~engine.outbox.OutboxWorker` (``run_once``, a
 fake clock shared by the outbox and the deliverers) to local stubs of Twilio's
@@ -21,13 +21,13 @@ from fakes import FakeClock
 from fastapi import FastAPI
 from whatsapp.vendor_stubs import MetaGraphStub, TwilioMessagingStub
 
-from adapters.whatsapp.models import StatusUpdate
-from adapters.whatsapp.sender import (
+from channels.whatsapp.models import StatusUpdate
+from channels.whatsapp.sender import (
     MetaMessageDeliverer,
     MetaReadDeliverer,
     TwilioMessageDeliverer,
 )
-from adapters.whatsapp.statuses import list_messages, record_sent, record_status
+from channels.whatsapp.statuses import list_messages, record_sent, record_status
 from engine.config import ClientConfig, ClientRegistry
 from engine.db.database import Database
 from engine.db.fast import Tx

@@ -10,7 +10,7 @@ import json
 import pytest
 from twilio.request_validator import RequestValidator
 
-from adapters.whatsapp.signatures import valid_meta, valid_twilio
+from channels.whatsapp.signatures import valid_meta, valid_twilio
 
 # The worked example of Twilio's "Webhooks security" page (auth token 12345).
 DOC_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from adapters.whatsapp.choices import reply_id
-from adapters.whatsapp.models import InboundMessage, OutboundMessage, StatusUpdate
-from adapters.whatsapp.twilio_codec import (
+from channels.whatsapp.choices import reply_id
+from channels.whatsapp.models import InboundMessage, OutboundMessage, StatusUpdate
+from channels.whatsapp.twilio_codec import (
     TWILIO_BODY_LIMIT,
     CodecError,
     account_sid,

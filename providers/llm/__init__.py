@@ -1,0 +1,1 @@
+"""Language model providers: :mod:`providers.llm.gemini` (google-genai)."""
