@@ -32,12 +32,13 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from engine.agents import HUMAN, Agent, AgentReply, TurnContext, chunk_text
 from engine.commit import CommitHook, Committer, TurnCommit
 from engine.config import ClientConfig, ClientRegistry
+from engine.contract import Replay, TurnOptions
 from engine.coordinator import Agents, Coordinator, GoLive, Settled
 from engine.effects import Effects
 from engine.errors import (
@@ -54,7 +55,7 @@ from engine.llm import LatencyBudget, Prices, TurnModel
 from engine.locks import Locks
 from engine.logs import describe
 from engine.messages import (
-    CHANNELS,
+    Channel,
     ChannelContext,
     ConversationResponse,
     Discard,
@@ -70,9 +71,11 @@ from engine.takeover import HELD, HandoffState, transition
 from engine.tools import ToolRegistry, Tools
 from engine.tools.conversations import ConversationLog
 
-__all__ = ["Engine", "HandoffRefused", "Replay", "StaffReply", "clean_text"]
+__all__ = ["Engine", "HandoffRefused", "StaffReply", "clean_text"]
 
 log = logging.getLogger("engine")
+
+_NO_OPTIONS = TurnOptions()
 
 FALLBACK_TEXT = (
     "Sorry, something went wrong on my side and I couldn't process that. "
@@ -94,43 +97,6 @@ def clean_text(text: str) -> str:
     except UnicodeEncodeError:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
     return text
-
-
-@dataclass(slots=True)
-class Replay:
-    """A channel's replay log for one turn (the web chat's event log).
-
-    ``encode(event_id, event)`` renders a turn event as the channel's JSON, or
-    None for events the channel does not show (tool calls, handoffs);
-    ``after`` is the highest id the connection already used. The engine numbers
-    the turn's events after ``max(after, last committed id)`` in ``log`` as it
-    emits them, and commits them with the turn: events streamed before the
-    commit (a live agent's tokens, a ``discard``) and the rest. The channel
-    sends what :meth:`unsent` returns after each event the turn yields.
-    """
-
-    encode: Callable[[int, TurnEvent], str | None]
-    after: int = 0
-    log: list[tuple[int, str]] = field(default_factory=list)
-    sent: int = 0
-
-    def add(self, base: int, event: TurnEvent) -> None:
-        """Number ``event`` after ``base`` (the session's last committed id) and log it."""
-        last = self.log[-1][0] if self.log else 0
-        event_id = max(base, self.after, last) + 1
-        text = self.encode(event_id, event)
-        if text is not None:
-            self.log.append((event_id, text))
-
-    def unsent(self) -> list[tuple[int, str]]:
-        """Logged events not yet handed to the channel (then marked handed)."""
-        fresh = self.log[self.sent :]
-        self.sent = len(self.log)
-        return fresh
-
-    @property
-    def last_id(self) -> int:
-        return self.log[-1][0] if self.log else 0
 
 
 @dataclass(slots=True)
@@ -229,7 +195,7 @@ class Engine:
     async def handle_turn(
         self,
         client_id: str,
-        channel: str,
+        channel: Channel | str,
         purpose: str | None,
         session_id: str,
         message: str,
@@ -238,77 +204,54 @@ class Engine:
         message_id: str | None = None,
         test: bool = False,
     ) -> ConversationResponse:
-        """Process one user message and return the reply.
+        """Process one user message and return the final reply: a convenience for
+        the CLI and tests over :meth:`stream_turn` (the channels call that).
 
-        ``channel``: ``phone`` | ``whatsapp`` | ``web``. ``purpose``:
-        ``lead_capture`` | ``support`` | ``None`` (router decides per the
-        client's channel config). ``message_id``: the channel's id of the
-        inbound message; a committed turn consumes it exactly once.
-        ``test``: a test conversation (kept out of the leads list).
-        Raises UnknownClientError, ValueError for an unknown channel,
-        SessionBusyError, DuplicateMessageError, CommitConflict, StoreError —
-        after any of which nothing of the turn was written.
+        ``channel``: ``phone`` | ``whatsapp`` | ``web`` | ``sms`` (ValueError for
+        any other). The rest as in :class:`~engine.messages.NormalizedMessage`
+        and :class:`~engine.contract.TurnOptions`; raises what
+        :meth:`stream_turn` raises.
         """
-        final: ConversationResponse | None = None
-        async for event in self.stream_turn(
-            client_id,
-            channel,
-            purpose,
-            session_id,
-            message,
-            context,
+        inbound = NormalizedMessage(
+            client_id=client_id,
+            channel=Channel.parse(channel),
+            session_id=session_id,
+            text=message,
             message_id=message_id,
-            test=test,
-        ):
+            context=context or ChannelContext(),
+        )
+        final: ConversationResponse | None = None
+        async for event in self.stream_turn(inbound, TurnOptions(purpose=purpose, test=test)):
             if isinstance(event, ConversationResponse):
                 final = event
         assert final is not None  # stream_turn always ends with a response
         return final
 
     async def stream_turn(
-        self,
-        client_id: str,
-        channel: str,
-        purpose: str | None,
-        session_id: str,
-        message: str,
-        context: ChannelContext | None = None,
-        *,
-        message_id: str | None = None,
-        replay: Replay | None = None,
-        expect_session: bool = False,
-        test: bool = False,
-        interrupt: asyncio.Event | None = None,
-        on_commit: CommitHook | None = None,
+        self, message: NormalizedMessage, options: TurnOptions = _NO_OPTIONS
     ) -> AsyncGenerator[TurnEvent, None]:
-        """Like :meth:`handle_turn`, but yields the turn's events (:data:`TurnEvent`)
-        and last the final :class:`ConversationResponse`.
+        """Run and commit one turn (:class:`~engine.contract.TurnEngine`), yielding
+        its events (:data:`TurnEvent`) and last the final
+        :class:`ConversationResponse`.
 
         Rule agents' replies are streamed after the commit, so their text
         always describes what was committed. A live agent's (an LLM's) events
         go out as they are generated, before the commit; if the turn then
         fails or its commit conflicts, a :class:`Discard` withdraws them and
-        the events of the answer that did commit follow.
-
-        ``replay``: the channel's event log to commit with the turn.
-        ``expect_session``: the caller holds a conversation it believes exists;
-        if the store no longer has it, raise UnknownSessionError instead of
-        silently starting over. ``interrupt``: set by the channel when nobody
-        listens to this reply any more (a barge-in on a call): every model
-        stream of the turn is closed at once (no tokens billed for nothing)
-        and the offline engine finishes the turn, which still commits.
-        ``on_commit``: the channel's own writes, made in the turn's transaction
-        with its final response (a messaging reply's outbox rows, the inbound
-        messages it consumed); raising from it rolls the turn back and is
-        raised here.
+        the events of the answer that did commit follow. ``options``: see
+        :class:`~engine.contract.TurnOptions`. A committed turn consumes
+        ``message.message_id`` exactly once. Raises UnknownClientError,
+        SessionBusyError, DuplicateMessageError, UnknownSessionError,
+        CommitConflict, StoreError — after any of which nothing of the turn was
+        written.
         """
+        client_id, channel = message.client_id, message.channel
         client = self.clients.get(client_id)
         if client is None:
             raise UnknownClientError(client_id)
-        if channel not in CHANNELS:
-            raise ValueError(f"unknown channel {channel!r}; use one of {', '.join(CHANNELS)}")
-        message = clean_text(message)
-        key = SessionKey(client_id, channel, session_id)
+        text = clean_text(message.text)
+        message_id = message.message_id
+        key = SessionKey(client_id, channel.value, message.session_id)
         started = time.perf_counter()
         turn_id = (
             hashlib.sha256(f"{key}\x00{message_id}".encode()).hexdigest()[:24]
@@ -318,22 +261,22 @@ class Engine:
         turn = _TurnRun(
             client,
             key,
-            purpose,
-            message,
-            context,
+            options.purpose,
+            text,
+            message.context,
             turn_id,
             message_id,
-            replay,
-            test,
-            interrupt,
-            on_commit,
+            options.replay,
+            options.test,
+            options.interrupt,
+            options.on_commit,
         )
         done: _Done | None = None
         async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
             if message_id is not None and self.store.recently_processed(key, message_id):
                 raise DuplicateMessageError(str(key), message_id)
             try:
-                async for item in self._turn(turn, expect_session):
+                async for item in self._turn(turn, options.expect_session):
                     if isinstance(item, _Done):
                         done = item
                     else:
@@ -417,7 +360,7 @@ class Engine:
             return
         msg = NormalizedMessage(
             client_id=key.client_id,
-            channel=key.channel,  # type: ignore[arg-type]
+            channel=Channel(key.channel),
             session_id=key.session_id,
             text=turn.message,
             purpose=turn.purpose,

@@ -50,11 +50,12 @@ from engine.errors import (
     UnknownClientError,
 )
 from engine.logs import describe
-from engine.messages import ConversationResponse, NormalizedMessage, ResponseMetadata
+from engine.messages import Channel, ConversationResponse, NormalizedMessage, ResponseMetadata
 from engine.session import ConversationSession, SessionKey, Turn
 
 if TYPE_CHECKING:
-    from engine.core import Engine, Replay
+    from engine.contract import Replay
+    from engine.core import Engine
 
 __all__ = [
     "ApprovalHandler",
@@ -217,7 +218,7 @@ class Decisions:
         effects = Effects(turn_id, key, test=approval.test, notifiers=tools.notifiers)
         message = NormalizedMessage(
             client_id=key.client_id,
-            channel=key.channel,  # type: ignore[arg-type]
+            channel=Channel(key.channel),
             session_id=key.session_id,
             text="",
             purpose=approval.purpose,

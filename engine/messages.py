@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,8 +32,26 @@ __all__ = [
     "TurnEvent",
 ]
 
-Channel = Literal["phone", "whatsapp", "web", "sms"]
-CHANNELS: tuple[Channel, ...] = ("phone", "whatsapp", "web", "sms")
+
+class Channel(StrEnum):
+    """The channel a conversation runs on (its value is the wire and database name)."""
+
+    PHONE = "phone"
+    WHATSAPP = "whatsapp"
+    WEB = "web"
+    SMS = "sms"
+
+    @classmethod
+    def parse(cls, name: str) -> Channel:
+        """The channel named ``name``; ValueError naming the known ones otherwise."""
+        try:
+            return cls(name)
+        except ValueError:
+            known = ", ".join(c.value for c in cls)
+            raise ValueError(f"unknown channel {name!r}; use one of {known}") from None
+
+
+CHANNELS: tuple[str, ...] = tuple(c.value for c in Channel)
 
 JsonScalar = str | int | float | bool | None
 
@@ -70,10 +89,18 @@ class ChannelContext(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class NormalizedMessage:
-    """One inbound user message, channel-independent.
+    """One inbound user message, channel-independent: what every channel hands
+    the engine (:class:`engine.contract.TurnEngine`).
 
-    ``text`` is cleaned user text (for calls: the final transcript). ``context``
-    carries the channel facts the flows may use (:class:`ChannelContext`).
+    ``session_id``: the conversation within the client and channel (a web
+    session id, a WhatsApp/SMS sender's number, a call's id). ``text``: the
+    user's words; for calls and voice notes the final transcript
+    (``modality="speech"``). ``sender``: the customer as the channel knows
+    them (an E.164 number, a web visitor id), when known. ``message_id``: the
+    channel's id of the message (a wamid, a Twilio MessageSid, a web frame
+    id); a committed turn consumes it exactly once. ``context`` carries the
+    channel facts the flows may use (:class:`ChannelContext`). ``purpose``:
+    set by the engine for the agents (channels pass it in ``TurnOptions``).
     """
 
     client_id: str
@@ -84,6 +111,8 @@ class NormalizedMessage:
     message_id: str | None = None
     context: ChannelContext = field(default_factory=ChannelContext)
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    sender: str | None = None
+    modality: Literal["text", "speech"] = "text"
 
 
 class QuickReply(BaseModel):

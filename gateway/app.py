@@ -479,6 +479,8 @@ def create_app(
                 registry=gw.registry,
                 engine=gw.engine,
                 store=gw.store,
+                locks=gw.locks,
+                lock_timeout_s=settings.lock_timeout_s,
                 limits=WebLimits(
                     max_frame_bytes=settings.web_max_frame_bytes,
                     max_text_chars=settings.web_max_text_chars,

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from channels.web.codec import complete_event
 from engine.approvals import Decision
-from engine.core import Replay
+from engine.contract import Replay
 from engine.decisions import ApprovalSweeper, DecisionResult
 from engine.messages import ConversationResponse, TurnEvent
 from engine.session import SessionKey

@@ -109,7 +109,14 @@ def chat(
     conversation is marked test, so its leads stay out of /admin/api/leads
     unless ?include_test=true is given.
     """
-    from engine.messages import ConversationResponse, Discard, TextDelta
+    from engine.contract import TurnOptions
+    from engine.messages import (
+        Channel,
+        ConversationResponse,
+        Discard,
+        NormalizedMessage,
+        TextDelta,
+    )
     from gateway.app import open_gateway
     from gateway.settings import Settings
 
@@ -131,9 +138,13 @@ def chat(
                 if not text.strip():
                     continue
                 typer.echo("bot> ", nl=False)
-                async for event in gw.engine.stream_turn(
-                    client_id, channel, None, session_id, text, test=True
-                ):
+                message = NormalizedMessage(
+                    client_id=client_id,
+                    channel=Channel.parse(channel),
+                    session_id=session_id,
+                    text=text,
+                )
+                async for event in gw.engine.stream_turn(message, TurnOptions(test=True)):
                     if isinstance(event, TextDelta):
                         typer.echo(event.content, nl=False)
                     elif isinstance(event, Discard):

@@ -77,7 +77,8 @@ from channels.web.codec import complete_event
 from channels.whatsapp.statuses import MessageStatus, list_messages
 from channels.whatsapp.worker import thread_send_hook
 from engine.approvals import ApprovalState, state_after
-from engine.core import HandoffRefused, Replay
+from engine.contract import Replay
+from engine.core import HandoffRefused
 from engine.decisions import UnknownApprovalError
 from engine.errors import SessionBusyError, UnknownSessionError
 from engine.messages import CHANNELS, ConversationResponse, TurnEvent

@@ -22,9 +22,11 @@ from engine.agents import (
 from engine.config import ClientConfig
 from engine.messages import (
     AgentEvent,
+    Channel,
     ConversationResponse,
     Discard,
     Handoff,
+    NormalizedMessage,
     TextDelta,
     ToolCall,
     ToolResult,
@@ -82,9 +84,7 @@ def install(gw: Gateway, *agents: Agent) -> None:
 
 
 async def turn(gw: Gateway, text: str, session: str = "s1") -> list[TurnEvent]:
-    return [
-        e async for e in gw.engine.stream_turn(CLIENT, "web", None, session, text, message_id=None)
-    ]
+    return [e async for e in gw.engine.stream_turn(_message(session, text))]
 
 
 def final(events: list[TurnEvent]) -> ConversationResponse:
@@ -272,3 +272,7 @@ async def test_a_failing_agent_logs_its_stack_but_never_the_users_words(
     )
     assert "ValueError" in logged and "explode" in logged  # type and where
     assert "4111" not in logged
+
+
+def _message(session: str, text: str) -> NormalizedMessage:
+    return NormalizedMessage(client_id=CLIENT, channel=Channel.WEB, session_id=session, text=text)

@@ -14,14 +14,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Final, Protocol
+from collections.abc import AsyncIterator
+from typing import Final
 
 from channels.phone.failures import log_failure
-from engine.messages import ChannelContext, ConversationResponse, Discard, TextDelta, TurnEvent
+from engine.contract import TurnEngine, TurnOptions
+from engine.messages import (
+    Channel,
+    ChannelContext,
+    ConversationResponse,
+    Discard,
+    NormalizedMessage,
+    TextDelta,
+)
 from providers.speech.tts import SentenceSplitter, split_text
 
-__all__ = ["PROBLEM_TEXT", "WITHDRAW", "Answer", "TurnEngine", "Withdraw"]
+__all__ = ["PROBLEM_TEXT", "WITHDRAW", "Answer", "Withdraw"]
 
 log = logging.getLogger("channels.phone.answer")
 
@@ -37,26 +45,6 @@ class Withdraw:
 
 
 WITHDRAW: Final = Withdraw()
-
-
-class TurnEngine(Protocol):
-    """The two calls the phone makes on :class:`engine.Engine` (tests pass a fake)."""
-
-    def stream_turn(
-        self,
-        client_id: str,
-        channel: str,
-        purpose: str | None,
-        session_id: str,
-        message: str,
-        context: ChannelContext | None = None,
-        *,
-        interrupt: asyncio.Event | None = None,
-    ) -> AsyncGenerator[TurnEvent, None]: ...
-
-    async def note_heard(
-        self, client_id: str, channel: str, session_id: str, *, spoken: str, heard: str
-    ) -> bool: ...
 
 
 FIRST_CLAUSE_CHARS = 12
@@ -114,15 +102,16 @@ class Answer:
 
     async def _run(self, context: ChannelContext) -> None:
         try:
-            stream = self.engine.stream_turn(
-                self.client_id,
-                "phone",
-                None,
-                self.call_sid,
-                self.text,
-                context,
-                interrupt=self.interrupt,
+            message = NormalizedMessage(
+                client_id=self.client_id,
+                channel=Channel.PHONE,
+                session_id=self.call_sid,
+                text=self.text,
+                context=context,
+                sender=context.caller_number,
+                modality="speech",
             )
+            stream = self.engine.stream_turn(message, TurnOptions(interrupt=self.interrupt))
             async with contextlib.aclosing(stream) as events:
                 async for event in events:
                     if isinstance(event, TextDelta):

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 
 from channels.phone.actions import CallActions
-from channels.phone.answer import Answer, TurnEngine
+from channels.phone.answer import Answer
 from channels.phone.bargein import BargeIns
 from channels.phone.budget import AudioBudget
 from channels.phone.codec import Dtmf, Mark, Media, Stop
@@ -50,6 +50,7 @@ from channels.phone.turns import (
     TurnEvent,
 )
 from engine.config import ClientConfig
+from engine.contract import TurnEngine
 from engine.messages import Action, ChannelContext
 from providers.speech.audio import TWILIO_SAMPLE_RATE_HZ
 from providers.speech.stt import SttStream
@@ -77,7 +78,7 @@ class Call:
         client: the client (``channels.phone``: greeting, reprompt, goodbye, backchannels).
         call_sid: Twilio's Call SID (the engine session id).
         context: the channel facts sent with each turn.
-        engine: the engine (:class:`~channels.phone.answer.TurnEngine`).
+        engine: the engine (:class:`~engine.contract.TurnEngine`).
         clock: monotonic seconds (the event loop's ``time``).
         status, trace, traces, tasks: the call's state, trace (and where it is
             saved) and tasks.

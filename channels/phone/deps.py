@@ -13,11 +13,11 @@ from channels.phone.admission import LocalStreamGate, StreamGate
 from channels.phone.budget import BURST_S
 
 if TYPE_CHECKING:
-    from channels.phone.answer import TurnEngine
     from channels.phone.capacity import CallCapacity
     from channels.phone.trace import CallTraces
     from channels.phone.webhook import PhoneSettings
     from engine.config import ClientRegistry
+    from engine.contract import TurnEngine
     from engine.outbox import Outbox
     from providers.speech.providers import SpeechHub
 

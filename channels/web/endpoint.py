@@ -118,15 +118,24 @@ from channels.web.codec import (
 from channels.web.limits import SourceLimiter, TokenBucket, WebLimits
 from engine.bus import ConversationBus
 from engine.config import ClientConfig, ClientRegistry
-from engine.core import Engine, Replay
+from engine.contract import Replay, TurnEngine, TurnOptions
 from engine.errors import (
     DuplicateMessageError,
     GatewayError,
     SessionBusyError,
     UnknownSessionError,
 )
+from engine.locks import Locks
 from engine.logs import describe
-from engine.messages import ChannelContext, ConversationResponse, Discard, TextDelta, TurnEvent
+from engine.messages import (
+    Channel,
+    ChannelContext,
+    ConversationResponse,
+    Discard,
+    NormalizedMessage,
+    TextDelta,
+    TurnEvent,
+)
 from engine.metrics import ACTIVE_CONNECTIONS
 from engine.session import SessionKey, SessionStore
 
@@ -150,12 +159,16 @@ class WebDeps:
     session store, per-connection limits and the new-session limiter."""
 
     registry: ClientRegistry
-    engine: Engine
+    engine: TurnEngine
     store: SessionStore
+    locks: Locks
+    """The session locks the engine takes (a resume reads the log under one)."""
     limits: WebLimits
     sources: SourceLimiter | None = None
     bus: ConversationBus | None = None
     """Signals committed events written outside the socket's turns (staff replies)."""
+    lock_timeout_s: float = 10.0
+    """How long a resume waits for a session's lock (the engine's turn holds it)."""
 
 
 def web_router(deps: Callable[[], WebDeps]) -> APIRouter:
@@ -185,9 +198,7 @@ def web_router(deps: Callable[[], WebDeps]) -> APIRouter:
                 CLOSE_FORBIDDEN, _reason(f"origin not allowed for client {client_id!r}")
             )
             return
-        connection = _Connection(
-            websocket, client, web.engine, web.store, web.limits, web.sources, web.bus
-        )
+        connection = _Connection(websocket, client, web)
         gauge = ACTIVE_CONNECTIONS.labels(channel="web")
         gauge.inc()
         try:
@@ -228,12 +239,16 @@ class _Connection:
         self,
         websocket: WebSocket,
         client: ClientConfig,
-        engine: Engine,
-        store: SessionStore,
-        limits: WebLimits,
-        sources: SourceLimiter | None = None,
-        bus: ConversationBus | None = None,
+        web: WebDeps,
     ) -> None:
+        engine, store, limits, sources, bus = (
+            web.engine,
+            web.store,
+            web.limits,
+            web.sources,
+            web.bus,
+        )
+        self.locks, self.lock_timeout_s = web.locks, web.lock_timeout_s
         self.ws = websocket
         self.bus = bus
         self.poked = asyncio.Event()
@@ -421,7 +436,7 @@ class _Connection:
         self.can_resume = False
         key = SessionKey(self.client.client_id, "web", frame.session_id)
         try:
-            async with self.engine.locks.lock(f"session:{key}", self.engine.lock_timeout_s):
+            async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
                 known = await self.store.exists(key)
                 if known:
                     await self._replay(key, frame.last_event_id)
@@ -521,16 +536,17 @@ class _Connection:
             return None  # tool calls, results and handoffs stay inside the engine
 
         replay = Replay(encode, after=self.cursor)
-        stream = self.engine.stream_turn(
-            key.client_id,
-            "web",
-            None,
-            key.session_id,
-            frame.text,
-            self.context,
+        message = NormalizedMessage(
+            client_id=key.client_id,
+            channel=Channel.WEB,
+            session_id=key.session_id,
+            text=frame.text,
             message_id=frame.id,
-            replay=replay,
-            expect_session=self.started,
+            context=self.context or ChannelContext(),
+            sender=self.context.visitor_id if self.context else None,
+        )
+        stream = self.engine.stream_turn(
+            message, TurnOptions(replay=replay, expect_session=self.started)
         )
         async with contextlib.aclosing(stream) as events:
             async for _event in events:

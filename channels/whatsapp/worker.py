@@ -37,10 +37,17 @@ from channels.whatsapp.meta_codec import meta_read_payload, meta_send_payloads
 from channels.whatsapp.models import InboundMessage, MessagingChannel, OutboundMessage
 from channels.whatsapp.twilio_codec import twilio_send_params
 from engine.config import ClientConfig, ClientRegistry
+from engine.contract import TurnEngine, TurnOptions
 from engine.db.fast import Tx
 from engine.errors import SessionBusyError, StoreError
 from engine.logs import describe
-from engine.messages import ChannelContext, ConversationResponse, QuickReply
+from engine.messages import (
+    Channel,
+    ChannelContext,
+    ConversationResponse,
+    NormalizedMessage,
+    QuickReply,
+)
 from engine.outbox import Outbox, OutboxItem
 from engine.session import SessionKey
 
@@ -144,7 +151,7 @@ class MessagingWorker:
         self,
         inbox: Inbox,
         registry: ClientRegistry,
-        engine: object,
+        engine: TurnEngine,
         outbox: Outbox,
         *,
         transcribe: Transcriber | None = None,
@@ -278,15 +285,17 @@ class MessagingWorker:
             whatsapp_id=next((m.wa_id for m in reversed(claim.messages) if m.wa_id), None),
         )
         hook = ReplyHook(self.inbox, client, claim)
-        stream = self.engine.stream_turn(  # type: ignore[attr-defined]
-            client.client_id,
-            claim.key.channel,
-            None,
-            claim.key.sender,
-            text,
-            context,
-            on_commit=hook,
+        message = NormalizedMessage(
+            client_id=client.client_id,
+            channel=Channel.parse(claim.key.channel),
+            session_id=claim.key.sender,
+            text=text,
+            # No message_id: the claim may join several messages, and the inbox
+            # consumes them itself in the turn's transaction (ReplyHook).
+            context=context,
+            sender=claim.key.sender,
         )
+        stream = self.engine.stream_turn(message, TurnOptions(on_commit=hook))
         async for _event in stream:
             pass
 

@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 
 from engine import ConversationResponse
 from engine.llm import FunctionCall, LlmChunk, LlmError, LlmReason, LlmRequest, Usage
-from engine.messages import Discard, TextDelta
+from engine.messages import Channel, Discard, NormalizedMessage, TextDelta
 from engine.session import SessionKey, ToolCallItem, ToolResultItem
 from gateway.app import Gateway, open_gateway
 from gateway.settings import Settings
@@ -99,7 +99,7 @@ async def say(
 
 
 async def events(gw: Gateway, text: str, session: str = "s1") -> list[object]:
-    return [e async for e in gw.engine.stream_turn(CLIENT, "web", None, session, text)]
+    return [e async for e in gw.engine.stream_turn(_message(session, text))]
 
 
 BOOKING = {
@@ -362,3 +362,7 @@ async def test_a_conversation_stuck_with_the_model_on_goes_to_a_person(gw: Gatew
     loaded = await gw.store.load(SessionKey(CLIENT, "web", "s1"))
     assert loaded is not None and loaded.session.purpose == "human"
     assert loaded.session.purpose_state["lead_capture"]["slots"]["service"] == "Deep Tissue Massage"
+
+
+def _message(session: str, text: str) -> NormalizedMessage:
+    return NormalizedMessage(client_id=CLIENT, channel=Channel.WEB, session_id=session, text=text)

@@ -34,11 +34,13 @@ from starlette.websockets import WebSocketDisconnect
 
 from channels.phone.answer import WITHDRAW, Answer
 from channels.phone.trace import CallTraces, TurnTrace
+from engine.contract import TurnOptions
 from engine.messages import (
     ChannelContext,
     ConversationResponse,
     Discard,
     Handoff,
+    NormalizedMessage,
     TextDelta,
     ToolCall,
     ToolResult,
@@ -88,8 +90,8 @@ class ScriptedEngine:
         self.turns: list[str] = []
         self.heard: list[dict[str, str]] = []
 
-    async def stream_turn(self, *args: Any, **_: Any) -> AsyncIterator[TurnEvent]:
-        self.turns.append(args[4])
+    async def stream_turn(self, message: NormalizedMessage, *_: Any) -> AsyncIterator[TurnEvent]:
+        self.turns.append(message.text)
         if len(self.turns) > 1:
             yield TextDelta(ANSWER)
             yield ConversationResponse(text=ANSWER)
@@ -246,15 +248,7 @@ class ListEngine:
         self.events = events
 
     async def stream_turn(
-        self,
-        client_id: str,
-        channel: str,
-        purpose: str | None,
-        session_id: str,
-        message: str,
-        context: ChannelContext | None = None,
-        *,
-        interrupt: asyncio.Event | None = None,
+        self, message: NormalizedMessage, options: TurnOptions | None = None
     ) -> AsyncGenerator[TurnEvent, None]:
         for event in self.events:
             yield event

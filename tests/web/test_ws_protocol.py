@@ -339,38 +339,37 @@ class GatedAgent(Agent):
 
 
 class LockSpy:
-    """Wraps the engine's locks: records ``session:`` lock requests."""
+    """Wraps the gateway's locks' ``lock`` (the engine's turns and the web
+    channel's resumes share them): records ``session:`` lock requests."""
 
-    def __init__(self, locks: Any) -> None:
-        self._locks = locks
+    def __init__(self, lock: Any) -> None:
+        self._lock = lock
         self.requests: list[str] = []
         self.second_request = threading.Event()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._locks, name)
 
     def lock(self, name: str, timeout_s: float = 10.0) -> Any:
         if name.startswith("session:"):
             self.requests.append(name)
             if len(self.requests) >= 2:
                 self.second_request.set()
-        return self._locks.lock(name, timeout_s)
+        return self._lock(name, timeout_s)
 
 
 @contextmanager
 def gated_turns(gw: Any) -> Iterator[tuple[threading.Event, LockSpy]]:
     engine = gw.app.state.gateway.engine
+    locks = gw.app.state.gateway.locks
+    assert engine.locks is locks
     gate = threading.Event()
-    spy = LockSpy(engine.locks)
-    original_locks = engine.locks
+    spy = LockSpy(locks.lock)
     original_agents = engine.replace_agents([GatedAgent(engine.agents["lead_capture"], gate)])
-    engine.locks = spy
+    locks.lock = spy.lock
     try:
         yield gate, spy
     finally:
         gate.set()
         engine.replace_agents(original_agents)
-        engine.locks = original_locks
+        del locks.lock
 
 
 async def test_resume_racing_an_in_flight_turn_gets_all_of_it_once(

@@ -16,7 +16,9 @@ import pytest
 from channels.whatsapp.inbox import InboundClaimLost, Inbox, ThreadKey
 from channels.whatsapp.models import InboundMessage
 from channels.whatsapp.worker import MessagingWorker, ReplyHook
+from engine.contract import TurnOptions
 from engine.db.fast import Tx
+from engine.messages import Channel, NormalizedMessage
 from engine.session import SessionKey, Turn
 from gateway.app import Gateway, open_gateway
 from gateway.settings import Settings
@@ -169,12 +171,13 @@ async def test_a_lease_that_ran_out_is_taken_over_and_the_late_turn_rolls_back(
     client = gw.registry.get(CLIENT)
     assert client is not None
     late = gw.engine.stream_turn(
-        CLIENT,
-        "whatsapp",
-        None,
-        ANA,
-        "I'd like to book a massage",
-        on_commit=ReplyHook(inbox, client, slow),
+        NormalizedMessage(
+            client_id=CLIENT,
+            channel=Channel.WHATSAPP,
+            session_id=ANA,
+            text="I'd like to book a massage",
+        ),
+        TurnOptions(on_commit=ReplyHook(inbox, client, slow)),
     )
     with pytest.raises(InboundClaimLost):
         async for _event in late:
