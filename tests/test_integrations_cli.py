@@ -50,9 +50,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, object, object
 
         return check
 
-    async def broken(
-        client: ClientConfig, http: httpx.AsyncClient, urls: VendorUrls
-    ) -> list[str]:
+    async def broken(client: ClientConfig, http: httpx.AsyncClient, urls: VendorUrls) -> list[str]:
         raise RuntimeError("the stub exploded")
 
     checks = dict(integrations.CHECKS)
