@@ -4,7 +4,7 @@ Public names are re-exported here; the modules behind them are the
 implementation. See DESIGN.md, "The engine contract".
 """
 
-from engine.agents import Agent, AgentReply, Handback, HandbackStatus, HandOff, TurnContext
+from engine.agents import Agent, AgentReply, Handback, HandbackStatus, HandoffRequest, TurnContext
 from engine.config import ClientConfig, ClientRegistry, ConfigProblem, load_client, load_clients
 from engine.coordinator import Agents, Coordinator
 from engine.core import Engine
@@ -57,10 +57,10 @@ __all__ = [
     "DuplicateMessageError",
     "Engine",
     "GatewayError",
-    "HandOff",
     "Handback",
     "HandbackStatus",
     "Handoff",
+    "HandoffRequest",
     "LoadedSession",
     "NormalizedMessage",
     "QuickReply",

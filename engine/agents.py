@@ -10,7 +10,7 @@ Control between agents, in the field's terms:
 
 - **journey**: an agent that answers without a handback keeps the
   conversation; the next message goes straight to it.
-- **handoff** (:class:`HandOff`): control moves to another agent (or back to
+- **handoff** (:class:`HandoffRequest`): control moves to another agent (or back to
   the router when ``target`` is None), which answers the *same* message. With
   ``suspend`` the handing agent's journey is kept on a stack and resumed
   (:meth:`Agent.resume`) when the interruption is over — "a question
@@ -55,9 +55,9 @@ from engine.tools import Tools
 __all__ = [
     "Agent",
     "AgentReply",
-    "HandOff",
     "Handback",
     "HandbackStatus",
+    "HandoffRequest",
     "TurnContext",
     "chunk_text",
 ]
@@ -98,7 +98,7 @@ class Handback:
 
 
 @dataclass(frozen=True, slots=True)
-class HandOff:
+class HandoffRequest:
     """Move control to ``target`` (an agent name; None: let the router choose,
     never picking the handing agent again) for the same message.
 
@@ -129,7 +129,7 @@ class TurnContext:
     """Where the agent requests bookings, leads, escalations and deliveries; the
     engine commits them with the turn (never call a vendor from an agent)."""
     available_purposes: tuple[str, ...] = ()
-    handoff: HandOff | None = None
+    handoff: HandoffRequest | None = None
     """The handoff that brought this agent in this turn, if any."""
     delegate_fn: Callable[[str, str, str], Awaitable[Handback]] | None = None
     llm: TurnModel | None = None
@@ -161,7 +161,7 @@ class TurnContext:
         agent takes the same message; it collects a callback number if needed,
         records a ``callback_requested`` lead, notifies the business and, on a
         call, transfers). Return it from :meth:`Agent.handle`."""
-        return AgentReply(text="", handoff=HandOff(HUMAN, reason=reason, fields=fields))
+        return AgentReply(text="", handoff=HandoffRequest(HUMAN, reason=reason, fields=fields))
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,7 +182,7 @@ class AgentReply:
     confidence: float | None = None
     state: str | None = None
     handback: Handback | None = None
-    handoff: HandOff | None = None
+    handoff: HandoffRequest | None = None
     outcome: str | None = None
     """Set when the conversation reaches a notable outcome (``booked``...)."""
     sources: tuple[Source, ...] = ()

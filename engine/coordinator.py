@@ -9,7 +9,7 @@ control between agents and keeps interrupted journeys:
 2. **target**: the ``purpose`` the channel asked for, else the journey that
    holds the conversation (``session.purpose``), else the channel's
    configured purpose, else the router;
-3. **hops**: the agent answers, or hands off (:class:`~engine.agents.HandOff`)
+3. **hops**: the agent answers, or hands off (:class:`~engine.agents.HandoffRequest`)
    to a named agent or back to the router, which then answers the same
    message; ``suspend`` keeps the handing journey on ``session.suspended``.
    At most ``max_hops`` agents run per turn (a handoff loop fails the turn,
@@ -36,7 +36,7 @@ from engine.agents import (
     AgentReply,
     Handback,
     HandbackStatus,
-    HandOff,
+    HandoffRequest,
     TurnContext,
     chunk_text,
 )
@@ -143,13 +143,13 @@ class Coordinator:
         target: str | None = (
             explicit or session.purpose or (configured if configured != "auto" else None)
         )
-        handoff: HandOff | None = None
+        handoff: HandoffRequest | None = None
         apology = False
         verdict = self.detector.analyze(session.lines())
         if session.purpose != HUMAN and verdict.condition is not None:
             if verdict.stuck:
                 fields = self._fields_of(ctx)
-                handoff = HandOff(HUMAN, reason=verdict.reason, fields=fields)
+                handoff = HandoffRequest(HUMAN, reason=verdict.reason, fields=fields)
                 target = HUMAN
                 session.purpose = None  # the stuck journey ends: a person takes over
             else:
@@ -169,7 +169,7 @@ class Coordinator:
                 )
                 if decision.wants_human:
                     target = HUMAN
-                    handoff = HandOff(HUMAN, reason="asked for a person")
+                    handoff = HandoffRequest(HUMAN, reason="asked for a person")
                 elif decision.purpose is None:
                     reply = AgentReply(
                         text=decision.text,
@@ -317,7 +317,7 @@ class Coordinator:
         sub = replace(
             ctx,
             message=replace(ctx.message, text=text),
-            handoff=HandOff(target, reason=reason),
+            handoff=HandoffRequest(target, reason=reason),
         )
         reply = await agent.handle(sub)
         status = reply.handback.status if reply.handback else HandbackStatus.COMPLETED

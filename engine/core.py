@@ -67,11 +67,11 @@ from engine.messages import (
 from engine.metrics import OUTCOMES, TURN_ERRORS, TURN_SECONDS, TURNS
 from engine.router import HUMAN_CHOICE, Router
 from engine.session import ConversationSession, LoadedSession, SessionKey, SessionStore, Turn
-from engine.takeover import HELD, HandoffState, transition
+from engine.takeover import HELD, TakeoverState, transition
 from engine.tools import ToolRegistry, Tools
 from engine.tools.conversations import ConversationLog
 
-__all__ = ["Engine", "HandoffRefused", "StaffReply", "clean_text"]
+__all__ = ["Engine", "StaffReply", "TakeoverRefused", "clean_text"]
 
 log = logging.getLogger("engine")
 
@@ -353,8 +353,8 @@ class Engine:
         session.context = session.context.merged(turn.context)
         tools = self.tools.for_client(turn.client)
         effects = Effects(turn.turn_id, key, test=session.test, notifiers=tools.notifiers)
-        session.handoff = transition(session.handoff, "customer_message")
-        if session.handoff in HELD and key.channel != "phone":
+        session.takeover = transition(session.takeover, "customer_message")
+        if session.takeover in HELD and key.channel != "phone":
             # A person holds the conversation: record and notify, no bot reply.
             yield self._held(turn, session, loaded, effects)
             return
@@ -434,7 +434,7 @@ class Engine:
         )
         session.turn_count += 1
         session.updated_at = _utcnow()
-        reply = AgentReply(text="", state=session.handoff, metadata={"handoff": session.handoff})
+        reply = AgentReply(text="", state=session.takeover, metadata={"handoff": session.takeover})
         return _Outcome(reply, HUMAN, session, loaded, [], effects)
 
     @staticmethod
@@ -561,7 +561,7 @@ class Engine:
         """Deliver a reply a person at the business wrote into the conversation.
 
         The line joins the history as an assistant :class:`Turn` with
-        ``staff=True`` (and the conversation log, ``staff: true``); the handoff
+        ``staff=True`` (and the conversation log, ``staff: true``); the takeover
         state becomes ``human`` (the bot stays silent until :meth:`release`).
         ``replay``: the channel's event log (web): a ``complete`` event with the
         text, ``metadata.from = "staff"``, ``metadata.state`` and
@@ -570,7 +570,7 @@ class Engine:
         nothing and returns ``duplicate=True``. ``on_commit``: the channel's
         writes with it (a WhatsApp/SMS send through the outbox).
 
-        Raises UnknownClientError, HandoffRefused (phone: a live call is
+        Raises UnknownClientError, TakeoverRefused (phone: a live call is
         transferred, not written into), UnknownSessionError (no such
         conversation, or it expired), ValueError (empty text),
         SessionBusyError, StoreError.
@@ -619,7 +619,7 @@ class Engine:
             raise UnknownSessionError(str(key))
         session = loaded.session
         try:
-            session.handoff = transition(session.handoff, "staff_reply")
+            session.takeover = transition(session.takeover, "staff_reply")
             line = Turn(role="assistant", text=text, purpose=HUMAN, staff=True)
             line.line_id = f"{turn_id}.0"
             session.transcript.append(line)
@@ -628,8 +628,8 @@ class Engine:
                 text=text,
                 metadata=ResponseMetadata(
                     purpose=HUMAN,
-                    state=session.handoff,
-                    purpose_data={"from": "staff", "handoff": session.handoff},
+                    state=session.takeover,
+                    purpose_data={"from": "staff", "handoff": session.takeover},
                 ),
             )
             commit = self._staff_turn(
@@ -641,11 +641,11 @@ class Engine:
             self.store.forget(key)
             raise
         event_id = replay.last_id if replay is not None and replay.log else None
-        return StaffReply(key, session.handoff, event_id)
+        return StaffReply(key, session.takeover, event_id)
 
     async def release(
         self, client_id: str, channel: str, session_id: str, *, replay: Replay | None = None
-    ) -> HandoffState:
+    ) -> TakeoverState:
         """Hand the conversation back to the bot: ``pending_human`` or ``human``
         become ``resolved`` (the bot answers the customer's next message, which
         moves it to ``bot``); ``bot`` and ``resolved`` stay as they are (nothing
@@ -664,11 +664,11 @@ class Engine:
                 if loaded is None:
                     raise UnknownSessionError(str(key))
                 session = loaded.session
-                after = transition(session.handoff, "release")
-                if after == session.handoff:
+                after = transition(session.takeover, "release")
+                if after == session.takeover:
                     return after
                 try:
-                    session.handoff = after
+                    session.takeover = after
                     session.updated_at = _utcnow()
                     response = ConversationResponse(
                         text="",
@@ -701,7 +701,7 @@ class Engine:
         if client is None:
             raise UnknownClientError(client_id)
         if channel == "phone":
-            raise HandoffRefused(
+            raise TakeoverRefused(
                 "a phone call cannot take a written reply: the caller is transferred to "
                 "escalation.phone_transfer_number (or called back) instead"
             )
@@ -736,19 +736,19 @@ class Engine:
         )
 
 
-class HandoffRefused(GatewayError):
+class TakeoverRefused(GatewayError):
     """A staff action the conversation's channel cannot take (a written reply
     into a phone call). The message says what happens instead."""
 
 
 @dataclass(frozen=True, slots=True)
 class StaffReply:
-    """What :meth:`Engine.staff_reply` did: the conversation, its handoff state
+    """What :meth:`Engine.staff_reply` did: the conversation, its takeover state
     after, the web replay event id of the reply (None off the web or for a
     duplicate) and whether ``reply_id`` had been delivered already."""
 
     key: SessionKey
-    state: HandoffState
+    state: TakeoverState
     event_id: int | None
     duplicate: bool = False
 

@@ -126,7 +126,7 @@ class HumanAgent(Agent):
             )
         else:
             text = "Done — I've passed this on. " + reply_here_text(client, ctx.now)
-        session.handoff = transition(session.handoff, "escalated")
+        session.takeover = transition(session.takeover, "escalated")
         return AgentReply(
             text=text,
             actions=actions,
@@ -134,5 +134,5 @@ class HumanAgent(Agent):
             state="closed",  # the conversation is the team's now; the action says so
             outcome="escalated",
             handback=Handback(HandbackStatus.ESCALATE, summary=state.reason),
-            metadata={"lead_id": lead_id, "handoff": session.handoff},
+            metadata={"lead_id": lead_id, "handoff": session.takeover},
         )

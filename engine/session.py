@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue
 
 from engine.db.database import Database
 from engine.db.fast import Row, Tx
@@ -42,7 +42,7 @@ from engine.db.schema import PROCESSED_MESSAGES, SESSION_EVENTS, SESSIONS
 from engine.errors import CommitConflict, DuplicateMessageError
 from engine.llm.types import Usage
 from engine.messages import ChannelContext
-from engine.takeover import HandoffState
+from engine.takeover import TakeoverState
 
 __all__ = [
     "ConversationSession",
@@ -178,6 +178,10 @@ class ConversationSession(BaseModel):
     purpose flow's own state as JSON; flows validate it into their typed model.
     """
 
+    model_config = ConfigDict(
+        validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
     client_id: str
     channel: str
     session_id: str
@@ -191,9 +195,12 @@ class ConversationSession(BaseModel):
     context: ChannelContext = Field(default_factory=ChannelContext)
     outcome: str | None = None
     """Last notable outcome: ``booked``, ``escalated``, ``abandoned``..."""
-    handoff: HandoffState = "bot"
+    takeover: TakeoverState = Field(
+        "bot", validation_alias=AliasChoices("takeover", "handoff"), serialization_alias="handoff"
+    )
     """Who answers: ``bot``, ``pending_human``, ``human`` or ``resolved``
-    (:mod:`engine.takeover` draws the state machine)."""
+    (:mod:`engine.takeover` draws the state machine). Stored as ``handoff`` in
+    the session JSON (the name it always had there)."""
     turn_count: int = 0
     test: bool = False
     llm_usage: LlmUsage = Field(default_factory=LlmUsage)

@@ -2,7 +2,13 @@
 table and the "what happens next" wording. (The signal that wakes a web socket
 on a staff reply is :mod:`engine.bus`.)
 
-States (``ConversationSession.handoff``, also on the conversation log row that
+Words: a **takeover** is a person at the business taking a conversation over;
+a **handoff** is an agent passing control to another agent
+(:class:`engine.agents.HandoffRequest`). The wire and database keep the name
+they always had for the takeover state: ``handoff`` (the admin JSON, the
+widget's ``metadata.handoff``, the session JSON and the ``handoff`` column).
+
+States (``ConversationSession.takeover``, also on the conversation log row that
 ``GET /admin/api/conversations`` reads as ``handoff``)::
 
     bot            the agents answer (the default)
@@ -44,9 +50,9 @@ from engine.config import DAYS, ClientConfig
 
 __all__ = [
     "HELD",
-    "HandoffEvent",
-    "HandoffState",
-    "InvalidHandoff",
+    "InvalidTakeover",
+    "TakeoverEvent",
+    "TakeoverState",
     "is_open",
     "next_opening",
     "reply_here_text",
@@ -55,13 +61,13 @@ __all__ = [
 
 log = logging.getLogger("engine.takeover")
 
-HandoffState = Literal["bot", "pending_human", "human", "resolved"]
-HandoffEvent = Literal["escalated", "staff_reply", "release", "customer_message"]
-STATES: tuple[HandoffState, ...] = get_args(HandoffState)
+TakeoverState = Literal["bot", "pending_human", "human", "resolved"]
+TakeoverEvent = Literal["escalated", "staff_reply", "release", "customer_message"]
+STATES: tuple[TakeoverState, ...] = get_args(TakeoverState)
 HELD: frozenset[str] = frozenset({"pending_human", "human"})
 """States in which the bot stays silent (web, WhatsApp)."""
 
-_TRANSITIONS: dict[tuple[HandoffState, HandoffEvent], HandoffState] = {
+_TRANSITIONS: dict[tuple[TakeoverState, TakeoverEvent], TakeoverState] = {
     ("bot", "escalated"): "pending_human",
     ("resolved", "escalated"): "pending_human",
     ("pending_human", "escalated"): "pending_human",
@@ -81,20 +87,20 @@ _TRANSITIONS: dict[tuple[HandoffState, HandoffEvent], HandoffState] = {
 }
 
 
-class InvalidHandoff(ValueError):
+class InvalidTakeover(ValueError):
     """No transition from ``state`` on ``event`` (the table above has none)."""
 
     def __init__(self, state: str, event: str) -> None:
-        super().__init__(f"no handoff transition from {state!r} on {event!r}")
+        super().__init__(f"no takeover transition from {state!r} on {event!r}")
         self.state, self.event = state, event
 
 
-def transition(state: HandoffState, event: HandoffEvent) -> HandoffState:
-    """The state after ``event`` in ``state``; raises :class:`InvalidHandoff`."""
+def transition(state: TakeoverState, event: TakeoverEvent) -> TakeoverState:
+    """The state after ``event`` in ``state``; raises :class:`InvalidTakeover`."""
     try:
         return _TRANSITIONS[(state, event)]
     except KeyError:
-        raise InvalidHandoff(state, event) from None
+        raise InvalidTakeover(state, event) from None
 
 
 # --------------------------------------------------------------------------- opening hours

@@ -78,7 +78,7 @@ from channels.whatsapp.statuses import MessageStatus, list_messages
 from channels.whatsapp.worker import thread_send_hook
 from engine.approvals import ApprovalState, state_after
 from engine.contract import Replay
-from engine.core import HandoffRefused
+from engine.core import TakeoverRefused
 from engine.decisions import UnknownApprovalError
 from engine.errors import SessionBusyError, UnknownSessionError
 from engine.messages import CHANNELS, ConversationResponse, TurnEvent
@@ -326,7 +326,7 @@ def admin_router(
                 replay=_replay(gw, key),
                 on_commit=hook,
             )
-        except HandoffRefused as exc:
+        except TakeoverRefused as exc:
             raise HTTPException(409, str(exc)) from exc
         except UnknownSessionError as exc:
             raise HTTPException(

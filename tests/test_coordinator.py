@@ -16,7 +16,7 @@ from engine.agents import (
     AgentReply,
     Handback,
     HandbackStatus,
-    HandOff,
+    HandoffRequest,
     TurnContext,
 )
 from engine.config import ClientConfig
@@ -104,7 +104,9 @@ async def test_handoff_moves_control_and_the_target_answers_the_same_message(gw:
     triage = Scripted(
         "triage",
         claims="invoice",
-        handle=lambda ctx: AgentReply(text="", handoff=HandOff("billing", reason="billing topic")),
+        handle=lambda ctx: AgentReply(
+            text="", handoff=HandoffRequest("billing", reason="billing topic")
+        ),
     )
     install(gw, triage, billing)
     r = final(await turn(gw, "my invoice is wrong"))
@@ -149,7 +151,9 @@ async def test_delegation_returns_a_structured_handback_and_control_stays(gw: Ga
 async def test_an_interrupted_journey_is_suspended_and_resumed(gw: Gateway) -> None:
     def booking(ctx: TurnContext) -> AgentReply:
         if "parking" in ctx.text:
-            return AgentReply(text="", handoff=HandOff(None, reason="question", suspend=True))
+            return AgentReply(
+                text="", handoff=HandoffRequest(None, reason="question", suspend=True)
+            )
         return AgentReply(text="Which day?", expecting="day")
 
     def resume(ctx: TurnContext, summary: str) -> AgentReply:
@@ -176,8 +180,10 @@ async def test_an_interrupted_journey_is_suspended_and_resumed(gw: Gateway) -> N
 
 
 async def test_handoff_loops_hit_the_hop_limit_and_get_the_fallback(gw: Gateway) -> None:
-    ping = Scripted("ping", claims="go", handle=lambda ctx: AgentReply("", handoff=HandOff("pong")))
-    pong = Scripted("pong", handle=lambda ctx: AgentReply("", handoff=HandOff("ping")))
+    ping = Scripted(
+        "ping", claims="go", handle=lambda ctx: AgentReply("", handoff=HandoffRequest("pong"))
+    )
+    pong = Scripted("pong", handle=lambda ctx: AgentReply("", handoff=HandoffRequest("ping")))
     install(gw, ping, pong)
     r = final(await turn(gw, "go"))
     assert r.metadata.state == "fallback"

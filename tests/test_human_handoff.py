@@ -13,10 +13,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.core import HandoffRefused
+from engine.core import TakeoverRefused
 from engine.errors import UnknownSessionError
 from engine.outbox import OutboxRow
-from engine.takeover import InvalidHandoff, reply_here_text, transition
+from engine.takeover import InvalidTakeover, reply_here_text, transition
 from engine.tools.notify import Escalation
 from gateway.app import Gateway, open_gateway
 from gateway.settings import Settings
@@ -61,7 +61,7 @@ def test_the_transition_table() -> None:
     assert transition("human", "release") == "resolved"
     assert transition("resolved", "customer_message") == "bot"
     assert transition("human", "customer_message") == "human"
-    with pytest.raises(InvalidHandoff):
+    with pytest.raises(InvalidTakeover):
         transition("bot", "nonsense")  # type: ignore[arg-type]
 
 
@@ -128,7 +128,7 @@ async def test_while_a_person_holds_it_the_bot_is_silent_and_staff_are_told(gw: 
     assert notice.question == "hello? anyone?"
     assert notice.link == "https://gw.example.test/admin/api/conversations/spa-del-sol:web:s1"
     [record] = await gw.conversations.list(CLIENT)
-    assert record.handoff == "pending_human"
+    assert record.takeover == "pending_human"
     assert record.transcript[-1]["text"] == "hello? anyone?"
 
 
@@ -139,7 +139,7 @@ async def test_staff_reply_is_idempotent_then_release_gives_the_bot_back(gw: Gat
     again = await gw.engine.staff_reply(CLIENT, "web", "s1", "Hi, Ana here.", reply_id="r1")
     assert (first.state, first.duplicate, again.duplicate) == ("human", False, True)
     record = await gw.conversations.get(first.key)
-    assert record is not None and record.handoff == "human"
+    assert record is not None and record.takeover == "human"
     staff = [line for line in record.transcript if line["staff"]]
     assert [line["text"] for line in staff] == ["Hi, Ana here."]
     r = await gw.engine.handle_turn(CLIENT, "web", None, "s1", "thanks!")
@@ -149,11 +149,11 @@ async def test_staff_reply_is_idempotent_then_release_gives_the_bot_back(gw: Gat
     r = await gw.engine.handle_turn(CLIENT, "web", None, "s1", "hello")
     assert r.text and r.metadata.purpose == "router"
     record = await gw.conversations.get(first.key)
-    assert record is not None and record.handoff == "bot"
+    assert record is not None and record.takeover == "bot"
 
 
 async def test_staff_replies_need_a_live_chat_session(gw: Gateway) -> None:
-    with pytest.raises(HandoffRefused, match="transferred"):
+    with pytest.raises(TakeoverRefused, match="transferred"):
         await gw.engine.staff_reply(CLIENT, "phone", "CA123", "hello")
     with pytest.raises(UnknownSessionError):
         await gw.engine.staff_reply(CLIENT, "web", "nobody", "hello")

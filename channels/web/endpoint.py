@@ -81,7 +81,7 @@ While a person holds the conversation
     (``pending_human``, ``human``) a message is recorded and notified to
     staff, not answered by the bot: its reply is a ``complete`` with empty
     ``text``, no ``token`` events, and ``metadata.state`` = ``metadata.handoff``
-    = the handoff state (``purpose: "human"``). The widget shows "Waiting for
+    = the takeover state (``purpose: "human"``). The widget shows "Waiting for
     a person…" instead of a bubble.
 
 Logs carry client ids, session-id prefixes and error codes, never message text.

@@ -12,7 +12,7 @@ them. JSON documents are stored as text: both engines, no extension needed.
                         it lives as long as its session
     processed_messages  inbound message ids a committed turn consumed
     conversations       one row per conversation for the admin API (with its
-                        handoff state: bot, pending_human, human, resolved)
+                        takeover state: bot, pending_human, human, resolved)
     conversation_messages  the durable transcript, append-only (ordered by id)
     bookings            the local calendar (never two overlapping per client)
     calendar_locks      one row per client, locked while a booking is written

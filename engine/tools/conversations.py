@@ -8,7 +8,8 @@ restarts under the same id (its state expired or was lost) continues the same
 transcript instead of overwriting it. The only edit is a voice channel's
 "heard only this much" (:meth:`ConversationLog.mark_cut_in`).
 
-Each conversation's summary also carries its **handoff** state (``bot``,
+Each conversation's summary also carries its **takeover** state (stored and
+served as ``handoff``) (``bot``,
 ``pending_human``, ``human``, ``resolved``; :mod:`engine.takeover`), updated by
 every commit, and each line whether a person at the business wrote it
 (``staff``). A conversation's id in the admin API is
@@ -59,7 +60,8 @@ class ConversationRecord:
     created_at: str
     updated_at: str
     test: bool = False
-    handoff: str = "bot"
+    takeover: str = "bot"
+    """Who answers (:mod:`engine.takeover`); ``handoff`` in the JSON and the column."""
     llm_usage: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, object]:
@@ -80,7 +82,7 @@ class ConversationRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "test": self.test,
-            "handoff": self.handoff,
+            "handoff": self.takeover,
             "llm_usage": self.llm_usage
             or {"input_tokens": 0, "output_tokens": 0, "calls": 0, "cost_usd": 0.0},
         }
@@ -141,7 +143,7 @@ class ConversationLog:
                 len(lines),
                 updated_iso,
                 updated_ts,
-                session.handoff,
+                session.takeover,
                 *usage,
             )
             if changed:
@@ -170,7 +172,7 @@ class ConversationLog:
             session.created_at.isoformat(),
             updated_iso,
             updated_ts,
-            session.handoff,
+            session.takeover,
             *usage,
         )
 
@@ -250,7 +252,7 @@ class ConversationLog:
                     created_at=h.created_iso,
                     updated_at=h.updated_iso,
                     test=bool(h.test),
-                    handoff=h.handoff,
+                    takeover=h.handoff,
                     llm_usage={
                         "input_tokens": h.llm_input_tokens,
                         "output_tokens": h.llm_output_tokens,

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from engine.agents import AgentReply, Handback, HandbackStatus, HandOff, TurnContext
+from engine.agents import AgentReply, Handback, HandbackStatus, HandoffRequest, TurnContext
 from engine.config import Service
 from engine.messages import Action, QuickReply
 from engine.router import is_cancel, is_question, wants_human
@@ -288,7 +288,7 @@ async def _say_welcome(step: Step) -> AgentReply:
 
 
 async def _not_mine(step: Step) -> AgentReply:
-    return step.reply("", expecting=None, handoff=HandOff(None, reason="journey over"))
+    return step.reply("", expecting=None, handoff=HandoffRequest(None, reason="journey over"))
 
 
 async def _close(step: Step) -> AgentReply:
@@ -322,7 +322,9 @@ async def _queue_service(step: Step) -> AgentReply:
 
 
 async def _suspend_for_question(step: Step) -> AgentReply:
-    return step.reply("", handoff=HandOff(None, reason="question during a booking", suspend=True))
+    return step.reply(
+        "", handoff=HandoffRequest(None, reason="question during a booking", suspend=True)
+    )
 
 
 async def _book(step: Step) -> AgentReply:

@@ -1,5 +1,5 @@
 """Support: grounded answers from each client's config and knowledge, with
-sources, honest abstention and a handoff to a person."""
+sources, honest abstention and a takeover by a person."""
 
 from purposes.support.agent import SupportAgent
 
