@@ -28,8 +28,8 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from engine.agents import HUMAN, Agent, AgentReply, Handback, HandbackStatus, TurnContext
-from engine.contact import display_phone, find_phone
 from engine.messages import Action
+from engine.phones import display_phone, find_phone
 from engine.router import is_cancel
 from engine.takeover import reopening_text, reply_here_text, transition
 from engine.tools import Lead

@@ -45,8 +45,8 @@ from typing import TYPE_CHECKING
 
 from engine.agents import AgentReply, Handback, HandbackStatus, TurnContext
 from engine.approvals import Approval, Decision, Settlement, settlement_for
-from engine.contact import display_phone
 from engine.messages import Action, QuickReply
+from engine.phones import display_phone
 from engine.tools import Lead
 from purposes.lead_capture import email_by_text
 from purposes.lead_capture.availability import Availability, format_short, format_when

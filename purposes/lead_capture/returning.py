@@ -22,7 +22,7 @@ is read digit by digit ("6 1 7, 5 5 5, 0 1 0 1"), as on every call.
 from __future__ import annotations
 
 from engine.agents import TurnContext
-from engine.contact import display_phone, say_phone
+from engine.phones import display_phone, say_phone
 from purposes.lead_capture.slots import first_name
 from purposes.lead_capture.state import LeadState
 

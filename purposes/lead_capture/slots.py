@@ -15,8 +15,8 @@ from datetime import date, datetime, timedelta
 
 from engine.agents import TurnContext
 from engine.config import ClientConfig, Service
-from engine.contact import display_phone, say_phone
 from engine.messages import QuickReply
+from engine.phones import display_phone, say_phone
 from purposes.lead_capture import email_by_text
 from purposes.lead_capture.availability import Availability, format_day, format_short, format_when
 from purposes.lead_capture.spoken import merge_name, say_email, spell, typed

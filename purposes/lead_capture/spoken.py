@@ -11,7 +11,7 @@ already typed passes through unchanged (``typed(typed(x)) == typed(x)``).
 Number words go to ``text2num`` (``alpha2digit``); the phone-number grammar
 around it ("oh", "double", "triple", digit groups) is ours. The read-back
 helpers (:func:`say_email`, :func:`spell`; phone numbers:
-:func:`engine.contact.say_phone`) give the forms a receptionist reads back.
+:func:`engine.phones.say_phone`) give the forms a receptionist reads back.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from email_validator import EmailNotValidError, validate_email
 from rapidfuzz import fuzz
 
 from engine.config import Service
-from engine.contact import SlotError, find_phone
+from engine.phones import SlotError, find_phone
 
 __all__ = [
     "SlotError",

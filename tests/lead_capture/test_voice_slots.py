@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from engine import ConversationResponse
-from engine.contact import say_phone
 from engine.messages import ChannelContext
+from engine.phones import say_phone
 from gateway.app import Gateway
 from purposes.lead_capture.spoken import (
     digits,

@@ -1,5 +1,6 @@
-"""Contact details in free text, shared by every agent (the phone number a
-person can be called back on). Uses ``phonenumbers``; values are E.164.
+"""Phone numbers in free text, shared by every agent (the number a person can
+be called back on): found, displayed and read aloud. Uses ``phonenumbers``;
+values are E.164. (Returning contacts are :mod:`engine.contacts`.)
 """
 
 from __future__ import annotations
