@@ -17,11 +17,14 @@ One turn, per DESIGN.md's engine contract:
    conversation log lines and every requested effect in one transaction
    (:mod:`engine.commit`). A booking that lost its slot meanwhile, or a
    session another writer changed, rolls the commit back and the turn runs
-   again on fresh state (up to ``MAX_ATTEMPTS`` times),
+   again on fresh state (:mod:`engine.writes`, the retry loop every writer
+   shares),
 7. only then stream the reply: text the customer sees always describes what
    was committed.
 
-The engine never imports an adapter or a purpose by name: agents are passed in.
+The engine never imports a channel, a provider or a purpose: agents and tools
+are passed in (the import contracts in ``pyproject.toml`` hold it). Staff
+replies and releases are :mod:`engine.staff`.
 """
 
 from __future__ import annotations
@@ -42,11 +45,9 @@ from engine.contract import Replay, TurnOptions
 from engine.coordinator import Agents, Coordinator, GoLive, Settled
 from engine.effects import Effects
 from engine.errors import (
-    CommitConflict,
     DuplicateMessageError,
     GatewayError,
     SessionBusyError,
-    SlotTakenError,
     StoreError,
     UnknownClientError,
     UnknownSessionError,
@@ -67,11 +68,12 @@ from engine.messages import (
 from engine.metrics import OUTCOMES, TURN_ERRORS, TURN_SECONDS, TURNS
 from engine.router import HUMAN_CHOICE, Router
 from engine.session import ConversationSession, LoadedSession, SessionKey, SessionStore, Turn
-from engine.takeover import HELD, TakeoverState, transition
+from engine.takeover import HELD, transition
 from engine.tools import ToolRegistry, Tools
 from engine.tools.conversations import ConversationLog
+from engine.writes import SessionWrites
 
-__all__ = ["Engine", "StaffReply", "TakeoverRefused", "clean_text"]
+__all__ = ["Engine", "clean_text"]
 
 log = logging.getLogger("engine")
 
@@ -81,8 +83,6 @@ FALLBACK_TEXT = (
     "Sorry, something went wrong on my side and I couldn't process that. "
     "Could you say it again? If you prefer, I can have someone from the team get back to you."
 )
-MAX_ATTEMPTS = 3
-"""Runs of one turn when its commit conflicts (slot taken, session changed)."""
 
 
 def _utcnow() -> datetime:
@@ -179,6 +179,12 @@ class Engine:
         self.clock = clock
         self.lock_timeout_s = lock_timeout_s
 
+    @property
+    def writes(self) -> SessionWrites:
+        """The session locks and commit retries every writer of a conversation
+        shares (:mod:`engine.writes`)."""
+        return SessionWrites(self.locks, self.store, self.lock_timeout_s)
+
     def replace_agents(self, agents: Iterable[Agent]) -> Agents:
         """Serve with these agents from the next turn on (tests and tools swap
         in scripted agents); returns the registry that was in use."""
@@ -272,7 +278,7 @@ class Engine:
             options.on_commit,
         )
         done: _Done | None = None
-        async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
+        async with self.writes.locked(key):
             if message_id is not None and self.store.recently_processed(key, message_id):
                 raise DuplicateMessageError(str(key), message_id)
             try:
@@ -304,42 +310,34 @@ class Engine:
         :class:`Discard` when streamed text is withdrawn), then one ``_Done``.
         """
         streamed = False
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            loaded = await self.store.load(turn.key)
-            if loaded is None and expect_session:
-                raise UnknownSessionError(str(turn.key))
-            if streamed:
-                yield turn.emit(loaded, Discard("conflict"))
-            base = loaded.last_event_id if loaded else 0
-            outcome: _Outcome | None = None
-            async for item in self._attempt(turn, loaded):
-                if isinstance(item, _Outcome):
-                    outcome = item
-                else:
-                    streamed = True
-                    yield turn.emit(loaded, item)
-            assert outcome is not None
-            response = self._response(outcome)
-            outcome.events.append(response)
-            commit = self._prepare(outcome, turn, base)
-            commit.hook, commit.response = turn.on_commit, response
-            try:
+
+        def trim_replay() -> None:  # the conflicted attempt's post-commit events
+            if turn.replay is not None:
+                del turn.replay.log[turn.committed_upto :]
+
+        for attempt in self.writes.attempts(turn.key, on_retry=trim_replay):
+            with attempt:
+                loaded = await self.store.load(turn.key)
+                if loaded is None and expect_session:
+                    raise UnknownSessionError(str(turn.key))
+                if streamed:
+                    yield turn.emit(loaded, Discard("conflict"))
+                base = loaded.last_event_id if loaded else 0
+                outcome: _Outcome | None = None
+                async for item in self._attempt(turn, loaded):
+                    if isinstance(item, _Outcome):
+                        outcome = item
+                    else:
+                        streamed = True
+                        yield turn.emit(loaded, item)
+                assert outcome is not None
+                response = self._response(outcome)
+                outcome.events.append(response)
+                commit = self._prepare(outcome, turn, base)
+                commit.hook, commit.response = turn.on_commit, response
                 await self.committer.commit(turn.client, commit)
-            except (CommitConflict, SlotTakenError) as exc:
-                if attempt == MAX_ATTEMPTS:
-                    raise
-                log.info(
-                    "turn commit conflicted (%s); running it again: client=%s attempt=%d",
-                    type(exc).__name__,
-                    turn.key.client_id,
-                    attempt,
-                )
-                if turn.replay is not None:
-                    del turn.replay.log[turn.committed_upto :]
-                continue
-            yield _Done(outcome)
-            return
-        raise AssertionError("unreachable")
+                yield _Done(outcome)
+                return
 
     async def _attempt(
         self, turn: _TurnRun, loaded: LoadedSession | None
@@ -530,7 +528,7 @@ class Engine:
         StoreError.
         """
         key = SessionKey(client_id, channel, session_id)
-        async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
+        async with self.writes.locked(key):
             loaded = await self.store.load(key)
             if loaded is None:
                 return False
@@ -546,211 +544,6 @@ class Engine:
                 session, loaded.version, loaded.last_event_id, last.line_id, heard
             )
         return True
-
-    async def staff_reply(
-        self,
-        client_id: str,
-        channel: str,
-        session_id: str,
-        text: str,
-        *,
-        reply_id: str | None = None,
-        replay: Replay | None = None,
-        on_commit: CommitHook | None = None,
-    ) -> StaffReply:
-        """Deliver a reply a person at the business wrote into the conversation.
-
-        The line joins the history as an assistant :class:`Turn` with
-        ``staff=True`` (and the conversation log, ``staff: true``); the takeover
-        state becomes ``human`` (the bot stays silent until :meth:`release`).
-        ``replay``: the channel's event log (web): a ``complete`` event with the
-        text, ``metadata.from = "staff"``, ``metadata.state`` and
-        ``metadata.handoff`` = ``human`` is committed with it. ``reply_id``:
-        the caller's id for this reply; a second call with the same id writes
-        nothing and returns ``duplicate=True``. ``on_commit``: the channel's
-        writes with it (a WhatsApp/SMS send through the outbox).
-
-        Raises UnknownClientError, TakeoverRefused (phone: a live call is
-        transferred, not written into), UnknownSessionError (no such
-        conversation, or it expired), ValueError (empty text),
-        SessionBusyError, StoreError.
-        """
-        client = self._client_for_staff(client_id, channel)
-        text = clean_text(text).strip()
-        if not text:
-            raise ValueError("a staff reply needs a non-empty text")
-        key = SessionKey(client_id, channel, session_id)
-        message_id = f"staff:{reply_id}" if reply_id is not None else None
-        turn_id = (
-            hashlib.sha256(f"{key}\x00{message_id}".encode()).hexdigest()[:24]
-            if message_id is not None
-            else uuid.uuid4().hex[:24]
-        )
-        async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
-            if message_id is not None and self.store.recently_processed(key, message_id):
-                return StaffReply(key, "human", None, duplicate=True)
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                try:
-                    return await self._staff_commit(
-                        client, key, text, turn_id, message_id, replay, on_commit
-                    )
-                except DuplicateMessageError:
-                    return StaffReply(key, "human", None, duplicate=True)
-                except CommitConflict:
-                    if attempt == MAX_ATTEMPTS:
-                        raise
-                    if replay is not None:
-                        replay.log.clear()
-                        replay.sent = 0
-        raise AssertionError("unreachable")
-
-    async def _staff_commit(
-        self,
-        client: ClientConfig,
-        key: SessionKey,
-        text: str,
-        turn_id: str,
-        message_id: str | None,
-        replay: Replay | None,
-        on_commit: CommitHook | None = None,
-    ) -> StaffReply:
-        loaded = await self.store.load(key)
-        if loaded is None:
-            raise UnknownSessionError(str(key))
-        session = loaded.session
-        try:
-            session.takeover = transition(session.takeover, "staff_reply")
-            line = Turn(role="assistant", text=text, purpose=HUMAN, staff=True)
-            line.line_id = f"{turn_id}.0"
-            session.transcript.append(line)
-            session.updated_at = _utcnow()
-            response = ConversationResponse(
-                text=text,
-                metadata=ResponseMetadata(
-                    purpose=HUMAN,
-                    state=session.takeover,
-                    purpose_data={"from": "staff", "handoff": session.takeover},
-                ),
-            )
-            commit = self._staff_turn(
-                session, loaded, turn_id, message_id, [line], response, replay
-            )
-            commit.hook, commit.response = on_commit, response
-            await self.committer.commit(client, commit)
-        except BaseException:
-            self.store.forget(key)
-            raise
-        event_id = replay.last_id if replay is not None and replay.log else None
-        return StaffReply(key, session.takeover, event_id)
-
-    async def release(
-        self, client_id: str, channel: str, session_id: str, *, replay: Replay | None = None
-    ) -> TakeoverState:
-        """Hand the conversation back to the bot: ``pending_human`` or ``human``
-        become ``resolved`` (the bot answers the customer's next message, which
-        moves it to ``bot``); ``bot`` and ``resolved`` stay as they are (nothing
-        written). Returns the state after. ``replay`` (web): a ``complete`` with
-        empty text and ``metadata.state``/``metadata.handoff`` = ``resolved``
-        tells an open widget. Raises UnknownClientError, UnknownSessionError,
-        SessionBusyError, StoreError (phone conversations may be released too).
-        """
-        client = self.clients.get(client_id)
-        if client is None:
-            raise UnknownClientError(client_id)
-        key = SessionKey(client_id, channel, session_id)
-        async with self.locks.lock(f"session:{key}", self.lock_timeout_s):
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                loaded = await self.store.load(key)
-                if loaded is None:
-                    raise UnknownSessionError(str(key))
-                session = loaded.session
-                after = transition(session.takeover, "release")
-                if after == session.takeover:
-                    return after
-                try:
-                    session.takeover = after
-                    session.updated_at = _utcnow()
-                    response = ConversationResponse(
-                        text="",
-                        metadata=ResponseMetadata(
-                            purpose=HUMAN,
-                            state=after,
-                            purpose_data={"from": "staff", "handoff": after},
-                        ),
-                    )
-                    commit = self._staff_turn(
-                        session, loaded, uuid.uuid4().hex[:24], None, [], response, replay
-                    )
-                    await self.committer.commit(client, commit)
-                except CommitConflict:
-                    self.store.forget(key)
-                    if attempt == MAX_ATTEMPTS:
-                        raise
-                    if replay is not None:
-                        replay.log.clear()
-                        replay.sent = 0
-                    continue
-                except BaseException:
-                    self.store.forget(key)
-                    raise
-                return after
-        raise AssertionError("unreachable")
-
-    def _client_for_staff(self, client_id: str, channel: str) -> ClientConfig:
-        client = self.clients.get(client_id)
-        if client is None:
-            raise UnknownClientError(client_id)
-        if channel == "phone":
-            raise TakeoverRefused(
-                "a phone call cannot take a written reply: the caller is transferred to "
-                "escalation.phone_transfer_number (or called back) instead"
-            )
-        return client
-
-    @staticmethod
-    def _staff_turn(
-        session: ConversationSession,
-        loaded: LoadedSession,
-        turn_id: str,
-        message_id: str | None,
-        lines: list[Turn],
-        response: ConversationResponse,
-        replay: Replay | None,
-    ) -> TurnCommit:
-        events: list[tuple[int, str]] = []
-        last_event_id = loaded.last_event_id
-        if replay is not None:
-            replay.add(loaded.last_event_id, response)
-            events = list(replay.log)
-            last_event_id = max(last_event_id, replay.last_id)
-        return TurnCommit(
-            session=session,
-            version=loaded.version,
-            turn_id=turn_id,
-            message_id=message_id,
-            effects=Effects(turn_id, session.key, test=session.test),
-            lines=lines,
-            purpose=session.purpose,
-            events=events,
-            last_event_id=last_event_id,
-        )
-
-
-class TakeoverRefused(GatewayError):
-    """A staff action the conversation's channel cannot take (a written reply
-    into a phone call). The message says what happens instead."""
-
-
-@dataclass(frozen=True, slots=True)
-class StaffReply:
-    """What :meth:`Engine.staff_reply` did: the conversation, its takeover state
-    after, the web replay event id of the reply (None off the web or for a
-    duplicate) and whether ``reply_id`` had been delivered already."""
-
-    key: SessionKey
-    state: TakeoverState
-    event_id: int | None
-    duplicate: bool = False
 
 
 def _turn_model(

@@ -1,8 +1,8 @@
 """Deciding approval requests: staff's approve/decline, the timeout fallback.
 
 A decision is a turn without a customer message, run the way a staff reply
-is (:meth:`engine.core.Engine.staff_reply`): under the conversation's session
-lock, the flow that asked (an :class:`ApprovalHandler`, found by the
+is (:meth:`engine.staff.Staff.reply`, through :mod:`engine.writes`): under the
+conversation's session lock, the flow that asked (an :class:`ApprovalHandler`, found by the
 request's ``purpose``) turns the decision into effects — the booking and the
 lead on approval, a declined or callback lead otherwise — and a message to
 the customer; one commit writes them with the request's settlement
@@ -46,7 +46,6 @@ from engine.errors import (
     DuplicateMessageError,
     GatewayError,
     SessionBusyError,
-    SlotTakenError,
     UnknownClientError,
 )
 from engine.logs import describe
@@ -67,8 +66,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("engine.decisions")
-
-MAX_ATTEMPTS = 3
 
 
 class UnknownApprovalError(GatewayError):
@@ -160,34 +157,33 @@ class Decisions:
             raise DecisionRefused(f"approval {approval_id} has not reached its deadline")
         key = SessionKey(approval.client_id, approval.channel, approval.session_id)
         turn_id = hashlib.sha256(f"approval\x00{approval_id}\x00{decision}".encode()).hexdigest()
-        async with engine.locks.lock(f"session:{key}", engine.lock_timeout_s):
-            for attempt in range(1, MAX_ATTEMPTS + 1):
-                current = await self._get(approval_id)
-                if not current.pending:
-                    return DecisionResult(current, duplicate=True)
-                try:
-                    event_id = await self._commit(
-                        agent, current, decision, note, key, turn_id[:24], replay
-                    )
-                except (ApprovalSettled, DuplicateMessageError):
-                    engine.store.forget(key)
-                    continue  # someone decided first: the next read reports it
-                except (CommitConflict, SlotTakenError):
-                    engine.store.forget(key)
-                    if attempt == MAX_ATTEMPTS:
-                        raise
-                    if replay is not None:
-                        replay.log.clear()
-                        replay.sent = 0
-                    continue
-                except BaseException:
-                    engine.store.forget(key)
-                    raise
-                return DecisionResult(await self._get(approval_id), False, event_id)
-            current = await self._get(approval_id)
-            if not current.pending:
-                return DecisionResult(current, duplicate=True)
-        raise CommitConflict(str(key))
+        writes = engine.writes
+
+        def reset_replay() -> None:
+            if replay is not None:
+                replay.log.clear()
+                replay.sent = 0
+
+        async with writes.locked(key):
+            for attempt in writes.attempts(key, on_retry=reset_replay):
+                with attempt:
+                    current = await self._get(approval_id)
+                    if not current.pending:
+                        return DecisionResult(current, duplicate=True)
+                    try:
+                        event_id = await self._commit(
+                            agent, current, decision, note, key, turn_id[:24], replay
+                        )
+                    except (ApprovalSettled, DuplicateMessageError):
+                        # Someone decided first: the store's copy may hold this
+                        # attempt's changes; the approval row says what happened.
+                        engine.store.forget(key)
+                        settled = await self._get(approval_id)
+                        if not settled.pending:
+                            return DecisionResult(settled, duplicate=True)
+                        raise CommitConflict(str(key)) from None
+                    return DecisionResult(await self._get(approval_id), False, event_id)
+        raise AssertionError("unreachable")
 
     async def _get(self, approval_id: str) -> Approval:
         approval = await self.approvals.get(approval_id)

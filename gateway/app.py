@@ -37,6 +37,7 @@ from engine.db.database import Database
 from engine.decisions import ApprovalSweeper, Decisions
 from engine.locks import LocalLocks, Locks
 from engine.outbox import Outbox, OutboxWorker, WorkerOptions
+from engine.staff import Staff
 from engine.tools import ConversationLog, LeadLedger, LocalCalendar
 from engine.tools.calltraces import CallTraceStore
 from gateway.approvals import sweeper as approval_sweeper
@@ -87,6 +88,8 @@ class Gateway:
     has no knowledge); stale folders are ingested in the background."""
     decisions: Decisions
     """Approval requests and their decisions (admin API, timeout sweeper)."""
+    staff: Staff
+    """Staff replies into a conversation and its release back to the bot."""
     inbox: Inbox
     """Inbound WhatsApp/SMS messages, durable and deduplicated (channels.whatsapp)."""
     runners: Runners | None
@@ -233,6 +236,7 @@ async def open_gateway(
                 hook_for=thread_send_hook,
             ),
             inbox=Inbox(db, locks, lease_s=settings.messaging_lease_s),
+            staff=Staff(registry, store, engine.writes, committer),
             runners=None,
         )
         if knowledge is not None:

@@ -78,11 +78,11 @@ from channels.whatsapp.statuses import MessageStatus, list_messages
 from channels.whatsapp.worker import thread_send_hook
 from engine.approvals import ApprovalState, state_after
 from engine.contract import Replay
-from engine.core import TakeoverRefused
 from engine.decisions import UnknownApprovalError
 from engine.errors import SessionBusyError, UnknownSessionError
 from engine.messages import CHANNELS, ConversationResponse, TurnEvent
 from engine.session import SessionKey
+from engine.staff import TakeoverRefused
 from engine.tools.conversations import conversation_id, parse_conversation_id
 
 if TYPE_CHECKING:
@@ -317,7 +317,7 @@ def admin_router(
             else None
         )
         try:
-            result = await gw.engine.staff_reply(
+            result = await gw.staff.reply(
                 key.client_id,
                 key.channel,
                 key.session_id,
@@ -351,7 +351,7 @@ def admin_router(
         """Hand the conversation back to the bot (``resolved``)."""
         gw, key = _conversation(conversation)
         try:
-            state = await gw.engine.release(
+            state = await gw.staff.release(
                 key.client_id, key.channel, key.session_id, replay=_replay(gw, key)
             )
         except UnknownSessionError as exc:

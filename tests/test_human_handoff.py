@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from engine.core import TakeoverRefused
 from engine.errors import UnknownSessionError
 from engine.outbox import OutboxRow
+from engine.staff import TakeoverRefused
 from engine.takeover import InvalidTakeover, reply_here_text, transition
 from engine.tools.notify import Escalation
 from gateway.app import Gateway, open_gateway
@@ -135,8 +135,8 @@ async def test_while_a_person_holds_it_the_bot_is_silent_and_staff_are_told(gw: 
 async def test_staff_reply_is_idempotent_then_release_gives_the_bot_back(gw: Gateway) -> None:
     await gw.engine.handle_turn(CLIENT, "web", None, "s1", "can I talk to someone?")
     await gw.engine.handle_turn(CLIENT, "web", None, "s1", "here")
-    first = await gw.engine.staff_reply(CLIENT, "web", "s1", "Hi, Ana here.", reply_id="r1")
-    again = await gw.engine.staff_reply(CLIENT, "web", "s1", "Hi, Ana here.", reply_id="r1")
+    first = await gw.staff.reply(CLIENT, "web", "s1", "Hi, Ana here.", reply_id="r1")
+    again = await gw.staff.reply(CLIENT, "web", "s1", "Hi, Ana here.", reply_id="r1")
     assert (first.state, first.duplicate, again.duplicate) == ("human", False, True)
     record = await gw.conversations.get(first.key)
     assert record is not None and record.takeover == "human"
@@ -144,8 +144,8 @@ async def test_staff_reply_is_idempotent_then_release_gives_the_bot_back(gw: Gat
     assert [line["text"] for line in staff] == ["Hi, Ana here."]
     r = await gw.engine.handle_turn(CLIENT, "web", None, "s1", "thanks!")
     assert r.text == "" and r.metadata.state == "human"
-    assert await gw.engine.release(CLIENT, "web", "s1") == "resolved"
-    assert await gw.engine.release(CLIENT, "web", "s1") == "resolved"  # harmless twice
+    assert await gw.staff.release(CLIENT, "web", "s1") == "resolved"
+    assert await gw.staff.release(CLIENT, "web", "s1") == "resolved"  # harmless twice
     r = await gw.engine.handle_turn(CLIENT, "web", None, "s1", "hello")
     assert r.text and r.metadata.purpose == "router"
     record = await gw.conversations.get(first.key)
@@ -154,9 +154,9 @@ async def test_staff_reply_is_idempotent_then_release_gives_the_bot_back(gw: Gat
 
 async def test_staff_replies_need_a_live_chat_session(gw: Gateway) -> None:
     with pytest.raises(TakeoverRefused, match="transferred"):
-        await gw.engine.staff_reply(CLIENT, "phone", "CA123", "hello")
+        await gw.staff.reply(CLIENT, "phone", "CA123", "hello")
     with pytest.raises(UnknownSessionError):
-        await gw.engine.staff_reply(CLIENT, "web", "nobody", "hello")
+        await gw.staff.reply(CLIENT, "web", "nobody", "hello")
 
 
 def test_the_slack_notice_has_the_question_and_the_link() -> None:

@@ -124,7 +124,7 @@ async def test_a_bot_repeating_itself_brings_in_a_person(gw: Gateway) -> None:
     # a person holds it now: the bot stays silent until staff release it
     r = await say(gw, "hello")
     assert r.text == "" and r.metadata.state == "pending_human"
-    assert await gw.engine.release(CLIENT, "web", "s1") == "resolved"
+    assert await gw.staff.release(CLIENT, "web", "s1") == "resolved"
     # then the stuck booking no longer holds the conversation
     r = await say(gw, "hello")
     assert r.metadata.purpose == "router"
