@@ -1,5 +1,5 @@
-"""The base of every provider the gateway calls out to: calendar, CRM, STT, TTS (LLM
-and embedder next).
+"""The base of every provider the gateway calls out to: calendar, CRM, notifiers,
+STT, TTS, the embedder and the language model.
 
 The pattern is livekit-agents' provider base classes: an interface's public method
 (:meth:`Calendar.busy <engine.tools.calendar.Calendar.busy>`,

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI
@@ -52,13 +52,12 @@ from purposes.support import SupportAgent
 
 if TYPE_CHECKING:
     from channels.phone.deps import PhoneDeps, VoiceDeps
-    from channels.phone.trace import CallTraces
     from channels.web import WebDeps
     from channels.whatsapp.routes import MessagingDeps
+    from gateway.calendar_feed import CalendarFeedDeps
+    from gateway.routes import AdminDeps, OpsDeps
     from providers.knowledge import ClientKnowledge
     from providers.speech.providers import SpeechHub
-
-_T = TypeVar("_T")
 
 __all__ = ["Gateway", "create_app", "open_gateway"]
 
@@ -273,7 +272,7 @@ def _runners(gw: Gateway, http: httpx.AsyncClient) -> Runners:
             transcribe=voice_notes(http, settings.meta_graph_base_url, _speech_hub(settings)),
             poll_s=settings.messaging_poll_s,
         ),
-        sweeper=approval_sweeper(gw),
+        sweeper=approval_sweeper(gw.decisions, gw.bus),
     )
 
 
@@ -335,7 +334,10 @@ def _worker(gw: Gateway, http: httpx.AsyncClient) -> OutboxWorker:
     settings = gw.settings
     smtp = EmailNotifier(settings.smtp_url, settings.smtp_from) if settings.smtp_url else None
     if smtp is None and any(c.escalation.to_email for c in gw.registry.clients.values()):
-        log.warning("escalation.to_email is set but GATEWAY_SMTP_URL is not: emails will wait")
+        log.warning(
+            "escalation.to_email is set but GATEWAY_SMTP_URL is not: email notices fail "
+            "and go dead after their attempts (gateway outbox retry once SMTP is set)"
+        )
     options = WorkerOptions(
         poll_s=settings.outbox_poll_s,
         claim_s=settings.outbox_claim_s,
@@ -379,45 +381,30 @@ async def _housekeeping(gw: Gateway) -> None:
     await gw.contacts.purge_expired(list(gw.registry.clients.values()))
 
 
+@dataclass(frozen=True)
+class RouteDeps:
+    """Every router's dependencies, fully built by the lifespan when serving."""
+
+    ops: OpsDeps
+    admin: AdminDeps
+    calendar: CalendarFeedDeps
+    web: WebDeps
+    voice: VoiceDeps
+    phone: PhoneDeps
+    messaging: MessagingDeps
+
+
 class _Serving:
-    """What the app's lifespan opened, handed to the route factories as
-    providers (set while serving; a request before start-up is a bug)."""
+    """Holds the :class:`RouteDeps` while the app serves; the route factories get
+    providers that read it (a request before start-up is a bug)."""
 
     def __init__(self) -> None:
-        self.gateway: Gateway | None = None
-        self.call_traces: CallTraces | None = None
-        self.web: WebDeps | None = None
-        self.voice: VoiceDeps | None = None
-        self.phone: PhoneDeps | None = None
-        self.messaging: MessagingDeps | None = None
+        self.deps: RouteDeps | None = None
 
-    def clear(self) -> None:
-        self.gateway = self.call_traces = self.web = self.voice = self.phone = None
-        self.messaging = None
-
-    def require_gateway(self) -> Gateway:
-        return _serving(self.gateway)
-
-    def require_call_traces(self) -> CallTraces:
-        return _serving(self.call_traces)
-
-    def require_web(self) -> WebDeps:
-        return _serving(self.web)
-
-    def require_voice(self) -> VoiceDeps:
-        return _serving(self.voice)
-
-    def require_phone(self) -> PhoneDeps:
-        return _serving(self.phone)
-
-    def require_messaging(self) -> MessagingDeps:
-        return _serving(self.messaging)
-
-
-def _serving(value: _T | None) -> _T:
-    if value is None:
-        raise RuntimeError("the gateway is not serving (its lifespan has not started)")
-    return value
+    def get(self) -> RouteDeps:
+        if self.deps is None:
+            raise RuntimeError("the gateway is not serving (its lifespan has not started)")
+        return self.deps
 
 
 async def _warm_up_speech(hub: SpeechHub, gw: Gateway) -> None:
@@ -456,9 +443,9 @@ def create_app(
     from channels.web import WebDeps, WebLimits, web_router
     from channels.web.limits import SourceLimiter
     from channels.whatsapp.routes import MessagingDeps, messaging_router
-    from gateway.calendar_feed import calendar_router
+    from gateway.calendar_feed import CalendarFeedDeps, calendar_router
     from gateway.logging import configure_logging
-    from gateway.routes import admin_router, ops_router
+    from gateway.routes import AdminDeps, OpsDeps, admin_router, ops_router
 
     settings = settings or Settings()
     configure_logging(settings.log_level)
@@ -477,46 +464,63 @@ def create_app(
             httpx.AsyncClient() as http,
             open_gateway(settings, clock, http=http, worker=True) as gw,
         ):
-            serving.gateway = gw
-            serving.call_traces = CallTraces(gw.call_traces)
-            serving.web = WebDeps(
-                registry=gw.registry,
-                engine=gw.engine,
-                store=gw.store,
-                locks=gw.locks,
-                lock_timeout_s=settings.lock_timeout_s,
-                limits=WebLimits(
-                    max_frame_bytes=settings.web_max_frame_bytes,
-                    max_text_chars=settings.web_max_text_chars,
-                    rate_per_s=settings.web_rate_per_s,
-                    rate_burst=settings.web_rate_burst,
-                ),
-                sources=SourceLimiter(settings.web_new_sessions_per_min),
-                bus=gw.bus,
-            )
-            serving.voice = VoiceDeps(
-                registry=gw.registry, settings=phone_settings, lines=phone_lines
-            )
-            serving.phone = PhoneDeps(
+            call_traces = CallTraces(gw.call_traces)
+            phone = PhoneDeps(
                 registry=gw.registry,
                 engine=gw.engine,
                 outbox=gw.outbox,
                 # Speech models load on a client's first call (off the event loop), once.
                 speech_hub=_speech_hub(settings),
-                call_traces=serving.call_traces,
+                call_traces=call_traces,
                 # Spent stream tokens and live calls, shared by replicas through Redis.
                 streams=open_stream_gate(settings.redis_url, lines=phone_lines),
                 audio_burst_s=settings.phone_audio_burst_s,
             )
-            serving.messaging = MessagingDeps(
-                registry=gw.registry, db=gw.db, inbox=gw.inbox, public_url=settings.public_url
+            serving.deps = RouteDeps(
+                ops=OpsDeps(
+                    registry=gw.registry, store=gw.store, locks=gw.locks, phone_lines=phone_lines
+                ),
+                admin=AdminDeps(
+                    admin_token=settings.admin_token,
+                    registry=gw.registry,
+                    db=gw.db,
+                    store=gw.store,
+                    leads=gw.leads,
+                    conversations=gw.conversations,
+                    contacts=gw.contacts,
+                    staff=gw.staff,
+                    decisions=gw.decisions,
+                    bus=gw.bus,
+                    call_traces=call_traces,
+                ),
+                calendar=CalendarFeedDeps(registry=gw.registry, db=gw.db, clock=gw.engine.clock),
+                web=WebDeps(
+                    registry=gw.registry,
+                    engine=gw.engine,
+                    store=gw.store,
+                    locks=gw.locks,
+                    lock_timeout_s=settings.lock_timeout_s,
+                    limits=WebLimits(
+                        max_frame_bytes=settings.web_max_frame_bytes,
+                        max_text_chars=settings.web_max_text_chars,
+                        rate_per_s=settings.web_rate_per_s,
+                        rate_burst=settings.web_rate_burst,
+                    ),
+                    sources=SourceLimiter(settings.web_new_sessions_per_min),
+                    bus=gw.bus,
+                ),
+                voice=VoiceDeps(registry=gw.registry, settings=phone_settings, lines=phone_lines),
+                phone=phone,
+                messaging=MessagingDeps(
+                    registry=gw.registry, db=gw.db, inbox=gw.inbox, public_url=settings.public_url
+                ),
             )
             # Handles for tests and tools that reach into a running app; the
             # routes themselves get their dependencies from `serving`.
             app.state.gateway = gw
-            app.state.phone = serving.phone
+            app.state.phone = phone
             warming = asyncio.create_task(
-                _warm_up_speech(serving.phone.speech_hub, gw)
+                _warm_up_speech(phone.speech_hub, gw)
                 if settings.speech_warm_up
                 else asyncio.sleep(0)
             )
@@ -525,15 +529,15 @@ def create_app(
             finally:
                 warming.cancel()
                 await asyncio.gather(warming, return_exceptions=True)
-                await serving.phone.streams.close()
-                serving.clear()
+                await phone.streams.close()
+                serving.deps = None
 
     app = FastAPI(title="channel gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.include_router(ops_router(serving.require_gateway, phone_lines))
-    app.include_router(admin_router(serving.require_gateway, serving.require_call_traces))
-    app.include_router(web_router(serving.require_web))
-    app.include_router(voice_router(serving.require_voice))
-    app.include_router(media_router(serving.require_phone))
-    app.include_router(messaging_router(serving.require_messaging))
-    app.include_router(calendar_router(serving.require_gateway))
+    app.include_router(ops_router(lambda: serving.get().ops))
+    app.include_router(admin_router(lambda: serving.get().admin))
+    app.include_router(web_router(lambda: serving.get().web))
+    app.include_router(voice_router(lambda: serving.get().voice))
+    app.include_router(media_router(lambda: serving.get().phone))
+    app.include_router(messaging_router(lambda: serving.get().messaging))
+    app.include_router(calendar_router(lambda: serving.get().calendar))
     return app

@@ -10,17 +10,13 @@ socket on any replica (:class:`~engine.bus.ConversationBus`). Used by
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from channels.web.codec import complete_event
 from engine.approvals import Decision
+from engine.bus import ConversationBus
 from engine.contract import Replay
-from engine.decisions import ApprovalSweeper, DecisionResult
+from engine.decisions import ApprovalSweeper, DecisionResult, Decisions
 from engine.messages import ConversationResponse, TurnEvent
 from engine.session import SessionKey
-
-if TYPE_CHECKING:
-    from gateway.app import Gateway
 
 __all__ = ["SWEEP_INTERVAL_S", "decide", "replay_for", "sweeper"]
 
@@ -34,39 +30,46 @@ def _web_encode(event_id: int, event: TurnEvent) -> str | None:
     return None
 
 
-def replay_for(gw: Gateway, key: SessionKey) -> Replay | None:
-    """The web channel's event log for ``key`` (None elsewhere: recorded only)."""
+def replay_for(bus: ConversationBus, key: SessionKey) -> Replay | None:
+    """The web channel's event log for ``key`` (None elsewhere: recorded only),
+    numbered after what an open socket already sent (``bus.cursor_hint``)."""
     if key.channel != "web":
         return None
-    return Replay(_web_encode, after=gw.bus.cursor_hint(str(key)))
+    return Replay(_web_encode, after=bus.cursor_hint(str(key)))
 
 
 async def decide(
-    gw: Gateway, approval_id: str, decision: Decision, note: str | None = None
+    decisions: Decisions,
+    bus: ConversationBus,
+    approval_id: str,
+    decision: Decision,
+    note: str | None = None,
 ) -> DecisionResult:
     """Apply ``decision`` and, when it wrote something, signal the widget."""
-    approval = await gw.decisions.approvals.get(approval_id)
+    approval = await decisions.approvals.get(approval_id)
     key = (
         SessionKey(approval.client_id, approval.channel, approval.session_id)
         if approval is not None
         else None
     )
-    replay = replay_for(gw, key) if key is not None else None
-    result = await gw.decisions.decide(approval_id, decision, note=note, replay=replay)
+    replay = replay_for(bus, key) if key is not None else None
+    result = await decisions.decide(approval_id, decision, note=note, replay=replay)
     if not result.duplicate:
-        await gw.bus.publish(str(result.key))
+        await bus.publish(str(result.key))
     return result
 
 
-def sweeper(gw: Gateway, interval_s: float = SWEEP_INTERVAL_S) -> ApprovalSweeper:
+def sweeper(
+    decisions: Decisions, bus: ConversationBus, interval_s: float = SWEEP_INTERVAL_S
+) -> ApprovalSweeper:
     """The timeout sweeper for this replica (the lifespan starts and stops it)."""
 
     async def signal(result: DecisionResult) -> None:
-        await gw.bus.publish(str(result.key))
+        await bus.publish(str(result.key))
 
     return ApprovalSweeper(
-        gw.decisions,
+        decisions,
         interval_s=interval_s,
-        replay_for=lambda key: replay_for(gw, key),
+        replay_for=lambda key: replay_for(bus, key),
         on_settled=signal,
     )

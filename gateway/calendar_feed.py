@@ -19,19 +19,17 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from icalendar import Calendar, Event, vDuration
 
+from engine.config import ClientConfig, ClientRegistry
+from engine.db.database import Database
 from engine.db.fast import Row, Tx
 
-if TYPE_CHECKING:
-    from engine.config import ClientConfig
-    from gateway.app import Gateway
-
-__all__ = ["FEED_HORIZON", "UID_DOMAIN", "calendar_router", "render_feed"]
+__all__ = ["FEED_HORIZON", "UID_DOMAIN", "CalendarFeedDeps", "calendar_router", "render_feed"]
 
 UID_DOMAIN = "bookings.gateway.invalid"
 """The right-hand side of every event's ``UID`` (``<booking_id>@<domain>``)."""
@@ -57,7 +55,7 @@ def _authorized(client: ClientConfig | None, token: str | None) -> bool:
     return ok and bool(expected) and bool(token)
 
 
-async def _rows(gw: Gateway, client_id: str, since: datetime) -> list[Row]:
+async def _rows(db: Database, client_id: str, since: datetime) -> list[Row]:
     async def read(tx: Tx) -> list[Row]:
         return await tx.fetchall(
             "SELECT b.booking_id, b.start_iso, b.end_iso, b.service, b.name, b.channel,"
@@ -71,7 +69,7 @@ async def _rows(gw: Gateway, client_id: str, since: datetime) -> list[Row]:
             False,
         )
 
-    return await gw.db.fast.query(read)
+    return await db.fast.query(read)
 
 
 def _fields(raw: object) -> dict[str, object]:
@@ -132,7 +130,17 @@ def _utc(iso: object) -> datetime:
     return when.astimezone(UTC)
 
 
-def calendar_router(gateway: Callable[[], Gateway]) -> APIRouter:
+@dataclass(frozen=True, slots=True)
+class CalendarFeedDeps:
+    """What the iCalendar feed reads: the clients, the database of local bookings
+    and the engine's clock (pinned in tests, as the bookings were made by it)."""
+
+    registry: ClientRegistry
+    db: Database
+    clock: Callable[[], datetime]
+
+
+def calendar_router(deps: Callable[[], CalendarFeedDeps]) -> APIRouter:
     """``GET /calendar/{client_id}.ics?token=``: the client's iCalendar feed."""
     router = APIRouter()
 
@@ -142,13 +150,13 @@ def calendar_router(gateway: Callable[[], Gateway]) -> APIRouter:
         responses={200: {"content": {"text/calendar": {}}}, 404: {}},
     )
     async def feed(client_id: str, token: str | None = Query(default=None)) -> Response:
-        gw = gateway()
-        client = gw.registry.get(client_id)
+        feed_deps = deps()
+        client = feed_deps.registry.get(client_id)
         if not _authorized(client, token) or client is None:
             raise _not_found()
         # The engine's notion of now (pinned in tests), as the bookings were made by it.
-        now = gw.engine.clock().astimezone(UTC).replace(microsecond=0)
-        rows = await _rows(gw, client.client_id, now - FEED_HORIZON)
+        now = feed_deps.clock().astimezone(UTC).replace(microsecond=0)
+        rows = await _rows(feed_deps.db, client.client_id, now - FEED_HORIZON)
         return Response(
             render_feed(client, rows, now),
             media_type=MEDIA_TYPE,

@@ -48,7 +48,8 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 outbox_app = typer.Typer(
     no_args_is_help=True,
-    help="The outbox of side effects (Slack, email, call updates) on the database "
+    help="The outbox of side effects (staff notices, CRM pushes, calendar pushes, "
+    "WhatsApp/SMS sends, call updates) on the database "
     "`gateway serve` uses: inspect, retry, purge.",
 )
 app.add_typer(outbox_app, name="outbox")

@@ -51,7 +51,7 @@ CHECKS: Mapping[tuple[IntegrationKind, str], Check] = {
 
 
 def vendor_urls(settings: Settings) -> VendorUrls:
-    """The vendors' base URLs the settings override (``GATEWAY_HUBSPOT_BASE_URL``...)."""
+    """The vendors' base URLs the settings override (``HUBSPOT_BASE_URL``...)."""
     return VendorUrls(
         hubspot_base_url=settings.hubspot_base_url,
         pipedrive_base_url=settings.pipedrive_base_url,

@@ -1,7 +1,7 @@
 """Operational and admin routes: ``/healthz``, ``/readyz``, ``/metrics``, ``/admin/api/*``.
 
-Each factory takes a provider of the running :class:`~gateway.app.Gateway`
-(built in the app's lifespan), never reading ``app.state``.
+Each factory takes a provider of its narrow dependencies (:class:`OpsDeps`,
+:class:`AdminDeps`, built once in the app's lifespan), never reading ``app.state``.
 
 Staff answer a handed-off conversation (:mod:`engine.takeover`) here. A
 conversation's ``{id}`` is ``client_id:channel:session_id`` (the ``id`` of
@@ -65,31 +65,66 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Literal
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
+from channels.phone.capacity import CallCapacity
 from channels.phone.trace import CallTraces
-from channels.web.codec import complete_event
 from channels.whatsapp.statuses import MessageStatus, list_messages
 from channels.whatsapp.worker import thread_send_hook
 from engine.approvals import ApprovalState, state_after
-from engine.contract import Replay
-from engine.decisions import UnknownApprovalError
+from engine.bus import ConversationBus
+from engine.config import ClientRegistry
+from engine.contacts import ContactStore
+from engine.db.database import Database
+from engine.decisions import Decisions, UnknownApprovalError
 from engine.errors import SessionBusyError, UnknownSessionError
-from engine.messages import CHANNELS, ConversationResponse, TurnEvent
-from engine.session import SessionKey
-from engine.staff import TakeoverRefused
-from engine.tools.conversations import conversation_id, parse_conversation_id
+from engine.locks import Locks
+from engine.messages import CHANNELS
+from engine.session import SessionKey, SessionStore
+from engine.staff import Staff, TakeoverRefused
+from engine.tools import LeadLedger
+from engine.tools.conversations import ConversationLog, conversation_id, parse_conversation_id
+from gateway.approvals import decide, replay_for
 
-if TYPE_CHECKING:
-    from channels.phone.capacity import CallCapacity
-    from gateway.app import Gateway
+__all__ = ["AdminDeps", "OpsDeps", "admin_router", "ops_router"]
 
-__all__ = ["admin_router", "ops_router"]
+
+@dataclass(frozen=True, slots=True)
+class OpsDeps:
+    """What ``/readyz`` checks: the clients, the session store and the locks, and
+    this replica's phone lines (their headroom is reported; None: no phone)."""
+
+    registry: ClientRegistry
+    store: SessionStore
+    locks: Locks
+    phone_lines: CallCapacity | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdminDeps:
+    """What the admin API reads and writes (built by the gateway when it serves)."""
+
+    admin_token: str | None
+    """``GATEWAY_ADMIN_TOKEN``; None or empty: the admin API answers 404."""
+    registry: ClientRegistry
+    db: Database
+    """Where the sent messages and the calendar conflicts are read."""
+    store: SessionStore
+    leads: LeadLedger
+    conversations: ConversationLog
+    contacts: ContactStore
+    staff: Staff
+    decisions: Decisions
+    bus: ConversationBus
+    """Wakes the conversation's open socket after a staff reply or a decision."""
+    call_traces: CallTraces
+    """The phone channel's traces (live calls here, every replica's finished calls)."""
 
 
 LEAD_CSV_COLUMNS = (
@@ -139,11 +174,8 @@ def leads_csv_text(leads: list[dict[str, object]]) -> str:
     return out.getvalue()
 
 
-def ops_router(
-    gateway: Callable[[], Gateway], phone_lines: CallCapacity | None = None
-) -> APIRouter:
-    """``/healthz``, ``/readyz``, ``/metrics``; ``phone_lines`` is this replica's phone
-    capacity (its headroom is reported by ``/readyz``)."""
+def ops_router(deps: Callable[[], OpsDeps]) -> APIRouter:
+    """``/healthz``, ``/readyz``, ``/metrics``."""
     router = APIRouter()
 
     @router.get("/healthz")
@@ -167,7 +199,8 @@ def ops_router(
         ``/readyz?channel=phone``: 503 also when no line is free, so new calls
         go to replicas with headroom.
         """
-        gw = gateway()
+        gw = deps()
+        phone_lines = gw.phone_lines
         store_ok = await gw.store.ping()
         locks_ok = await gw.locks.ping()
         ready = store_ok and locks_ok and bool(gw.registry.clients)
@@ -193,9 +226,9 @@ def ops_router(
     return router
 
 
-def _admin_guard(gateway: Callable[[], Gateway]) -> Callable[..., None]:
+def _admin_guard(deps: Callable[[], AdminDeps]) -> Callable[..., None]:
     def require_admin(authorization: Annotated[str | None, Header()] = None) -> None:
-        _check_token(gateway().settings.admin_token, authorization)
+        _check_token(deps().admin_token, authorization)
 
     return require_admin
 
@@ -230,21 +263,12 @@ class StaffReplyBody(BaseModel):
     id: str | None = Field(default=None, min_length=1, max_length=128)
 
 
-def _web_encode(event_id: int, event: TurnEvent) -> str | None:
-    if isinstance(event, ConversationResponse):
-        return complete_event(event_id, event)
-    return None
+def admin_router(deps: Callable[[], AdminDeps]) -> APIRouter:
+    """``/admin/api/*`` (``deps`` gives the dependencies while serving)."""
+    router = APIRouter(prefix="/admin/api", dependencies=[Depends(_admin_guard(deps))])
 
-
-def admin_router(
-    gateway: Callable[[], Gateway], call_traces: Callable[[], CallTraces]
-) -> APIRouter:
-    """``/admin/api/*``; ``call_traces``: the phone channel's traces (live calls
-    of this replica, and every replica's finished calls)."""
-    router = APIRouter(prefix="/admin/api", dependencies=[Depends(_admin_guard(gateway))])
-
-    def _client(client_id: str) -> Gateway:
-        gw = gateway()
+    def _client(client_id: str) -> AdminDeps:
+        gw = deps()
         if gw.registry.get(client_id) is None:
             raise HTTPException(404, f"unknown client {client_id!r}")
         return gw
@@ -283,18 +307,13 @@ def admin_router(
         records = await _client(client_id).conversations.list(client_id, limit)
         return [r.as_json() for r in records]
 
-    def _conversation(value: str) -> tuple[Gateway, SessionKey]:
+    def _conversation(value: str) -> tuple[AdminDeps, SessionKey]:
         key = parse_conversation_id(value)
         if key is None or key.channel not in CHANNELS:
             raise HTTPException(
                 404, "conversation ids look like client_id:channel:session_id (see the list)"
             )
         return _client(key.client_id), key
-
-    def _replay(gw: Gateway, key: SessionKey) -> Replay | None:
-        if key.channel != "web":
-            return None
-        return Replay(_web_encode, after=gw.bus.cursor_hint(str(key)))
 
     @router.get("/conversations/{conversation}")
     async def one_conversation(conversation: str) -> dict[str, object]:
@@ -323,7 +342,7 @@ def admin_router(
                 key.session_id,
                 body.text,
                 reply_id=body.id,
-                replay=_replay(gw, key),
+                replay=replay_for(gw.bus, key),
                 on_commit=hook,
             )
         except TakeoverRefused as exc:
@@ -352,7 +371,7 @@ def admin_router(
         gw, key = _conversation(conversation)
         try:
             state = await gw.staff.release(
-                key.client_id, key.channel, key.session_id, replay=_replay(gw, key)
+                key.client_id, key.channel, key.session_id, replay=replay_for(gw.bus, key)
             )
         except UnknownSessionError as exc:
             raise HTTPException(
@@ -381,7 +400,7 @@ def admin_router(
             report = await gw.contacts.forget(client_id, phone=phone, email=email)
         except ValueError as exc:
             raise HTTPException(422, str(exc)) from exc
-        traces = call_traces()
+        traces = gw.call_traces
         for key in report.keys:
             gw.store.forget(key)  # this replica's cached copy
             if key.channel == "phone":
@@ -400,7 +419,7 @@ def admin_router(
 
     @router.get("/approvals/{approval_id}")
     async def one_approval(approval_id: str) -> dict[str, object]:
-        found = await gateway().decisions.approvals.get(approval_id)
+        found = await deps().decisions.approvals.get(approval_id)
         if found is None:
             raise HTTPException(404, f"no approval request {approval_id!r}")
         return found.as_json()
@@ -408,10 +427,9 @@ def admin_router(
     @router.post("/approvals/{approval_id}")
     async def decide_approval(approval_id: str, body: DecisionBody) -> JSONResponse:
         """Approve or decline a request (see the module docstring)."""
-        from gateway.approvals import decide
-
+        gw = deps()
         try:
-            result = await decide(gateway(), approval_id, body.decision, body.note)
+            result = await decide(gw.decisions, gw.bus, approval_id, body.decision, body.note)
         except UnknownApprovalError as exc:
             raise HTTPException(404, str(exc)) from exc
         except SessionBusyError as exc:
@@ -431,7 +449,7 @@ def admin_router(
     async def call_trace(call_sid: str) -> dict[str, object]:
         """Per-turn latency stages and barge-ins of a call, from any replica
         (shape: :meth:`channels.phone.trace.CallTrace.as_json`)."""
-        trace = await call_traces().find(call_sid)
+        trace = await deps().call_traces.find(call_sid)
         if trace is None:
             raise HTTPException(404, f"no trace of call {call_sid!r}")
         return trace

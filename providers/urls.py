@@ -1,6 +1,6 @@
 """Where the vendor APIs are: their base URLs, overridable for tests and
 regional endpoints. The gateway fills one :class:`VendorUrls` from its settings
-(``GATEWAY_HUBSPOT_BASE_URL``...); every field left None means the vendor's own
+(``HUBSPOT_BASE_URL``...); every field left None means the vendor's own
 public URL, which each provider module names as its default."""
 
 from __future__ import annotations

@@ -170,8 +170,8 @@ async def test_approve_books_once_however_often_it_is_sent(gw: tuple[Gateway, Cl
     gateway, _clock = gw
     await _ask_for_deep_tissue(gateway)
     approval_id = await _pending_id(gateway)
-    first = await decide(gateway, approval_id, "approve", "See you Monday!")
-    again = await decide(gateway, approval_id, "approve")
+    first = await decide(gateway.decisions, gateway.bus, approval_id, "approve", "See you Monday!")
+    again = await decide(gateway.decisions, gateway.bus, approval_id, "approve")
     assert not first.duplicate and again.duplicate
     assert first.approval.state == again.approval.state == "approved"
     assert first.approval.outcome == "booked"
@@ -186,7 +186,7 @@ async def test_approve_books_once_however_often_it_is_sent(gw: tuple[Gateway, Cl
     told = [str(t["text"]) for t in record.transcript if "the team confirmed" in str(t["text"])]
     assert len(told) == 1 and "See you Monday!" in told[0]
     # declining afterwards is refused: it was approved
-    late = await decide(gateway, approval_id, "decline")
+    late = await decide(gateway.decisions, gateway.bus, approval_id, "decline")
     assert late.duplicate and late.approval.state == "approved"
     r = await say(gateway, "thanks!")
     assert "You're welcome" in r.text
@@ -198,7 +198,7 @@ async def test_decline_tells_the_customer_and_offers_other_times(
     gateway, _clock = gw
     await _ask_for_deep_tissue(gateway)
     approval_id = await _pending_id(gateway)
-    result = await decide(gateway, approval_id, "decline", "Our therapist is away Monday")
+    result = await decide(gateway.decisions, gateway.bus, approval_id, "decline", "Our therapist is away Monday")
     assert result.approval.state == "declined" and result.approval.outcome == "declined"
     assert [status for _id, status in await _booked(gateway)] == ["released"]
     [lead] = await gateway.leads.list_leads(CLIENT)
@@ -255,7 +255,7 @@ async def test_timeout_applies_the_fallback_once(
             assert any("please call back" in n.reason for n in notices)
         assert [status for _id, status in await _booked(gateway)] == ["released"]
         # staff deciding after the deadline get the outcome, nothing more
-        late = await decide(gateway, approval_id, "approve")
+        late = await decide(gateway.decisions, gateway.bus, approval_id, "approve")
         assert late.duplicate and late.approval.state == "expired"
         assert len(await gateway.leads.list_leads(CLIENT)) == 1
 
@@ -276,7 +276,7 @@ async def test_short_notice_is_asked_for_instead_of_refused(gw: tuple[Gateway, C
     assert gateway.decisions is not None
     [approval] = await gateway.decisions.approvals.list(client_id=CLIENT)
     assert approval.state == "withdrawn"
-    late = await decide(gateway, approval.approval_id, "approve")
+    late = await decide(gateway.decisions, gateway.bus, approval.approval_id, "approve")
     assert late.duplicate and late.approval.state == "withdrawn"
 
 
@@ -305,7 +305,7 @@ async def test_approve_when_the_hold_is_gone_and_the_slot_taken(
         )
 
     await gateway.db.fast.transaction(steal)
-    result = await decide(gateway, approval_id, "approve")
+    result = await decide(gateway.decisions, gateway.bus, approval_id, "approve")
     assert result.approval.state == "approved" and result.approval.outcome == "slot_taken"
     assert await gateway.leads.list_leads(CLIENT) == []
     session = await gateway.store.load(_key())
@@ -344,7 +344,7 @@ async def test_two_concurrent_approvals_book_once_on_each_database(
         await _ask_for_deep_tissue(gateway)
         approval_id = await _pending_id(gateway)
         first, second = await asyncio.gather(
-            decide(gateway, approval_id, "approve"), decide(gateway, approval_id, "approve")
+            decide(gateway.decisions, gateway.bus, approval_id, "approve"), decide(gateway.decisions, gateway.bus, approval_id, "approve")
         )
         assert sorted([first.duplicate, second.duplicate]) == [False, True]
         assert [status for _id, status in await _booked(gateway)] == ["booked"]
