@@ -23,8 +23,9 @@ import time
 from dataclasses import dataclass
 
 from providers.speech.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
-from providers.speech.stt import PocketSphinxSTT, SpeechToText
-from providers.speech.tts import EspeakTTS
+from providers.speech.espeak_tts import EspeakTTS
+from providers.speech.pocketsphinx_stt import PocketSphinxSTT
+from providers.speech.stt import SpeechToText
 
 PHRASES = [
     "Swedish Massage",

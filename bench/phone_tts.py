@@ -14,7 +14,8 @@ import statistics
 import time
 
 from providers.speech.audio import Resampler, pcm16_to_ulaw
-from providers.speech.tts import EspeakTTS, split_text
+from providers.speech.espeak_tts import EspeakTTS
+from providers.speech.tts import split_text
 
 REPLY = (
     "Thanks for calling Spa del Sol! I can book that for you. "

@@ -73,7 +73,8 @@ from channels.phone.endpointing import stt_context
 from engine.config import ClientConfig, Service, load_client
 from providers.speech import models as speech_models
 from providers.speech.audio import pcm16_to_float32, pcm16_to_ulaw, resample, ulaw_to_pcm16
-from providers.speech.stt import FasterWhisperSTT, PocketSphinxSTT
+from providers.speech.pocketsphinx_stt import PocketSphinxSTT
+from providers.speech.whisper_stt import FasterWhisperSTT
 from purposes.lead_capture.spoken import typed
 from purposes.lead_capture.validators import (
     find_email,

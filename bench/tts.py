@@ -30,7 +30,9 @@ from providers.speech import espeak_lib
 from providers.speech import models as speech_models
 from providers.speech.audio import Resampler, pcm16_to_ulaw
 from providers.speech.errors import SpeechUnavailableError
-from providers.speech.tts import EspeakTTS, PiperTTS, TextToSpeech, TtsCache
+from providers.speech.espeak_tts import EspeakTTS
+from providers.speech.piper_tts import PiperTTS
+from providers.speech.tts import TextToSpeech, TtsCache
 
 SENTENCES = [
     "Thanks for calling Spa del Sol, this is the virtual receptionist.",

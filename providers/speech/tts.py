@@ -12,14 +12,14 @@ on barge-in: that stops the synthesis (or kills the synthesiser process).
 
 Providers (neither ever runs synthesis on the event loop):
 
-* :class:`EspeakTTS` — offline default: eSpeak NG in process (``libespeak-ng``
+* :class:`~providers.speech.espeak_tts.EspeakTTS` — offline default: eSpeak NG in process (``libespeak-ng``
   through ctypes, :mod:`providers.speech.espeak_lib`, one dedicated thread since
   the library is not thread-safe); robotic but instant (first audio well
   under 1 ms after the thread picks the job up, about 5 ms for a sentence).
   If the library cannot be loaded, it logs one line and spawns
   ``espeak-ng --stdout`` per sentence instead (about 8 ms of event-loop time
   per sentence for the spawn).
-* :class:`PiperTTS` — neural voices via ``piper-tts`` (GPL-3, optional extra
+* :class:`~providers.speech.piper_tts.PiperTTS` — neural voices via ``piper-tts`` (GPL-3, optional extra
   ``pip install .[piper]``); needs a voice ``.onnx`` file with its ``.json``.
   Inference runs in a dedicated pool of one thread per core
   (:func:`piper_executor`), one onnxruntime intra-op thread per synthesis, so
@@ -46,40 +46,29 @@ is not a provider call: it skips those.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
-import os
 import re
-import shutil
-import struct
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import Counter
 
 from engine.errors import GatewayError
 from engine.providers import CallOptions, Provider
-from providers.speech import espeak_lib
 from providers.speech import models as _models
 from providers.speech.audio import AudioChunk
 from providers.speech.errors import SpeechUnavailableError, TtsError
 from providers.speech.models import announce as _announce
 
 __all__ = [
-    "EspeakTTS",
-    "PiperTTS",
     "SentenceSplitter",
     "TextToSpeech",
     "TtsCache",
     "TtsError",
     "make_tts",
-    "piper_executor",
     "split_sentences",
     "split_text",
 ]
@@ -282,397 +271,6 @@ def _clean(text: str) -> str:
     return text
 
 
-# --------------------------------------------------------------------------- espeak-ng
-
-_VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_+./-]*$")
-
-
-class EspeakTTS(TextToSpeech):
-    """eSpeak NG, in process through ``libespeak-ng`` (or its program as a fallback).
-
-    Args:
-        voice: an espeak voice name (``espeak-ng --voices``), e.g. ``"en-us"``.
-        words_per_minute: speaking rate (espeak ``-s``; 80-450).
-        pitch: 0-99 (espeak ``-p``).
-        executable: path of an ``espeak-ng`` program to spawn per sentence
-            instead of using the library (default: the library; the program on
-            ``PATH`` only when the library cannot be loaded, logged once).
-        chunk_ms: size of the chunks yielded, in ms of audio.
-
-    Output: PCM16 mono chunks at :attr:`sample_rate_hz` (22050 Hz for the
-    standard voices), ``chunk_ms`` each but the last. :attr:`backend` says
-    which path is used: ``"library"`` (one shared worker thread serialising
-    calls into libespeak-ng; a sentence takes about 5 ms, so concurrent calls
-    wait little) or ``"process"`` (an ``espeak-ng --stdout`` subprocess; its
-    WAV header gives the rate, and audio is read until it exits).
-
-    Raises:
-        SpeechUnavailableError: neither libespeak-ng nor espeak-ng is installed.
-        ValueError: a malformed voice name or out-of-range setting.
-    """
-
-    name = "espeak-ng"
-
-    def __init__(
-        self,
-        voice: str = "en-us",
-        *,
-        words_per_minute: int = 165,
-        pitch: int = 50,
-        executable: str | None = None,
-        chunk_ms: int = 100,
-    ) -> None:
-        if not _VOICE_NAME.match(voice):
-            raise ValueError(f"not an espeak voice name: {voice!r}")
-        if not 80 <= words_per_minute <= 450:
-            raise ValueError(f"words_per_minute must be 80-450, got {words_per_minute}")
-        if not 0 <= pitch <= 99:
-            raise ValueError(f"pitch must be 0-99, got {pitch}")
-        if chunk_ms <= 0:
-            raise ValueError(f"chunk_ms must be positive, got {chunk_ms}")
-        self.voice = voice
-        self.words_per_minute = words_per_minute
-        self.pitch = pitch
-        self._chunk_ms = chunk_ms
-        self._library = None if executable else espeak_lib.shared_library()
-        self.backend = "library" if self._library is not None else "process"
-        if self._library is not None:
-            self.sample_rate_hz = self._library.sample_rate_hz
-            return
-        found = executable or shutil.which("espeak-ng")
-        if not found:
-            raise SpeechUnavailableError(
-                self.name, "espeak-ng is not installed; apt-get install espeak-ng"
-            )
-        if not executable:
-            _announce(
-                logger,
-                "text-to-speech: libespeak-ng could not be loaded (%s); "
-                "spawning espeak-ng per sentence",
-                espeak_lib.load_failure(),
-                level=logging.WARNING,
-            )
-        self._argv = [found, "--stdout", "-v", voice, "-s", str(words_per_minute), "-p", str(pitch)]
-
-    def cache_key(self) -> tuple[object, ...]:
-        return (self.name, self.voice, self.words_per_minute, self.pitch)
-
-    def _synthesize_impl(self, text: str) -> AsyncGenerator[AudioChunk, None]:
-        if self._library is not None:
-            return self._synthesize_library(self._library, text)
-        return self._synthesize_process(text)
-
-    async def _synthesize_library(
-        self, library: espeak_lib.EspeakLibrary, text: str
-    ) -> AsyncGenerator[AudioChunk, None]:
-        text = _clean(text)
-        if not text:
-            return
-        loop = asyncio.get_running_loop()
-        rate = library.sample_rate_hz
-        chunk_bytes = max(2, rate * self._chunk_ms // 1000 * 2)
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        pending = bytearray()  # touched by the worker thread only
-
-        def hand_over(data: bytes | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody listens
-                loop.call_soon_threadsafe(queue.put_nowait, data)
-
-        def sink(data: bytes) -> None:  # worker thread: one loop wake-up per chunk
-            pending.extend(data)
-            while len(pending) >= chunk_bytes:  # chunk_bytes is even
-                hand_over(bytes(pending[:chunk_bytes]))
-                del pending[:chunk_bytes]
-
-        def finished(_: object) -> None:  # worker thread, after the last sink call
-            if len(pending) >= 2:
-                hand_over(bytes(pending[: len(pending) - len(pending) % 2]))
-            hand_over(None)
-
-        cancelled = threading.Event()
-        job = library.synthesize(
-            text,
-            voice=self.voice,
-            words_per_minute=self.words_per_minute,
-            pitch=self.pitch,
-            sink=sink,
-            cancelled=cancelled,
-        )
-        job.add_done_callback(finished)
-        try:
-            while (data := await queue.get()) is not None:
-                yield AudioChunk(data, rate)
-            error = job.exception()
-            if error is not None:
-                raise TtsError(f"espeak-ng: {error}") from error
-        finally:
-            cancelled.set()  # stops the job at its next buffer, or before it starts
-
-    async def _synthesize_process(self, text: str) -> AsyncGenerator[AudioChunk, None]:
-        text = _clean(text)
-        if not text:
-            return
-        proc = await asyncio.create_subprocess_exec(
-            *self._argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        try:
-            assert proc.stdin is not None and proc.stdout is not None
-            # Text goes through stdin, never argv: no option injection, and it
-            # fits the pipe buffer (MAX_TEXT_CHARS), so this cannot deadlock.
-            proc.stdin.write(text.encode("utf-8"))
-            await proc.stdin.drain()
-            proc.stdin.close()
-            rate = await _read_wav_header(proc.stdout)
-            self.sample_rate_hz = rate
-            chunk_bytes = max(2, rate * self._chunk_ms // 1000 * 2)
-            pending = b""
-            while True:
-                data = await proc.stdout.read(chunk_bytes)
-                if not data:
-                    break
-                pending += data
-                if len(pending) >= chunk_bytes:
-                    whole = len(pending) - len(pending) % 2
-                    yield AudioChunk(pending[:whole], rate)
-                    pending = pending[whole:]
-            whole = len(pending) - len(pending) % 2
-            if whole:
-                yield AudioChunk(pending[:whole], rate)
-            code = await proc.wait()
-            if code != 0:
-                raise TtsError(f"espeak-ng exited with status {code}")
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-
-
-async def _read_wav_header(stream: asyncio.StreamReader) -> int:
-    """Read RIFF/WAVE chunks up to the ``data`` chunk; return the sample rate in Hz.
-
-    Accepts only 16-bit mono PCM (format tag 1), which is what espeak writes.
-    """
-    try:
-        riff = await stream.readexactly(12)
-        if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
-            raise TtsError("espeak-ng did not write a RIFF/WAVE header")
-        rate: int | None = None
-        while True:
-            chunk_id, size = struct.unpack("<4sI", await stream.readexactly(8))
-            if chunk_id == b"data":
-                break
-            body = await stream.readexactly(size + (size & 1))
-            if chunk_id == b"fmt ":
-                fmt_tag, channels, rate, _, _, bits = struct.unpack("<HHIIHH", body[:16])
-                if fmt_tag != 1 or channels != 1 or bits != 16:
-                    raise TtsError(
-                        f"expected 16-bit mono PCM, got format {fmt_tag}, "
-                        f"{channels} channel(s), {bits} bits"
-                    )
-    except asyncio.IncompleteReadError as exc:
-        raise TtsError("espeak-ng output ended inside the WAV header") from exc
-    if not rate:
-        raise TtsError("WAV output has no fmt chunk before its data")
-    return rate
-
-
-# --------------------------------------------------------------------------- piper
-
-PIPER_INTRA_OP_THREADS = 1
-"""onnxruntime intra-op threads per Piper synthesis.
-
-Measured on 2 cores with ``en_US-joe-medium`` (8 receptionist sentences, 4
-at a time): 1 thread per synthesis and a pool of one thread per core
-finished in 0.98 s (median latency 204 ms); 2 intra-op threads were faster
-alone (138 ms vs 194 ms a sentence) but took 1.4-2.0 s together, the
-threads of concurrent calls fighting over the cores.
-"""
-
-PIPER_THREAD_NICENESS = 10
-"""Niceness added to Piper's pool threads (Linux), so the event loop wins the cores.
-
-Measured with 4 concurrent syntheses on 2 busy cores: the worst lateness of
-a 5 ms loop ticker had a median of 13 ms at normal priority and 5 ms at +10,
-with no loss of throughput (the loop needs little CPU, but needs it at once).
-"""
-
-_PIPER_VOICES: dict[str, Any] = {}
-_PIPER_FAILURES: dict[str, str] = {}
-_PIPER_LOCK = threading.Lock()
-_PIPER_POOL: ThreadPoolExecutor | None = None
-
-
-def _cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def piper_executor() -> ThreadPoolExecutor:
-    """The pool Piper inference runs in: one thread per core, created on first use.
-
-    Dedicated (not the event loop's default executor, which DNS lookups and
-    ``to_thread`` calls share): syntheses beyond the core count queue here
-    rather than slowing every running one down. Its threads run at a lower
-    priority (:data:`PIPER_THREAD_NICENESS`) so the loop's pacing of phone
-    audio is not kept waiting for a core.
-    """
-    global _PIPER_POOL
-    with _PIPER_LOCK:
-        if _PIPER_POOL is None:
-            _PIPER_POOL = ThreadPoolExecutor(
-                max_workers=_cores(), thread_name_prefix="piper", initializer=_lower_priority
-            )
-        return _PIPER_POOL
-
-
-def _lower_priority() -> None:
-    """Pool thread start-up: add :data:`PIPER_THREAD_NICENESS` to this thread (best effort)."""
-    with contextlib.suppress(AttributeError, OSError):  # not Linux, or not allowed
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PIPER_THREAD_NICENESS)
-
-
-def _load_piper_voice(model_path: str, config_path: str | None) -> Any:
-    """The shared ``PiperVoice`` for a model file, loaded once per process.
-
-    Raises:
-        SpeechUnavailableError: piper-tts missing, or the voice cannot load.
-    """
-    with _PIPER_LOCK:
-        if model_path in _PIPER_VOICES:
-            return _PIPER_VOICES[model_path]
-        if model_path in _PIPER_FAILURES:
-            raise SpeechUnavailableError("piper", _PIPER_FAILURES[model_path])
-        try:
-            voice = _load_piper_uncached(model_path, config_path)
-        except SpeechUnavailableError as exc:
-            _PIPER_FAILURES[model_path] = exc.reason
-            raise
-        _PIPER_VOICES[model_path] = voice
-        return voice
-
-
-def _load_piper_uncached(model_path: str, config_path: str | None) -> Any:
-    try:
-        from piper import PiperVoice
-    except ImportError as exc:
-        raise SpeechUnavailableError(
-            "piper", "piper-tts is not installed; pip install .[piper]"
-        ) from exc
-    path = Path(model_path).expanduser()
-    if not path.is_file():
-        raise SpeechUnavailableError("piper", f"no voice model file at {model_path!r}")
-    try:
-        return _piper_voice_with_options(PiperVoice, path, config_path)
-    except Exception as exc:  # onnxruntime/json/file errors all mean "unavailable"
-        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise SpeechUnavailableError(
-            "piper", f"voice {model_path!r} failed to load: {type(exc).__name__}: {first_line}"
-        ) from exc
-
-
-def _piper_voice_with_options(piper_voice: Any, path: Path, config_path: str | None) -> Any:
-    """``PiperVoice`` with an onnxruntime session of :data:`PIPER_INTRA_OP_THREADS` threads.
-
-    ``PiperVoice.load`` takes no session options; piper-tts releases without
-    a ``PiperConfig.from_dict`` get its default session instead.
-    """
-    import onnxruntime
-
-    try:
-        from piper.config import PiperConfig
-    except ImportError:
-        return piper_voice.load(str(path), config_path=config_path)
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = PIPER_INTRA_OP_THREADS
-    options.inter_op_num_threads = 1
-    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    config_file = Path(config_path) if config_path else Path(f"{path}.json")
-    config = PiperConfig.from_dict(json.loads(config_file.read_text(encoding="utf-8")))
-    session = onnxruntime.InferenceSession(
-        str(path), sess_options=options, providers=["CPUExecutionProvider"]
-    )
-    return piper_voice(config=config, session=session)
-
-
-class PiperTTS(TextToSpeech):
-    """Piper neural voices (``piper-tts``; GPL-3, installed as the ``piper`` extra).
-
-    Args:
-        model_path: the voice ``.onnx`` file; its config is ``<model>.onnx.json``
-            unless ``config_path`` is given.
-        executor: where inference runs (default: :func:`piper_executor`, one
-            thread per core).
-
-    Output: one chunk per sentence of the text (Piper synthesises whole
-    sentences), PCM16 mono at :attr:`sample_rate_hz` (the voice's rate,
-    22050 Hz for ``medium`` voices). Text-to-phonemes, inference and the
-    conversion to PCM16 all run in the executor, never on the event loop.
-
-    Raises:
-        SpeechUnavailableError: piper-tts missing, or the voice cannot load.
-    """
-
-    name = "piper"
-
-    def __init__(
-        self,
-        model_path: str,
-        *,
-        config_path: str | None = None,
-        executor: Executor | None = None,
-    ) -> None:
-        self._voice = _load_piper_voice(model_path, config_path)
-        self.model_path = model_path
-        config = getattr(self._voice, "config", None)
-        self.sample_rate_hz = int(getattr(config, "sample_rate", 22050))
-        self._executor = executor
-
-    def cache_key(self) -> tuple[object, ...]:
-        return (self.name, self.model_path)
-
-    async def _synthesize_impl(self, text: str) -> AsyncGenerator[AudioChunk, None]:
-        text = _clean(text)
-        if not text:
-            return
-        loop = asyncio.get_running_loop()
-        executor = self._executor or piper_executor()
-        pieces: Iterator[Any] = await loop.run_in_executor(executor, self._start, text)
-        while True:
-            chunk = await loop.run_in_executor(executor, self._next_chunk, pieces)
-            if chunk is None:
-                return
-            yield chunk
-
-    def _start(self, text: str) -> Iterator[Any]:
-        try:
-            return iter(self._voice.synthesize(text))
-        except Exception as exc:
-            raise TtsError(f"piper failed to start synthesis: {type(exc).__name__}") from exc
-
-    def _next_chunk(self, pieces: Iterator[Any]) -> AudioChunk | None:
-        """The next sentence's audio (executor thread); None after the last."""
-        try:
-            piece = next(pieces, None)
-        except Exception as exc:
-            raise TtsError(f"piper failed: {type(exc).__name__}: {exc}") from exc
-        return None if piece is None else self._to_chunk(piece)
-
-    def _to_chunk(self, piece: Any) -> AudioChunk:
-        # piper-tts >= 1.3 yields AudioChunk objects; older releases yield raw bytes.
-        if isinstance(piece, bytes | bytearray):
-            return AudioChunk(bytes(piece), self.sample_rate_hz)
-        pcm = getattr(piece, "audio_int16_bytes", None)
-        if not isinstance(pcm, bytes):
-            raise TtsError(f"piper yielded an unexpected {type(piece).__name__}")
-        return AudioChunk(pcm, int(getattr(piece, "sample_rate", self.sample_rate_hz)))
-
-
 # --------------------------------------------------------------------------- factory
 
 _PROVIDERS = ("auto", "piper", "espeak")
@@ -721,6 +319,10 @@ def make_tts(
         ValueError: unknown provider or malformed espeak voice name.
         SpeechUnavailableError: espeak-ng is not installed either.
     """
+    # The vendors import this module (their interface): imported here, late.
+    from providers.speech.espeak_tts import EspeakTTS
+    from providers.speech.piper_tts import PiperTTS
+
     key = provider.strip().lower().replace("_", "-")
     key = {"espeak-ng": "espeak"}.get(key, key)
     if key not in _PROVIDERS:

@@ -19,11 +19,16 @@ from typer.testing import CliRunner
 
 from gateway.cli import app
 from providers.speech import models
-from providers.speech import stt as stt_module
+from providers.speech import whisper_stt as stt_module
+from providers.speech.errors import SpeechUnavailableError
+from providers.speech.espeak_tts import EspeakTTS
 from providers.speech.models import CATALOGUE, ModelFile, ModelInstallError, ModelSpec
+from providers.speech.piper_tts import PiperTTS
+from providers.speech.pocketsphinx_stt import PocketSphinxSTT
 from providers.speech.providers import SpeechHub, SttSpec, TtsSpec
-from providers.speech.stt import FasterWhisperSTT, PocketSphinxSTT, make_stt
-from providers.speech.tts import EspeakTTS, PiperTTS, make_tts
+from providers.speech.stt import make_stt
+from providers.speech.tts import make_tts
+from providers.speech.whisper_stt import FasterWhisperSTT
 
 
 def _need(name: str) -> None:
@@ -243,7 +248,7 @@ def test_named_model_not_installed_falls_back_with_one_line(
     # tiny.en is not in tmp_path, so faster-whisper tries its hub download: make
     # that fail at once, as it does offline (no test reaches the internet).
     def offline(*_args: object, **_kwargs: object) -> object:
-        raise stt_module.SpeechUnavailableError("faster-whisper", "model 'tiny.en' failed to load")
+        raise SpeechUnavailableError("faster-whisper", "model 'tiny.en' failed to load")
 
     monkeypatch.setattr(stt_module, "_load_whisper_model", offline)
     with caplog.at_level(logging.DEBUG, logger="providers.speech"):

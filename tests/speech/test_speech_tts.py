@@ -14,9 +14,9 @@ import pytest
 from speech_helpers import frames_of, have_espeak
 
 from providers.speech.audio import AudioChunk
+from providers.speech.espeak_tts import EspeakTTS
 from providers.speech.tts import (
     MAX_TEXT_CHARS,
-    EspeakTTS,
     SentenceSplitter,
     make_tts,
     split_sentences,

@@ -19,9 +19,11 @@ from speech_helpers import frames_of, have_espeak
 
 from bench.tts import loop_lag_ms
 from providers.speech import espeak_lib, models
-from providers.speech import tts as tts_module
+from providers.speech import piper_tts as tts_module
 from providers.speech.audio import AudioChunk, Resampler, resample
-from providers.speech.tts import EspeakTTS, PiperTTS, TextToSpeech, TtsCache, TtsError
+from providers.speech.espeak_tts import EspeakTTS
+from providers.speech.piper_tts import PiperTTS
+from providers.speech.tts import TextToSpeech, TtsCache, TtsError
 from providers.speech.vad import frame_energy_dbfs
 from testkit.speech import ToneTTS
 

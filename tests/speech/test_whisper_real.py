@@ -23,7 +23,8 @@ import pytest
 from channels.phone.endpointing import stt_context
 from providers.speech import models
 from providers.speech.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
-from providers.speech.stt import FasterWhisperSTT, collapse_repeats, make_stt
+from providers.speech.stt import make_stt
+from providers.speech.whisper_stt import FasterWhisperSTT, collapse_repeats
 from testkit.phone.audio import speak
 
 REPO = Path(__file__).resolve().parents[2]
