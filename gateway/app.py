@@ -460,10 +460,11 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with (
-            httpx.AsyncClient() as http,
-            open_gateway(settings, clock, http=http, worker=True) as gw,
-        ):
+        async with AsyncExitStack() as stack:
+            http = await stack.enter_async_context(httpx.AsyncClient())
+            gw = await stack.enter_async_context(
+                open_gateway(settings, clock, http=http, worker=True)
+            )
             call_traces = CallTraces(gw.call_traces)
             phone = PhoneDeps(
                 registry=gw.registry,
@@ -476,6 +477,7 @@ def create_app(
                 streams=open_stream_gate(settings.redis_url, lines=phone_lines),
                 audio_burst_s=settings.phone_audio_burst_s,
             )
+            stack.push_async_callback(phone.streams.close)
             serving.deps = RouteDeps(
                 ops=OpsDeps(
                     registry=gw.registry, store=gw.store, locks=gw.locks, phone_lines=phone_lines
@@ -519,18 +521,11 @@ def create_app(
             # routes themselves get their dependencies from `serving`.
             app.state.gateway = gw
             app.state.phone = phone
-            warming = asyncio.create_task(
-                _warm_up_speech(phone.speech_hub, gw)
-                if settings.speech_warm_up
-                else asyncio.sleep(0)
-            )
-            try:
-                yield
-            finally:
-                warming.cancel()
-                await asyncio.gather(warming, return_exceptions=True)
-                await phone.streams.close()
-                serving.deps = None
+            stack.callback(setattr, serving, "deps", None)
+            if settings.speech_warm_up:
+                warming = asyncio.create_task(_warm_up_speech(phone.speech_hub, gw))
+                stack.push_async_callback(_cancel, warming)
+            yield
 
     app = FastAPI(title="channel gateway", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(ops_router(lambda: serving.get().ops))
