@@ -307,7 +307,7 @@ async def _place_call(
     import httpx
     from websockets.exceptions import InvalidStatus, WebSocketException
 
-    from providers.speech.stt import make_stt
+    from providers.speech.factory import make_stt
     from testkit.phone.caller import CallEnded, TwilioCaller
     from testkit.phone.report import fetch_call_report
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from channels.phone.failures import log_failure
 from channels.phone.state import CallEvent, CallStatus
@@ -18,6 +19,7 @@ from channels.phone.trace import CallTrace
 from engine.config import ClientConfig
 from engine.messages import Action
 from engine.outbox import Outbox, OutboxItem
+from engine.payloads import CallAction
 
 __all__ = ["CALL_ACTION_TTL_S", "CallActions"]
 
@@ -85,17 +87,16 @@ class CallActions:
         if action.type == "transfer" and not action.target:
             log.warning("call %s: transfer without a number", self.call_sid)
             return
-        kind = "transfer" if action.type == "transfer" else "hangup"
+        kind: Literal["transfer", "hangup"] = "transfer" if action.type == "transfer" else "hangup"
         item = OutboxItem(
-            kind="twilio.call",
             client_id=self.client.client_id,
             key=f"twilio:{self.call_sid}:{kind}:{len(self.trace.turns)}",
-            payload={
-                "call_sid": self.call_sid,
-                "action": kind,
-                "target": action.target,
-                "expires_ts": time.time() + CALL_ACTION_TTL_S,
-            },
+            payload=CallAction(
+                call_sid=self.call_sid,
+                action=kind,
+                target=action.target,
+                expires_ts=time.time() + CALL_ACTION_TTL_S,
+            ),
         )
         try:
             await self.outbox.enqueue([item])

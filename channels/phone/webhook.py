@@ -86,8 +86,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import VoiceResponse
 
 from channels.phone.admission import TOKEN_PARAMETER, mint_stream_token, unix_now
-from channels.phone.deps import VoiceDeps
-from channels.phone.rest import DEFAULT_API_BASE_URL
+from channels.phone.deps import PhoneSettings, VoiceDeps
 from engine.config import ClientConfig
 
 __all__ = [
@@ -123,38 +122,6 @@ PHONE_WEBHOOKS = Counter(
 )
 
 _E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
-
-
-@dataclass(frozen=True)
-class PhoneSettings:
-    """Phone-channel settings the gateway reads once (:class:`~channels.phone.deps.VoiceDeps`).
-
-    ``public_url`` is ``GATEWAY_PUBLIC_URL``: the base URL Twilio calls
-    (``https://gw.example.com``, optionally with a path prefix), or None to use
-    each request's own URL. ``twilio_base_url`` is ``TWILIO_BASE_URL``: Twilio's
-    REST API base, None for :data:`~channels.phone.rest.DEFAULT_API_BASE_URL`.
-    Trailing slashes are dropped.
-    """
-
-    public_url: str | None = None
-    twilio_base_url: str | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("public_url", "twilio_base_url"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise ValueError(f"{name}: expected an http(s) URL with a host, got {value!r}")
-            if parts.query or parts.fragment:
-                raise ValueError(f"{name}: a base URL takes no query or fragment, got {value!r}")
-            object.__setattr__(self, name, value.rstrip("/"))
-
-    @property
-    def api_base_url(self) -> str:
-        """Twilio REST base URL to use."""
-        return self.twilio_base_url or DEFAULT_API_BASE_URL
 
 
 # --- codec: the only place that knows Twilio's voice-request field names -------------

@@ -15,8 +15,9 @@ See each module for units and shapes:
 
 from providers.speech.audio import AudioChunk, Resampler, pcm16_to_ulaw, ulaw_to_pcm16
 from providers.speech.errors import SpeechError, SpeechUnavailableError, SttError, TtsError
-from providers.speech.stt import SpeechToText, SttStream, Transcript, make_stt
-from providers.speech.tts import TextToSpeech, make_tts, split_sentences, split_text
+from providers.speech.factory import make_stt, make_tts
+from providers.speech.stt import SpeechToText, SttStream, Transcript
+from providers.speech.tts import TextToSpeech, split_sentences, split_text
 from providers.speech.vad import VoiceActivityDetector, WebRtcVad, frame_energy_dbfs
 
 __all__ = [

@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from providers.speech.stt import SpeechToText, make_stt
-from providers.speech.tts import TextToSpeech, make_tts
+from providers.speech.factory import make_stt, make_tts
+from providers.speech.stt import SpeechToText
+from providers.speech.tts import TextToSpeech
 
 __all__ = ["SpeechHub", "SpeechProviders", "SttSpec", "TtsSpec"]
 

@@ -4,7 +4,7 @@ The caller opens a stream when the user starts speaking, feeds audio while
 they speak, and finalises it at the end of their turn, so that at the endpoint
 only the last bit of decoding remains::
 
-    stt = make_stt("auto", model=None, phrases=["swedish massage", "facial"])
+    stt = make_stt("auto", model=None, phrases=["swedish massage", "facial"])  # providers.speech.factory
     stream = stt.start_stream(sample_rate_hz=8000)
     stream.feed(pcm16_frame)            # sync, cheap: queues work for a thread
     ...
@@ -45,17 +45,13 @@ import asyncio
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from pathlib import Path
 
 from engine.errors import GatewayError
 from engine.providers import CallOptions, Provider
-from providers.speech import models as _models
 from providers.speech.audio import Resampler
 from providers.speech.errors import SpeechUnavailableError, SttError
-from providers.speech.models import announce as _announce
 
 __all__ = [
     "STT_SAMPLE_RATE_HZ",
@@ -64,7 +60,6 @@ __all__ = [
     "SttError",
     "SttStream",
     "Transcript",
-    "make_stt",
 ]
 
 logger = logging.getLogger(__name__)
@@ -362,119 +357,3 @@ class _WorkerStream(SttStream):
 
     def _release(self) -> None:
         return None
-
-
-# --------------------------------------------------------------------------- factory
-
-_PROVIDERS = ("auto", "faster-whisper", "pocketsphinx")
-_HUB_DEFAULT = "base.en"
-"""What ``faster-whisper`` without a model loads when none is installed locally
-(downloaded from the Hugging Face hub: needs a network)."""
-
-
-def _whisper_location(model: str | None, models_dir: Path | None) -> tuple[str, str]:
-    """``(what to load, how to describe it)`` for a faster-whisper ``model`` setting.
-
-    A model installed under ``models_dir`` (``gateway models install``) wins; a
-    folder path is used as is; any other name is left to faster-whisper's hub
-    download. No model: the first installed of ``AUTO_WHISPER_MODELS``, else
-    :data:`_HUB_DEFAULT`.
-    """
-    from providers.speech.whisper_stt import _looks_like_path
-
-    if model is None:
-        for name in _models.AUTO_WHISPER_MODELS:
-            folder = _models.resolve("whisper", name, models_dir)
-            if folder is not None:
-                return str(folder), f"{name} from {folder.parent}"
-        return _HUB_DEFAULT, f"{_HUB_DEFAULT} (hub download)"
-    folder = _models.resolve("whisper", model, models_dir)
-    if folder is not None:
-        return str(folder), f"{model} from {folder.parent}"
-    if _looks_like_path(model):
-        return model, f"folder {model}"
-    return model, f"{model} (hub download)"
-
-
-def make_stt(
-    provider: str = "auto",
-    model: str | None = None,
-    phrases: Sequence[str] = (),
-    *,
-    words: Sequence[str] = (),
-    models_dir: Path | None = None,
-    device: str = "cpu",
-    compute_type: str = "int8",
-    cache_dir: Path | None = None,
-    executor: Executor | None = None,
-) -> SpeechToText:
-    """The recogniser for a client's ``voice.stt`` settings.
-
-    Args:
-        provider: ``"auto"``, ``"faster-whisper"`` (alias ``"whisper"``) or
-            ``"pocketsphinx"`` (alias ``"sphinx"``). ``auto`` picks the best
-            that is there: faster-whisper when ``model`` is set, or when
-            ``tiny.en`` is installed in ``models_dir``; else PocketSphinx. It
-            logs its choice once per process.
-        model: faster-whisper model: a name installed in ``models_dir``
-            (``tiny.en``, ``base``), a CTranslate2 folder path, or a hub name
-            (downloaded by faster-whisper: needs a network). ``faster-whisper``
-            without a model: the installed ``tiny.en``, else ``base.en`` from the hub.
-        phrases: the client's domain phrases (business name, services,
-            aliases...), used to bias either recogniser.
-        words: more words a caller may say that PocketSphinx's domain model
-            must know (the backchannels "mm-hm", "okay"). Not given to Whisper,
-            which knows them: in its prompt they made it write "yeah," for "yes".
-        models_dir: where ``gateway models install`` put models
-            (``GATEWAY_MODELS_DIR``); None: names are never resolved locally.
-        device, compute_type: faster-whisper placement (see :class:`FasterWhisperSTT`).
-        cache_dir: where PocketSphinx writes its generated model files (e.g.
-            under ``GATEWAY_DATA_DIR``; default: the system temp directory).
-        executor: where decoding runs (default: the event loop's executor).
-
-    When faster-whisper cannot be loaded (not installed, model missing, no
-    network for a download), logs one warning line and returns PocketSphinx
-    instead. Blocks while loading: call at start-up.
-
-    Raises:
-        ValueError: unknown provider.
-        SpeechUnavailableError: no recogniser at all can be set up.
-    """
-    # The vendors import this module (their interface): imported here, late.
-    from providers.speech.pocketsphinx_stt import PocketSphinxSTT
-    from providers.speech.whisper_stt import FasterWhisperSTT
-
-    key = provider.strip().lower().replace("_", "-")
-    key = {"whisper": "faster-whisper", "sphinx": "pocketsphinx"}.get(key, key)
-    if key not in _PROVIDERS:
-        raise ValueError(f"unknown STT provider {provider!r}; use one of {', '.join(_PROVIDERS)}")
-    if key == "pocketsphinx":
-        return PocketSphinxSTT([*phrases, *words], cache_dir=cache_dir, executor=executor)
-    location, described = _whisper_location(model, models_dir)
-    if key == "auto" and model is None and location == _HUB_DEFAULT:
-        _announce(
-            logger,
-            "speech-to-text: auto chose pocketsphinx (no Whisper model installed; "
-            "`gateway models install tiny.en` adds one)",
-        )
-        return PocketSphinxSTT([*phrases, *words], cache_dir=cache_dir, executor=executor)
-    try:
-        recogniser = FasterWhisperSTT(
-            location, phrases=phrases, device=device, compute_type=compute_type, executor=executor
-        )
-    except SpeechUnavailableError as exc:
-        hint = ""
-        if model is not None and model in _models.CATALOGUE:
-            hint = f"; `gateway models install {model}` installs it offline"
-        _announce(
-            logger,
-            "speech-to-text: faster-whisper %s unavailable (%s)%s; falling back to pocketsphinx",
-            described,
-            exc.reason,
-            hint,
-            level=logging.WARNING,
-        )
-        return PocketSphinxSTT([*phrases, *words], cache_dir=cache_dir, executor=executor)
-    if key == "auto":
-        _announce(logger, "speech-to-text: auto chose faster-whisper (%s)", described)
-    return recogniser

@@ -52,23 +52,19 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator
-from pathlib import Path
 
 from prometheus_client import Counter
 
 from engine.errors import GatewayError
 from engine.providers import CallOptions, Provider
-from providers.speech import models as _models
 from providers.speech.audio import AudioChunk
-from providers.speech.errors import SpeechUnavailableError, TtsError
-from providers.speech.models import announce as _announce
+from providers.speech.errors import TtsError
 
 __all__ = [
     "SentenceSplitter",
     "TextToSpeech",
     "TtsCache",
     "TtsError",
-    "make_tts",
     "split_sentences",
     "split_text",
 ]
@@ -269,91 +265,6 @@ def _clean(text: str) -> str:
             "(split it with split_text)"
         )
     return text
-
-
-# --------------------------------------------------------------------------- factory
-
-_PROVIDERS = ("auto", "piper", "espeak")
-_PIPER_VOICE_NAME = re.compile(r"^[a-z]{2,3}_[A-Z]{2}-[A-Za-z0-9_]+-(x_low|low|medium|high)$")
-"""Piper's voice naming (``en_US-joe-medium``): such a name is never an espeak voice."""
-
-
-def _piper_voice(voice: str | None, models_dir: Path | None) -> str | None:
-    """The ``.onnx`` file for a Piper ``voice`` setting, or None when there is none.
-
-    A voice installed under ``models_dir`` (``gateway models install``) wins,
-    then an ``.onnx`` path; no voice: the first installed of ``AUTO_PIPER_VOICES``.
-    """
-    if voice is None:
-        for name in _models.AUTO_PIPER_VOICES:
-            found = _models.resolve("piper", name, models_dir)
-            if found is not None:
-                return str(found)
-        return None
-    found = _models.resolve("piper", voice, models_dir)
-    if found is not None:
-        return str(found)
-    return voice if voice.endswith(".onnx") else None
-
-
-def make_tts(
-    provider: str = "auto", voice: str | None = None, *, models_dir: Path | None = None
-) -> TextToSpeech:
-    """The synthesiser for a client's ``voice.tts`` settings.
-
-    Args:
-        provider: ``"auto"``, ``"piper"`` or ``"espeak"`` (alias ``"espeak-ng"``).
-            ``auto`` picks the best that is there: Piper when ``voice`` is an
-            ``.onnx`` path or a voice installed in ``models_dir``, or (no voice
-            set) when ``en_US-joe-medium`` is installed; else espeak. It logs
-            its choice once per process.
-        voice: a Piper voice name installed in ``models_dir``
-            (``en_US-joe-medium``), a Piper ``.onnx`` path, or an espeak voice
-            name (default ``en-us``).
-        models_dir: where ``gateway models install`` put models
-            (``GATEWAY_MODELS_DIR``); None: names are never resolved locally.
-
-    When Piper cannot be loaded, logs one warning line and returns espeak.
-
-    Raises:
-        ValueError: unknown provider or malformed espeak voice name.
-        SpeechUnavailableError: espeak-ng is not installed either.
-    """
-    # The vendors import this module (their interface): imported here, late.
-    from providers.speech.espeak_tts import EspeakTTS
-    from providers.speech.piper_tts import PiperTTS
-
-    key = provider.strip().lower().replace("_", "-")
-    key = {"espeak-ng": "espeak"}.get(key, key)
-    if key not in _PROVIDERS:
-        raise ValueError(f"unknown TTS provider {provider!r}; use one of {', '.join(_PROVIDERS)}")
-    if key == "espeak":
-        return EspeakTTS(voice or "en-us")
-    model_path = _piper_voice(voice, models_dir)
-    piper_named = bool(voice) and (
-        str(voice).endswith(".onnx") or bool(_PIPER_VOICE_NAME.match(str(voice)))
-    )
-    if key == "auto" and model_path is None and not piper_named:
-        _announce(logger, "text-to-speech: auto chose espeak-ng (no Piper voice installed)")
-        return EspeakTTS(voice or "en-us")
-    try:
-        if model_path is None:
-            hint = "`gateway models install en_US-joe-medium` installs one"
-            if voice:
-                raise SpeechUnavailableError("piper", f"voice {voice!r} is not installed; {hint}")
-            raise SpeechUnavailableError("piper", f"no voice configured or installed; {hint}")
-        synthesiser = PiperTTS(model_path)
-    except SpeechUnavailableError as exc:
-        _announce(
-            logger,
-            "text-to-speech: piper unavailable (%s); falling back to espeak-ng",
-            exc.reason,
-            level=logging.WARNING,
-        )
-        return EspeakTTS()
-    if key == "auto":
-        _announce(logger, "text-to-speech: auto chose piper (%s)", Path(model_path).name)
-    return synthesiser
 
 
 # --------------------------------------------------------------------------- sentences

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from phone.fake_twilio import FakeTwilio, answer, buzz, is_end_mark
 from phone.twilio_stub import TwilioStub
 
-from engine.messages import Action, ConversationResponse, TextDelta, TurnEvent
+from engine.messages import Action, ConversationResponse, NormalizedMessage, TextDelta, TurnEvent
 from gateway.app import create_app
 from gateway.settings import Settings
 from testkit.speech import FakeSpeech
@@ -117,11 +117,10 @@ def test_a_caller_asking_for_a_person_is_transferred_without_being_asked_for_a_n
     seen: list[Any] = []
     given: list[str] = []
 
-    def recorded(*args: Any, **kwargs: Any) -> AsyncIterator[TurnEvent]:
-        *_, text, context = args
-        given.append(text)
-        seen.append(context)
-        return real(*args, **kwargs)  # type: ignore[no-any-return]
+    def recorded(message: NormalizedMessage, *args: Any) -> AsyncIterator[TurnEvent]:
+        given.append(message.text)
+        seen.append(message.context)
+        return real(message, *args)  # type: ignore[no-any-return]
 
     monkeypatch.setattr(engine, "stream_turn", recorded)
     call_sid = "CA" + "8" * 32

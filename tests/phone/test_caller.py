@@ -36,7 +36,7 @@ from channels.phone.codec import (
 )
 from gateway.cli import app
 from providers.speech.audio import TWILIO_FRAME_BYTES, ULAW_SILENCE, pcm16_to_ulaw
-from providers.speech.stt import make_stt
+from providers.speech.factory import make_stt
 from testkit.phone import TwilioCaller, parse_call_report, synthesize
 
 REPO = Path(__file__).resolve().parents[2]

@@ -35,7 +35,7 @@ from channels.phone.admission import (
 from channels.phone.budget import AudioBudget
 from channels.phone.codec import CodecError, Dtmf, decode_inbound
 from channels.phone.trace import CallTraces
-from engine.messages import TurnEvent
+from engine.messages import NormalizedMessage, TurnEvent
 from gateway.app import create_app
 from gateway.settings import Settings
 from testkit.speech import FakeSpeech
@@ -73,9 +73,9 @@ def engine_turns(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> list[st
     real = engine.stream_turn
     seen: list[str] = []
 
-    def counting(*args: Any, **kwargs: Any) -> AsyncIterator[TurnEvent]:
-        seen.append(str(args[3] if len(args) > 3 else kwargs.get("session_id")))
-        result: AsyncIterator[TurnEvent] = real(*args, **kwargs)
+    def counting(message: NormalizedMessage, *args: Any) -> AsyncIterator[TurnEvent]:
+        seen.append(message.session_id)
+        result: AsyncIterator[TurnEvent] = real(message, *args)
         return result
 
     monkeypatch.setattr(engine, "stream_turn", counting)

@@ -22,12 +22,11 @@ from providers.speech import models
 from providers.speech import whisper_stt as stt_module
 from providers.speech.errors import SpeechUnavailableError
 from providers.speech.espeak_tts import EspeakTTS
+from providers.speech.factory import make_stt, make_tts
 from providers.speech.models import CATALOGUE, ModelFile, ModelInstallError, ModelSpec
 from providers.speech.piper_tts import PiperTTS
 from providers.speech.pocketsphinx_stt import PocketSphinxSTT
 from providers.speech.providers import SpeechHub, SttSpec, TtsSpec
-from providers.speech.stt import make_stt
-from providers.speech.tts import make_tts
 from providers.speech.whisper_stt import FasterWhisperSTT
 
 

@@ -14,8 +14,9 @@ from speech_helpers import Speak, build_tiny_whisper, frames_of
 
 from providers.speech.audio import pcm16_to_ulaw, ulaw_to_pcm16
 from providers.speech.errors import SpeechUnavailableError
+from providers.speech.factory import make_stt
 from providers.speech.pocketsphinx_stt import PocketSphinxSTT
-from providers.speech.stt import SpeechToText, Transcript, make_stt
+from providers.speech.stt import SpeechToText, Transcript
 from providers.speech.whisper_stt import FasterWhisperSTT
 
 SPA_PHRASES = [

@@ -15,13 +15,8 @@ from speech_helpers import frames_of, have_espeak
 
 from providers.speech.audio import AudioChunk
 from providers.speech.espeak_tts import EspeakTTS
-from providers.speech.tts import (
-    MAX_TEXT_CHARS,
-    SentenceSplitter,
-    make_tts,
-    split_sentences,
-    split_text,
-)
+from providers.speech.factory import make_tts
+from providers.speech.tts import MAX_TEXT_CHARS, SentenceSplitter, split_sentences, split_text
 from providers.speech.vad import frame_energy_dbfs
 
 needs_espeak = pytest.mark.skipif(not have_espeak(), reason="espeak-ng is not installed")

@@ -23,7 +23,7 @@ import pytest
 from channels.phone.endpointing import stt_context
 from providers.speech import models
 from providers.speech.audio import pcm16_to_ulaw, resample, ulaw_to_pcm16
-from providers.speech.stt import make_stt
+from providers.speech.factory import make_stt
 from providers.speech.whisper_stt import FasterWhisperSTT, collapse_repeats
 from testkit.phone.audio import speak
 

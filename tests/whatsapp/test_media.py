@@ -41,7 +41,8 @@ from channels.whatsapp.media import (
 )
 from channels.whatsapp.models import Media
 from providers.speech.errors import SpeechUnavailableError, SttError
-from providers.speech.stt import STT_SAMPLE_RATE_HZ, SpeechToText, make_stt
+from providers.speech.factory import make_stt
+from providers.speech.stt import STT_SAMPLE_RATE_HZ, SpeechToText
 from testkit.speech import ScriptedSTT
 
 SENTENCE = "I would like to book a massage"
