@@ -236,6 +236,7 @@ def _registry(webhook_url: str) -> Any:
 def _escalations(run: str, rows: int) -> Iterator[Any]:
     """``rows`` outbox items shaped as ``engine.commit.escalation_items`` makes them."""
     from engine.outbox import OutboxItem
+    from engine.payloads import EscalationNotice
     from engine.tools.notify import Escalation
 
     created = datetime.now(UTC)
@@ -257,8 +258,8 @@ def _escalations(run: str, rows: int) -> Iterator[Any]:
             ),
             created_at=created,
         )
-        payload = {"escalation": esc.to_json()}
-        yield OutboxItem("notify.slack", CLIENT, f"{esc.escalation_id}:slack", payload)
+        notice = EscalationNotice(kind="notify.slack", escalation=esc)
+        yield OutboxItem(CLIENT, f"{esc.escalation_id}:slack", notice)
 
 
 async def run_outbox(

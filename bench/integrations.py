@@ -307,6 +307,7 @@ def lead_items(run: str, leads: int, field_map: dict[str, str]) -> Iterator[Any]
     from datetime import UTC, datetime, timedelta
 
     from engine.outbox import OutboxItem
+    from engine.payloads import LeadPush
     from engine.tools.crm import Lead, crm_outbox_key, new_record
 
     base = datetime(2026, 12, 15, 18, 0, tzinfo=UTC)
@@ -330,7 +331,8 @@ def lead_items(run: str, leads: int, field_map: dict[str, str]) -> Iterator[Any]
             end=(start + timedelta(minutes=30)).isoformat(),
         )
         record = new_record(lead, f"{run}{i:06d}", field_map, test=False)
-        yield OutboxItem("crm.hubspot", CLIENT, crm_outbox_key(record.lead_id), record.as_json())
+        push = LeadPush.model_validate({**record.as_json(), "kind": "crm.hubspot"})
+        yield OutboxItem(CLIENT, crm_outbox_key(record.lead_id), push)
 
 
 @dataclass
@@ -384,13 +386,14 @@ async def run_drain(
     """``leads`` pile up while the stub answers 503, then drain under its rate limit."""
     from engine.db.database import Database
     from engine.outbox import Outbox, OutboxWorker, WorkerOptions
+    from engine.payloads import LeadPush
     from providers.crm.hubspot import HubspotDeliverer
 
     registry = hubspot_registry()
     run = uuid.uuid4().hex[:8]
     field_map = dict(registry.get(CLIENT).crm.map)
     items = list(lead_items(run, leads, field_map))
-    emails = {str(item.payload["email"]) for item in items}
+    emails = {str(item.payload.email) for item in items if isinstance(item.payload, LeadPush)}
     db = Database.open(url)
     http = httpx.AsyncClient()
     stub = HubspotStub(TOKEN, limit=(limit_per_s, 1.0)).start()

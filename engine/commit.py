@@ -43,6 +43,7 @@ from engine.effects import Effects, EscalationRequest
 from engine.errors import SlotTakenError
 from engine.messages import ConversationResponse
 from engine.outbox import Outbox, OutboxItem
+from engine.payloads import EscalationNotice, LeadPush
 from engine.session import ConversationSession, SessionKey, SessionStore, Turn
 from engine.tools.calendar import LocalCalendar
 from engine.tools.conversations import ConversationLog, conversation_id
@@ -135,10 +136,11 @@ def escalation_items(
         link=conversation_link(public_url, session.key),
         approval=_approval_ask(client, request, public_url),
     )
-    payload = {"escalation": esc.to_json()}
     return [
         OutboxItem(
-            route.outbox_kind, client.client_id, f"{request.escalation_id}:{route.name}", payload
+            client.client_id,
+            f"{request.escalation_id}:{route.name}",
+            EscalationNotice(kind=route.outbox_kind, escalation=esc),
         )
         for route in request.notifiers
     ]
@@ -170,7 +172,11 @@ def crm_items(client: ClientConfig, effects: Effects) -> list[OutboxItem]:
     if provider not in VENDOR_CRMS:
         return []
     return [
-        OutboxItem(f"crm.{provider}", client.client_id, crm_outbox_key(r.lead_id), r.as_json())
+        OutboxItem(
+            client.client_id,
+            crm_outbox_key(r.lead_id),
+            LeadPush.model_validate({**r.as_json(), "kind": f"crm.{provider}"}),
+        )
         for r in effects.leads
         if not r.test
     ]

@@ -16,6 +16,7 @@ from datetime import datetime
 
 from engine.approvals import Fallback, NewApproval, Settlement
 from engine.outbox import OutboxItem
+from engine.payloads import OutboxPayload
 from engine.session import SessionKey
 from engine.tools.calendar import Booking, BookingRequest
 from engine.tools.crm import Lead, LeadRecord, new_record
@@ -171,8 +172,9 @@ class Effects:
         or released); the commit fails with ApprovalSettled if it is not pending."""
         self.settlements.append(settlement)
 
-    def deliver(self, kind: str, payload: dict[str, object], key: str | None = None) -> str:
-        """Any other outbox delivery; ``key`` defaults to one derived from the turn."""
-        item = OutboxItem(kind, self.key.client_id, key or self._id(kind), payload)
+    def deliver(self, payload: OutboxPayload, key: str | None = None) -> str:
+        """Any other outbox delivery (:mod:`engine.payloads`: a message to send, a
+        call action...); ``key`` defaults to one derived from the turn."""
+        item = OutboxItem(self.key.client_id, key or self._id(payload.kind), payload)
         self.deliveries.append(item)
         return item.key

@@ -11,7 +11,10 @@ the rest of the turn (:mod:`engine.commit`), keyed by an **idempotency key**
   on PostgreSQL with ``FOR UPDATE SKIP LOCKED``, so replicas never take the
   same row;
 - **deliver** with the row's kind's :class:`Deliverer`, which gets the key to
-  pass on where the vendor supports idempotency;
+  pass on where the vendor supports idempotency, and the row's payload parsed
+  (:mod:`engine.payloads`: one frozen type per shape, read once with the row);
+  a payload that does not parse is never handed to a deliverer: the row goes
+  ``dead`` at once, its ``last_error`` naming the kind and the problem;
 - **success** -> ``delivered``; a retryable failure -> ``pending`` again after
   an exponential backoff with full jitter (``base_backoff_s * 2**attempts``,
   capped at ``max_backoff_s``), or the vendor's ``Retry-After`` when it sent
@@ -39,9 +42,9 @@ import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 import sqlalchemy as sa
 from prometheus_client import Counter
@@ -52,11 +55,19 @@ from engine.db.schema import OUTBOX
 from engine.errors import GatewayError, StoreError, ToolError
 from engine.logs import describe
 from engine.metrics import OUTBOX_ITEMS, OUTBOX_OLDEST_PENDING_SECONDS
+from engine.payloads import (
+    OutboxPayload,
+    Payload,
+    UnreadablePayload,
+    read_payload,
+    stored_payload,
+)
 
 __all__ = [
     "Deliverer",
     "Outbox",
     "OutboxItem",
+    "OutboxPayload",
     "OutboxRow",
     "OutboxWorker",
     "WorkerOptions",
@@ -74,24 +85,33 @@ DELIVERIES = Counter(
 )
 
 
+P = TypeVar("P", bound=Payload)
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxItem:
-    """A side effect to deliver. ``payload`` is JSON-able; ``key`` is the
-    idempotency key (the same effect always gets the same key)."""
+    """A side effect to deliver: ``payload`` says what (its type gives the row's
+    kind); ``key`` is the idempotency key (the same effect always gets the same key)."""
 
-    kind: str
     client_id: str
     key: str
-    payload: Mapping[str, object]
+    payload: OutboxPayload
+
+    @property
+    def kind(self) -> str:
+        return self.payload.kind
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
+    """A row of the outbox. ``payload``: parsed when the row was read, or an
+    :class:`~engine.payloads.UnreadablePayload` when it does not parse."""
+
     id: int
     key: str
     client_id: str
     kind: str
-    payload: dict[str, object]
+    payload: OutboxPayload | UnreadablePayload
     state: str
     attempts: int
     next_attempt_ts: float
@@ -101,7 +121,9 @@ class OutboxRow:
     delivered_ts: float | None
 
     def as_json(self) -> dict[str, object]:
-        return {
+        """The row for the admin views: the payload as stored (JSON), and for a
+        payload that does not parse, ``payload_error`` saying why."""
+        out: dict[str, object] = {
             "id": self.id,
             "idempotency_key": self.key,
             "client_id": self.client_id,
@@ -113,8 +135,28 @@ class OutboxRow:
             "created_ts": self.created_ts,
             "updated_ts": self.updated_ts,
             "delivered_ts": self.delivered_ts,
-            "payload": self.payload,
         }
+        if isinstance(self.payload, UnreadablePayload):
+            out["payload"] = self.payload.as_json()
+            out["payload_error"] = self.payload.error
+        else:
+            out["payload"] = stored_payload(self.payload)
+        return out
+
+    def payload_as(self, payload_type: type[P]) -> P:
+        """The payload, if it is a ``payload_type`` (a deliverer's narrowing); else
+        a non-retryable ToolError naming the kind (the row goes dead)."""
+        payload = self.payload
+        if isinstance(payload, payload_type):
+            return payload
+        if isinstance(payload, UnreadablePayload):
+            raise ToolError(self.kind, payload.error, retryable=False)
+        raise ToolError(
+            self.kind,
+            f"outbox row #{self.id}: the payload is a {type(payload).__name__},"
+            f" not a {payload_type.__name__}",
+            retryable=False,
+        )
 
 
 _ROW_COLUMNS = (
@@ -129,7 +171,7 @@ def _row_of(r: Row) -> OutboxRow:
         key=str(r[1]),
         client_id=str(r[2]),
         kind=str(r[3]),
-        payload=json.loads(str(r[4])),
+        payload=read_payload(str(r[3]), str(r[4])),
         state=str(r[5]),
         attempts=int(r[6]),
         next_attempt_ts=float(r[7]),
@@ -147,7 +189,7 @@ def _row(r: sa.Row[tuple[object, ...]]) -> OutboxRow:
         key=str(m["idempotency_key"]),
         client_id=str(m["client_id"]),
         kind=str(m["kind"]),
-        payload=json.loads(str(m["payload"])),
+        payload=read_payload(str(m["kind"]), str(m["payload"])),
         state=str(m["state"]),
         attempts=int(m["attempts"]),
         next_attempt_ts=float(m["next_attempt_ts"]),
@@ -193,7 +235,7 @@ class Outbox:
                 item.key,
                 item.client_id,
                 item.kind,
-                json.dumps(item.payload, ensure_ascii=False),
+                json.dumps(stored_payload(item.payload), ensure_ascii=False),
                 now,
             )
         return inserted
@@ -348,7 +390,10 @@ class Outbox:
 class Deliverer(ABC):
     """Delivers one kind of outbox row. Raise :class:`~engine.errors.ToolError`
     (``retryable`` decides retry vs dead; an attribute ``retry_after_s`` is
-    honoured) or any GatewayError; other exceptions count as retryable bugs."""
+    honoured) or any GatewayError; other exceptions count as retryable bugs.
+    The row's payload is parsed already: take it with
+    ``row.payload_as(ItsType)`` (a row whose payload does not parse never
+    reaches a deliverer)."""
 
     kind: str
     rate_per_s: float | None = None
@@ -520,6 +565,10 @@ class OutboxWorker:
         try:
             if deliverer is None:
                 raise ToolError("outbox", f"no deliverer for kind {row.kind!r}", retryable=True)
+            if isinstance(row.payload, UnreadablePayload):
+                # Another version's row, or a damaged one: no retry will parse it.
+                # Dead with the reason; `gateway outbox retry` once it is fixed.
+                raise ToolError("outbox", row.payload.error, retryable=False)
             bucket = self._buckets.get(row.kind)
             if bucket is not None:
                 await bucket.take()

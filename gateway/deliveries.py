@@ -30,6 +30,8 @@ Kinds today:
 
 The target (webhook URL, address, credentials) is read from the client's
 config at delivery time, so fixing a config and retrying a dead row works.
+Each deliverer takes its row's payload already parsed (:mod:`engine.payloads`),
+with ``row.payload_as(...)``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from engine.config import ClientConfig, ClientRegistry
 from engine.db.database import Database
 from engine.errors import ToolError
 from engine.outbox import Deliverer, OutboxRow
+from engine.payloads import CallAction, EscalationNotice
 from engine.tools.notify import Escalation
 from providers.notify.email import EmailNotifier
 from providers.notify.slack import SlackNotifier
@@ -60,13 +63,7 @@ def _client(registry: ClientRegistry, row: OutboxRow) -> ClientConfig:
 
 
 def _escalation(row: OutboxRow) -> Escalation:
-    raw = row.payload.get("escalation")
-    if not isinstance(raw, str):
-        raise ToolError(row.kind, "payload has no escalation", retryable=False)
-    try:
-        return Escalation.from_json(raw)
-    except ValueError as exc:
-        raise ToolError(row.kind, f"payload is not a valid escalation: {exc}") from exc
+    return row.payload_as(EscalationNotice).escalation
 
 
 class SlackDeliverer(Deliverer):
@@ -116,7 +113,7 @@ class EmailDeliverer(Deliverer):
 
 
 class TwilioCallDeliverer(Deliverer):
-    """Payload: ``{"call_sid", "action": "transfer"|"hangup", "target", "expires_ts"}``."""
+    """Payload: :class:`~engine.payloads.CallAction`."""
 
     kind = "twilio.call"
 
@@ -130,19 +127,15 @@ class TwilioCallDeliverer(Deliverer):
     async def deliver(self, row: OutboxRow) -> None:
         from channels.phone.rest import TwilioCalls
 
+        action = row.payload_as(CallAction)
         client = _client(self.registry, row)
-        payload = row.payload
-        expires = payload.get("expires_ts")
-        if isinstance(expires, int | float) and time.time() > expires:
+        if action.expires_ts is not None and time.time() > action.expires_ts:
             raise ToolError("twilio", "the call action expired before it could be delivered")
-        call_sid, action = str(payload.get("call_sid", "")), payload.get("action")
         calls = TwilioCalls.for_client(self.http, client, base_url=self.base_url)
-        if action == "transfer":
-            await calls.transfer(call_sid, str(payload.get("target") or ""))
-        elif action == "hangup":
-            await calls.hangup(call_sid)
+        if action.action == "transfer":
+            await calls.transfer(action.call_sid, action.target or "")
         else:
-            raise ToolError("twilio", f"unknown call action {action!r}")
+            await calls.hangup(action.call_sid)
 
 
 def deliverers(

@@ -19,9 +19,11 @@ from engine.db.database import Database
 from engine.db.fast import Tx
 from engine.errors import GatewayError, ToolError
 from engine.outbox import Deliverer, Outbox, OutboxItem, OutboxRow, OutboxWorker, WorkerOptions
+from engine.payloads import TwilioMessage, UnreadablePayload
 
 T0 = 1_800_000_000.0
 CLIENT = "spa-del-sol"
+KIND = "message.twilio"
 
 
 @pytest.fixture
@@ -34,8 +36,30 @@ def outbox(db: Database, clock: FakeClock) -> Outbox:
     return Outbox(db, clock=clock)
 
 
-def item(key: str = "esc-1:slack", kind: str = "test.ok", **payload: object) -> OutboxItem:
-    return OutboxItem(kind, CLIENT, key, payload or {"text": "Call back 王伟"})
+def message(text: str = "Call back 王伟") -> TwilioMessage:
+    return TwilioMessage(to="+14155550100", parts=({"Body": text},), text=text)
+
+
+def item(key: str = "esc-1:slack", text: str = "Call back 王伟") -> OutboxItem:
+    return OutboxItem(CLIENT, key, message(text))
+
+
+async def insert_raw(outbox: Outbox, key: str, kind: str, payload: str) -> None:
+    """A row as another version (or a damaged database) might hold it."""
+
+    async def body(tx: Tx) -> int:
+        return await tx.execute(
+            "INSERT INTO outbox (idempotency_key, client_id, kind, payload, state, attempts,"
+            " next_attempt_ts, created_ts, updated_ts)"
+            " VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5, $5)",
+            key,
+            CLIENT,
+            kind,
+            payload,
+            outbox.clock(),
+        )
+
+    assert await outbox.db.fast.transaction(body) == 1
 
 
 async def enqueue(outbox: Outbox, *items: OutboxItem) -> int:
@@ -57,7 +81,7 @@ async def only_row(outbox: Outbox) -> OutboxRow:
 
 
 class Recording(Deliverer):
-    kind = "test.ok"
+    kind = KIND
 
     def __init__(self) -> None:
         self.seen: list[OutboxRow] = []
@@ -69,7 +93,7 @@ class Recording(Deliverer):
 class Failing(Deliverer):
     """Raises ``error`` on every delivery."""
 
-    kind = "test.ok"
+    kind = KIND
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -89,7 +113,7 @@ class RateLimited(ToolError):
 class Slow(Deliverer):
     """Takes ``seconds`` per delivery; ``started`` is set when the first begins."""
 
-    kind = "test.ok"
+    kind = KIND
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -137,12 +161,12 @@ async def test_enqueue_is_idempotent_by_key(outbox: Outbox) -> None:
     rows = {r.key: r for r in await outbox.list()}
     assert set(rows) == {"esc-1:slack", "esc-1:email"}
     slack = rows["esc-1:slack"]
-    assert slack.payload == {"text": "first"}
+    assert slack.payload == message("first")
     assert (slack.state, slack.attempts, slack.client_id, slack.kind) == (
         "pending",
         0,
         CLIENT,
-        "test.ok",
+        KIND,
     )
     assert slack.next_attempt_ts == slack.created_ts == T0
 
@@ -160,7 +184,7 @@ async def test_enqueue_in_a_rolled_back_transaction_leaves_nothing(outbox: Outbo
 async def test_enqueue_outside_a_turn_wakes_the_worker(outbox: Outbox) -> None:
     assert await outbox.enqueue([item(text="Call back 王伟")]) == 1
     await asyncio.wait_for(outbox.wait(30), 5)
-    assert (await only_row(outbox)).payload == {"text": "Call back 王伟"}
+    assert (await only_row(outbox)).payload == message("Call back 王伟")
 
 
 async def test_claim_marks_delivering_and_counts_the_attempt(outbox: Outbox) -> None:
@@ -306,7 +330,7 @@ async def test_success_is_delivered_once(outbox: Outbox, clock: FakeClock) -> No
     assert await worker.run_once() == 1
     assert await worker.run_once() == 0
     assert [r.key for r in deliverer.seen] == ["esc-1:slack"]
-    assert deliverer.seen[0].payload == {"text": "Call back 王伟"}
+    assert deliverer.seen[0].payload == message("Call back 王伟")
     row = await only_row(outbox)
     assert (row.state, row.attempts, row.delivered_ts, row.last_error) == (
         "delivered",
@@ -414,13 +438,46 @@ async def test_an_old_row_that_succeeds_is_still_delivered(
 async def test_kind_without_a_deliverer_is_retried_not_lost(
     outbox: Outbox, clock: FakeClock
 ) -> None:
-    await enqueue(outbox, item(kind="notify.pager"))
+    await insert_raw(outbox, "page-1", "notify.pager", '{"text": "a newer version\'s kind"}')
     worker = worker_for(outbox, Recording())
     assert await worker.run_once() == 1
     row = await only_row(outbox)
     assert row.state == "pending"
     assert row.last_error is not None and "no deliverer for kind 'notify.pager'" in row.last_error
     assert row.next_attempt_ts >= clock.now
+
+
+async def test_a_payload_that_does_not_parse_is_dead_and_the_others_are_delivered(
+    outbox: Outbox,
+) -> None:
+    await enqueue(outbox, item("a"))
+    # message.twilio without its 'to' and with empty parts (another version's
+    # shape, or a damaged row), and one that is not even JSON
+    await insert_raw(outbox, "bad", KIND, '{"channel": "whatsapp", "parts": [], "text": "hi"}')
+    await insert_raw(outbox, "garbled", KIND, '{"to": "+1415')
+    await enqueue(outbox, item("b"))
+    deliverer = Recording()
+    worker = worker_for(outbox, deliverer)
+
+    assert await worker.run_once() == 4
+    assert sorted(r.key for r in deliverer.seen) == ["a", "b"]  # never handed the bad ones
+    rows = {r.key: r for r in await outbox.list()}
+    assert (rows["a"].state, rows["b"].state) == ("delivered", "delivered")
+    bad, garbled = rows["bad"], rows["garbled"]
+    assert (bad.state, bad.attempts, garbled.state) == ("dead", 1, "dead")
+    assert bad.last_error == (
+        "outbox: payload of kind 'message.twilio' does not parse: to: Field required;"
+        " parts: Tuple should have at least 1 item after validation, not 0"
+    )
+    assert garbled.last_error == (
+        "outbox: payload of kind 'message.twilio' does not parse: not valid JSON (JSONDecodeError)"
+    )
+    # the operator still sees what is stored
+    assert isinstance(bad.payload, UnreadablePayload)
+    assert bad.as_json()["payload"] == {"channel": "whatsapp", "parts": [], "text": "hi"}
+    assert garbled.as_json()["payload"] == '{"to": "+1415'
+    assert garbled.as_json()["payload_error"] == garbled.last_error.removeprefix("outbox: ")
+    assert "payload_error" not in rows["a"].as_json()
 
 
 async def test_a_bug_in_a_deliverer_is_retried(outbox: Outbox) -> None:

@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,8 @@ from engine.db.database import Database
 from engine.db.schema import OUTBOX
 from engine.errors import StoreError
 from engine.outbox import Deliverer, Outbox, OutboxItem, OutboxRow, OutboxWorker, WorkerOptions
+from engine.payloads import CallAction, EscalationNotice, OutboxPayload
+from engine.tools.notify import Escalation
 from gateway.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,14 +70,39 @@ ROWS = [
 ]
 
 
+def _payload(spec: Spec, n: int) -> OutboxPayload:
+    """Row ``n``'s payload: its reason (or call) names a customer, Иван."""
+    if spec.kind == "twilio.call":
+        return CallAction(call_sid=f"CA-{n}-Иван", action="hangup")
+    esc = Escalation(
+        client_id=spec.client_id,
+        client_name="Spa del Sol",
+        channel="web",
+        session_id=f"s-{n}",
+        reason=f"row {n}: Иван asked for a person",
+        who="Иван",
+        contact=None,
+        email=None,
+        fields={},
+        transcript=(),
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+        escalation_id=f"esc-{n}",
+    )
+    return EscalationNotice(kind=spec.kind, escalation=esc)  # type: ignore[arg-type]
+
+
+def _reason(payload: dict[str, object]) -> object:
+    return json.loads(str(payload["escalation"]))["reason"]
+
+
 async def _fill(db: Database) -> None:
     """Create :data:`ROWS` through the real outbox (each claimed just after it is enqueued)."""
     clock = Clock()
     outbox = Outbox(db, clock=clock)
     for n, spec in enumerate(ROWS, 1):
         clock.offset_s = -spec.age_s
-        payload = {"text": f"row {n}: Иван asked for a person", "n": n}
-        assert await outbox.enqueue([OutboxItem(spec.kind, spec.client_id, f"key-{n}", payload)])
+        payload = _payload(spec, n)
+        assert await outbox.enqueue([OutboxItem(spec.client_id, f"key-{n}", payload)])
         if spec.state == "untouched":
             continue
         (claimed,) = await outbox.claim("test-worker", 1, 60.0)
@@ -283,7 +311,7 @@ def test_list_json_has_full_rows(filled: Cli) -> None:
     rows = json.loads(filled.ok("outbox", "list", "--json", "--state", "dead"))
     assert [r["id"] for r in rows] == [5, 3]
     assert rows[1]["last_error"] == LONG_ERROR
-    assert rows[1]["payload"] == {"text": "row 3: Иван asked for a person", "n": 3}
+    assert _reason(rows[1]["payload"]) == "row 3: Иван asked for a person"
     assert rows[1]["idempotency_key"] == "key-3"
     assert json.loads(filled.ok("outbox", "list", "--json", "--client", "x")) == []
 
@@ -295,7 +323,7 @@ def test_show_prints_the_full_row(filled: Cli) -> None:
     assert row["attempts"] == 1
     assert row["last_error"] == "SMTP timeout"
     assert row["kind"] == "notify.email"
-    assert row["payload"] == {"text": "row 4: Иван asked for a person", "n": 4}
+    assert _reason(row["payload"]) == "row 4: Иван asked for a person"
     assert row["next_attempt_ts"] > time.time() + DAY_S / 2  # waiting out its backoff
 
     result = filled("outbox", "show", "99")
@@ -485,7 +513,9 @@ async def test_gauge_errors_are_logged_not_fatal(
     worker = OutboxWorker(outbox, [held], WorkerOptions(poll_s=0.05, stats_s=0.05))
     worker.start()
     try:
-        await outbox.enqueue([OutboxItem("twilio.call", "spa-del-sol", "k", {"n": 1})])
+        await outbox.enqueue(
+            [OutboxItem("spa-del-sol", "k", CallAction(call_sid="CA1", action="hangup"))]
+        )
 
         def failures() -> int:
             return sum("reading the outbox gauges failed" in r.getMessage() for r in caplog.records)

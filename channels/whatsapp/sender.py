@@ -2,7 +2,11 @@
 
 The turn renders the reply with the codecs (:mod:`channels.whatsapp.twilio_codec`,
 :mod:`channels.whatsapp.meta_codec`) and enqueues one outbox row per reply; the
-:class:`~engine.outbox.OutboxWorker` hands it to one of these. Kinds and payloads:
+:class:`~engine.outbox.OutboxWorker` hands it to one of these. Kinds and payloads
+(:mod:`engine.payloads`: :class:`~engine.payloads.TwilioMessage`,
+:class:`~engine.payloads.MetaMessage`, :class:`~engine.payloads.ReadReceipt`;
+stored as below; a row whose payload does not parse is dead-lettered by the
+worker and never reaches these):
 
 ``message.twilio``
     ``{"channel": "whatsapp"|"sms", "to": "+E164", "from"?: "whatsapp:+E164"|"+E164",
@@ -22,10 +26,11 @@ The turn renders the reply with the codecs (:mod:`channels.whatsapp.twilio_codec
     ``Authorization: Bearer {channels.whatsapp.meta.access_token}``; answer
     ``{"messages": [{"id": "wamid..."}]}``).
 ``read.meta``
-    ``{"message_id": "wamid...", "phone_number_id"?: "..."}``: mark a customer's
+    ``{"message_id": "wamid...", "phone_number_id"?: "..."}`` (older rows hold
+    Meta's whole request body; its other keys are ignored): mark a customer's
     message read and show the typing indicator (only while it is fresh: Meta
-    drops the indicator after 25 s). Best effort: one attempt; a failure is
-    logged and the row settles as delivered, never dead-lettered.
+    drops the indicator after 25 s). Best effort: one attempt; a failure to
+    send is logged and the row settles as delivered, never dead-lettered.
 
 **Exactly which parts were sent.** Each accepted part is recorded in
 ``outbound_messages`` (:mod:`channels.whatsapp.statuses`) as ``queued``
@@ -73,8 +78,7 @@ import re
 import time
 from abc import abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -88,6 +92,7 @@ from engine.db.schema import MESSAGING_THREADS
 from engine.errors import StoreError, ToolError
 from engine.logs import describe
 from engine.outbox import Deliverer, OutboxRow
+from engine.payloads import MessageSend, MetaMessage, ReadReceipt, TwilioMessage
 from providers.http import retry_after_s
 
 __all__ = [
@@ -165,16 +170,6 @@ class WindowClosedError(SendError):
     (Meta ``131047``, Twilio ``63016``). The sender falls back to the template."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Job:
-    """One ``message.*`` row, parsed: ``to`` is E.164 without a channel prefix."""
-
-    channel: MessagingChannel
-    to: str
-    parts: tuple[Mapping[str, Any], ...]
-    text: str
-
-
 def _client(registry: ClientRegistry, row: OutboxRow) -> ClientConfig:
     client = registry.get(row.client_id)
     if client is None:
@@ -200,6 +195,7 @@ class _MessageDeliverer(Deliverer):
     ledger, template fallback. Subclasses post one part or one template."""
 
     provider: Provider
+    payload_type: ClassVar[type[MessageSend]]
     rate_per_s = RATE_PER_S
 
     def __init__(
@@ -217,14 +213,14 @@ class _MessageDeliverer(Deliverer):
 
     async def deliver(self, row: OutboxRow) -> None:
         client = _client(self.registry, row)
-        job = self._job(row)
+        job = row.payload_as(self.payload_type)
         try:
             await self._deliver(client, row, job)
         except StoreError as exc:
             # Bookkeeping failed, not the vendor: retry (a sent part may go twice).
             raise ToolError(row.kind, f"recording the send failed: {exc}", retryable=True) from exc
 
-    async def _deliver(self, client: ClientConfig, row: OutboxRow, job: _Job) -> None:
+    async def _deliver(self, client: ClientConfig, row: OutboxRow, job: MessageSend) -> None:
         keys = [f"{row.key}#{i}" for i in range(len(job.parts))]
         template_key = f"{row.key}#template"
         done = await sent_keys(self.db, [*keys, template_key])
@@ -257,7 +253,7 @@ class _MessageDeliverer(Deliverer):
         return last is not None and self.clock() - float(last) < WINDOW_S - WINDOW_MARGIN_S
 
     async def _template(
-        self, client: ClientConfig, row: OutboxRow, job: _Job, key: str, why: str
+        self, client: ClientConfig, row: OutboxRow, job: MessageSend, key: str, why: str
     ) -> None:
         template = client.channels.whatsapp.template
         if template is None:
@@ -275,7 +271,7 @@ class _MessageDeliverer(Deliverer):
         await self._record(row, job, message_id, key)
         log.info("%s: %s sent as %s (%s)", row.kind, what, message_id, why)
 
-    async def _record(self, row: OutboxRow, job: _Job, message_id: str, key: str) -> None:
+    async def _record(self, row: OutboxRow, job: MessageSend, message_id: str, key: str) -> None:
         await record_sent(
             self.db,
             provider=self.provider,
@@ -287,32 +283,25 @@ class _MessageDeliverer(Deliverer):
             ts=self.clock(),
         )
 
-    def _job(self, row: OutboxRow) -> _Job:
-        payload = row.payload
-        to, parts, text = payload.get("to"), payload.get("parts"), payload.get("text", "")
-        channel = payload.get("channel", "whatsapp")
-        if channel not in ("whatsapp", "sms") or (channel == "sms" and self.provider != "twilio"):
-            raise _malformed(row, f"names an unknown channel {channel!r}")
-        if not isinstance(to, str) or not _bare(to).startswith("+"):
-            raise _malformed(row, "has no 'to' number in E.164 ('+' and digits)")
-        if not isinstance(parts, list) or not parts or not all(isinstance(p, dict) for p in parts):
-            raise _malformed(row, "has no 'parts' (a non-empty list of objects)")
-        return _Job(
-            channel="sms" if channel == "sms" else "whatsapp",
-            to=_bare(to),
-            parts=tuple(parts),
-            text=text if isinstance(text, str) else "",
-        )
-
     @abstractmethod
     async def _send_part(
-        self, client: ClientConfig, row: OutboxRow, job: _Job, part: Mapping[str, Any], what: str
+        self,
+        client: ClientConfig,
+        row: OutboxRow,
+        job: MessageSend,
+        part: Mapping[str, Any],
+        what: str,
     ) -> str:
         """POST one part; the provider's message id."""
 
     @abstractmethod
     async def _send_template(
-        self, client: ClientConfig, row: OutboxRow, job: _Job, template: MessageTemplate, what: str
+        self,
+        client: ClientConfig,
+        row: OutboxRow,
+        job: MessageSend,
+        template: MessageTemplate,
+        what: str,
     ) -> str:
         """POST the template carrying ``job.text``; the provider's message id."""
 
@@ -325,6 +314,7 @@ class TwilioMessageDeliverer(_MessageDeliverer):
 
     kind = "message.twilio"
     provider: Provider = "twilio"
+    payload_type = TwilioMessage
 
     def __init__(
         self,
@@ -340,14 +330,13 @@ class TwilioMessageDeliverer(_MessageDeliverer):
         self.base_url = (base_url or DEFAULT_TWILIO_BASE_URL).rstrip("/")
         self.public_url = public_url.rstrip("/") if public_url else None
 
-    def _account(self, client: ClientConfig, job: _Job) -> tuple[TwilioCredentials, str]:
+    def _account(self, client: ClientConfig, job: MessageSend) -> tuple[TwilioCredentials, str]:
         """The credentials and the config key they came from."""
         creds, key = client.channels.twilio_for(job.channel)
         return creds or TwilioCredentials(), key
 
-    def _sender(self, client: ClientConfig, row: OutboxRow, job: _Job) -> str:
-        given = row.payload.get("from")
-        sender = given if isinstance(given, str) and given else None
+    def _sender(self, client: ClientConfig, row: OutboxRow, job: MessageSend) -> str:
+        sender = (job.from_ if isinstance(job, TwilioMessage) else None) or None
         if sender is None and job.channel == "whatsapp":
             sender = (client.channels.whatsapp.twilio or TwilioCredentials()).from_
         elif sender is None:
@@ -363,7 +352,7 @@ class TwilioMessageDeliverer(_MessageDeliverer):
         return sender
 
     def _form(
-        self, client: ClientConfig, row: OutboxRow, job: _Job, part: Mapping[str, Any]
+        self, client: ClientConfig, row: OutboxRow, job: MessageSend, part: Mapping[str, Any]
     ) -> dict[str, str]:
         form = {str(k): str(v) for k, v in part.items() if v is not None}
         form.setdefault("To", _address(job.channel, job.to))
@@ -378,12 +367,22 @@ class TwilioMessageDeliverer(_MessageDeliverer):
         return form
 
     async def _send_part(
-        self, client: ClientConfig, row: OutboxRow, job: _Job, part: Mapping[str, Any], what: str
+        self,
+        client: ClientConfig,
+        row: OutboxRow,
+        job: MessageSend,
+        part: Mapping[str, Any],
+        what: str,
     ) -> str:
         return await self._post(client, job, self._form(client, row, job, part), what)
 
     async def _send_template(
-        self, client: ClientConfig, row: OutboxRow, job: _Job, template: MessageTemplate, what: str
+        self,
+        client: ClientConfig,
+        row: OutboxRow,
+        job: MessageSend,
+        template: MessageTemplate,
+        what: str,
     ) -> str:
         from channels.whatsapp.twilio_codec import twilio_template_params
 
@@ -404,7 +403,9 @@ class TwilioMessageDeliverer(_MessageDeliverer):
             ) from exc
         return await self._post(client, job, self._form(client, row, job, params), what)
 
-    async def _post(self, client: ClientConfig, job: _Job, form: dict[str, str], what: str) -> str:
+    async def _post(
+        self, client: ClientConfig, job: MessageSend, form: dict[str, str], what: str
+    ) -> str:
         creds, creds_key = self._account(client, job)
         if not creds.account_sid or not creds.auth_token:
             missing = "account_sid" if not creds.account_sid else "auth_token"
@@ -514,11 +515,11 @@ class _MetaAccount:
         base_url: str,
         client: ClientConfig,
         row: OutboxRow,
+        phone_number_id: str | None,
     ) -> _MetaAccount:
+        """``phone_number_id``: the row's (None: the client's configured one)."""
         meta = client.channels.whatsapp.meta
-        given = row.payload.get("phone_number_id")
-        number_id = given if isinstance(given, str) and given else None
-        number_id = number_id or (meta.phone_number_id if meta else None)
+        number_id = phone_number_id or (meta.phone_number_id if meta else None)
         token = meta.access_token if meta else None
         if not token or not number_id:
             missing = "access_token" if not token else "phone_number_id"
@@ -611,6 +612,7 @@ class MetaMessageDeliverer(_MessageDeliverer):
 
     kind = "message.meta"
     provider: Provider = "meta"
+    payload_type = MetaMessage
 
     def __init__(
         self,
@@ -625,12 +627,26 @@ class MetaMessageDeliverer(_MessageDeliverer):
         self.base_url = (base_url or DEFAULT_META_BASE_URL).rstrip("/")
 
     async def _send_part(
-        self, client: ClientConfig, row: OutboxRow, job: _Job, part: Mapping[str, Any], what: str
+        self,
+        client: ClientConfig,
+        row: OutboxRow,
+        job: MessageSend,
+        part: Mapping[str, Any],
+        what: str,
     ) -> str:
-        return await _MetaAccount.of(self.http, self.base_url, client, row).send(part, what)
+        return await self._meta_account(client, row, job).send(part, what)
+
+    def _meta_account(self, client: ClientConfig, row: OutboxRow, job: MessageSend) -> _MetaAccount:
+        number_id = job.phone_number_id if isinstance(job, MetaMessage) else None
+        return _MetaAccount.of(self.http, self.base_url, client, row, number_id)
 
     async def _send_template(
-        self, client: ClientConfig, row: OutboxRow, job: _Job, template: MessageTemplate, what: str
+        self,
+        client: ClientConfig,
+        row: OutboxRow,
+        job: MessageSend,
+        template: MessageTemplate,
+        what: str,
     ) -> str:
         from channels.whatsapp.meta_codec import meta_template_payload
 
@@ -647,7 +663,7 @@ class MetaMessageDeliverer(_MessageDeliverer):
             raise SendError(
                 "meta", f"{what}: cannot build the template: {exc}", retryable=False
             ) from exc
-        return await _MetaAccount.of(self.http, self.base_url, client, row).send(body, what)
+        return await self._meta_account(client, row, job).send(body, what)
 
 
 class MetaReadDeliverer(Deliverer):
@@ -681,13 +697,13 @@ class MetaReadDeliverer(Deliverer):
     async def _deliver(self, row: OutboxRow) -> None:
         from channels.whatsapp.meta_codec import meta_read_payload
 
-        message_id = row.payload.get("message_id")
-        if not isinstance(message_id, str) or not message_id:
-            raise _malformed(row, "has no 'message_id'")
+        receipt = row.payload_as(ReadReceipt)
         client = _client(self.registry, row)
         typing = self.clock() - row.created_ts <= TYPING_FRESH_S
-        account = _MetaAccount.of(self.http, self.base_url, client, row)
-        await account.post(meta_read_payload(message_id, typing=typing), f"read.meta #{row.id}")
+        account = _MetaAccount.of(self.http, self.base_url, client, row, receipt.phone_number_id)
+        await account.post(
+            meta_read_payload(receipt.message_id, typing=typing), f"read.meta #{row.id}"
+        )
 
 
 def messaging_deliverers(

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from channels.whatsapp.choices import choice_for
 from channels.whatsapp.inbox import Claim, InboundClaimLost, Inbox, ThreadKey
-from channels.whatsapp.meta_codec import meta_read_payload, meta_send_payloads
+from channels.whatsapp.meta_codec import meta_send_payloads
 from channels.whatsapp.models import InboundMessage, MessagingChannel, OutboundMessage
 from channels.whatsapp.twilio_codec import twilio_send_params
 from engine.config import ClientConfig, ClientRegistry
@@ -49,6 +49,7 @@ from engine.messages import (
     QuickReply,
 )
 from engine.outbox import Outbox, OutboxItem
+from engine.payloads import MetaMessage, ReadReceipt, TwilioMessage
 from engine.session import SessionKey
 
 __all__ = [
@@ -93,15 +94,14 @@ def render_reply(
         meta = client.channels.whatsapp.meta
         return [
             OutboxItem(
-                "message.meta",
                 client.client_id,
                 idem,
-                {
-                    "to": key.sender,
-                    "phone_number_id": (meta.phone_number_id if meta else None) or first.business,
-                    "parts": meta_send_payloads(reply, to=key.sender),
-                    "text": reply.text,
-                },
+                MetaMessage(
+                    to=key.sender,
+                    phone_number_id=(meta.phone_number_id if meta else None) or first.business,
+                    parts=tuple(meta_send_payloads(reply, to=key.sender)),
+                    text=reply.text,
+                ),
             )
         ]
     channel: MessagingChannel = "sms" if key.channel == "sms" else "whatsapp"
@@ -114,16 +114,15 @@ def render_reply(
     from_ = f"whatsapp:{sender}" if channel == "whatsapp" else sender
     return [
         OutboxItem(
-            "message.twilio",
             client.client_id,
             idem,
-            {
-                "channel": channel,
-                "to": key.sender,
-                "from": from_ or None,
-                "parts": twilio_send_params(reply, channel=channel, to=key.sender, from_=from_),
-                "text": reply.text,
-            },
+            TwilioMessage(
+                channel=channel,
+                to=key.sender,
+                from_=from_ or None,
+                parts=tuple(twilio_send_params(reply, channel=channel, to=key.sender, from_=from_)),
+                text=reply.text,
+            ),
         )
     ]
 
@@ -341,13 +340,12 @@ class MessagingWorker:
     async def _mark_read(self, client: ClientConfig, msg: InboundMessage) -> None:
         meta = client.channels.whatsapp.meta
         item = OutboxItem(
-            "read.meta",
             client.client_id,
             f"read:meta:{msg.message_id}",
-            {
-                **meta_read_payload(msg.message_id),
-                "phone_number_id": (meta.phone_number_id if meta else None) or msg.business,
-            },
+            ReadReceipt(
+                message_id=msg.message_id,
+                phone_number_id=(meta.phone_number_id if meta else None) or msg.business,
+            ),
         )
 
         async def write(tx: Tx) -> int:

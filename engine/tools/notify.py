@@ -34,6 +34,7 @@ __all__ = [
     "Channel",
     "DeliveryError",
     "Escalation",
+    "NoticeKind",
     "Notifier",
     "Role",
 ]
@@ -41,6 +42,8 @@ __all__ = [
 log = logging.getLogger("engine.tools.notify")
 
 Channel = Literal["phone", "whatsapp", "web", "sms"]
+NoticeKind = Literal["notify.slack", "notify.email"]
+"""The outbox kinds that deliver an escalation notice (:class:`engine.payloads.EscalationNotice`)."""
 Role = Literal["user", "assistant", "system"]
 
 _CHANNELS: frozenset[str] = frozenset(get_args(Channel))

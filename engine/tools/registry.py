@@ -32,6 +32,7 @@ from engine.knowledge import Knowledge
 from engine.llm.model import LanguageModel
 from engine.tools.calendar import Calendar
 from engine.tools.crm import Crm
+from engine.tools.notify import NoticeKind
 
 __all__ = [
     "EMAIL",
@@ -70,7 +71,7 @@ class NotifierRoute:
 
     name: str
     config_key: str
-    outbox_kind: str
+    outbox_kind: NoticeKind
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):

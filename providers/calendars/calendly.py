@@ -26,6 +26,7 @@ import httpx
 from engine.config import ClientConfig
 from engine.errors import ToolError
 from engine.outbox import OutboxRow
+from engine.payloads import CalendarPush
 from engine.providers import CallOptions
 from engine.tools.calendar import LocalCalendar
 from providers.calendars.common import (
@@ -253,15 +254,16 @@ class CalendlyDeliverer(VendorDeliverer[CalendlyApi]):
         client = self.registry.clients.get(row.client_id)
         if client is None or client.booking.calendly is None:
             raise ToolError(VENDOR, f"client {row.client_id!r} has no booking.calendly")
-        booking_id = str(row.payload["booking_id"])
+        push = row.payload_as(CalendarPush)
+        booking_id = push.booking_id
         status = await booking_status(self.db, booking_id)
         if status not in ("booked", "held"):
             raise ToolError(VENDOR, f"booking {booking_id} is {status or 'gone'}: not pushed")
         api = self._api(client)
-        start = datetime.fromisoformat(str(row.payload["start"]))
+        start = push.start
         contact = await lead_contact(self.db, booking_id)
         email = contact.get("email") or ""
-        name = str(row.payload.get("name") or contact.get("name") or "") or "Customer"
+        name = push.name or contact.get("name") or "Customer"
         if not email:
             raise ToolError(
                 VENDOR,

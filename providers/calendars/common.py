@@ -27,6 +27,7 @@ from engine.db.database import Database
 from engine.db.fast import Tx
 from engine.errors import ToolError
 from engine.outbox import Deliverer, Outbox, OutboxItem
+from engine.payloads import CalendarKind, CalendarPush, EscalationNotice
 from engine.tools.calendar import Booking, Calendar, LocalCalendar
 from engine.tools.registry import EMAIL, SLACK
 from providers.urls import VendorUrls
@@ -45,9 +46,9 @@ __all__ = [
 
 log = logging.getLogger("providers.calendars")
 
-GOOGLE_KIND = "calendar.google"
-CALENDLY_KIND = "calendar.calendly"
-KIND_OF = {"google_calendar": GOOGLE_KIND, "calendly": CALENDLY_KIND}
+GOOGLE_KIND: CalendarKind = "calendar.google"
+CALENDLY_KIND: CalendarKind = "calendar.calendly"
+KIND_OF: dict[str, CalendarKind] = {"google_calendar": GOOGLE_KIND, "calendly": CALENDLY_KIND}
 GOOGLE_BASE = "https://www.googleapis.com"
 GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
 CALENDLY_BASE = "https://api.calendly.com"
@@ -271,7 +272,7 @@ class ProviderDirectory:
     so the commit's hook knows which push to enqueue."""
 
     def __init__(self) -> None:
-        self.kinds: dict[str, str] = {}
+        self.kinds: dict[str, CalendarKind] = {}
 
 
 def push_hook(
@@ -289,16 +290,16 @@ def push_hook(
             tx,
             [
                 OutboxItem(
-                    kind,
                     booking.client_id,
                     push_key(booking.booking_id),
-                    {
-                        "booking_id": booking.booking_id,
-                        "start": booking.start.isoformat(),
-                        "end": booking.end.isoformat(),
-                        "service": booking.service,
-                        "name": booking.name,
-                    },
+                    CalendarPush(
+                        kind=kind,
+                        booking_id=booking.booking_id,
+                        start=booking.start,
+                        end=booking.end,
+                        service=booking.service,
+                        name=booking.name,
+                    ),
                 )
             ],
         )
@@ -385,10 +386,9 @@ async def mark_conflict(
             if getattr(client.escalation, route.config_key):
                 items.append(
                     OutboxItem(
-                        route.outbox_kind,
                         client_id,
                         f"{booking_id}-calendar-conflict:{route.name}",
-                        {"escalation": esc.to_json()},
+                        EscalationNotice(kind=route.outbox_kind, escalation=esc),
                     )
                 )
     outbox = Outbox(db)

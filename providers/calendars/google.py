@@ -27,6 +27,7 @@ import httpx
 from engine.config import ClientConfig
 from engine.errors import ToolError
 from engine.outbox import OutboxRow
+from engine.payloads import CalendarPush
 from engine.providers import CallOptions
 from engine.tools.calendar import LocalCalendar
 from providers.calendars.common import (
@@ -229,14 +230,14 @@ class GoogleCalendarDeliverer(VendorDeliverer[GoogleApi]):
         client = self.registry.clients.get(row.client_id)
         if client is None or client.booking.google_calendar is None:
             raise ToolError(VENDOR, f"client {row.client_id!r} has no booking.google_calendar")
-        booking_id = str(row.payload["booking_id"])
+        push = row.payload_as(CalendarPush)
+        booking_id = push.booking_id
         status = await booking_status(self.db, booking_id)
         if status not in ("booked", "held"):
             raise ToolError(VENDOR, f"booking {booking_id} is {status or 'gone'}: not pushed")
         api = self._api(client)
         eid = event_id(booking_id)
-        start = datetime.fromisoformat(str(row.payload["start"]))
-        end = datetime.fromisoformat(str(row.payload["end"]))
+        start, end = push.start, push.end
         cal = quote(api.calendar_id, safe="")
         busy = await api.busy(start, end)
         if busy:
@@ -259,8 +260,8 @@ class GoogleCalendarDeliverer(VendorDeliverer[GoogleApi]):
                 f"{booking_id} marked conflict and the business notified",
             )
         contact = await lead_contact(self.db, booking_id)
-        service = str(row.payload.get("service") or "Appointment")
-        name = str(row.payload.get("name") or contact.get("name") or "")
+        service = push.service or "Appointment"
+        name = push.name or contact.get("name") or ""
         details = "\n".join(f"{k}: {v}" for k, v in sorted(contact.items()))
         body = {
             "id": eid,

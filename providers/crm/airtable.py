@@ -20,7 +20,7 @@ import httpx
 
 from engine.config import AirtableCrm, ClientConfig, ClientRegistry
 from engine.outbox import Deliverer, OutboxRow
-from providers.crm.http import CrmError, config_file, field_of, lead_of, send
+from providers.crm.http import CrmError, config_file, lead_of, send
 from providers.urls import VendorUrls
 
 __all__ = ["DEFAULT_BASE_URL", "AirtableDeliverer", "check_airtable"]
@@ -55,11 +55,11 @@ class AirtableDeliverer(Deliverer):
         if client is None:
             raise CrmError("airtable", f"client {row.client_id!r} is not loaded", retryable=False)
         block = _block(client)
-        _lead_id, props = lead_of(row)
+        lead = lead_of(row)
+        props = lead.pushed_properties()
         field_map = client.crm.map
         merge: str | None = None
-        for name in ("email", "phone", "name"):
-            value = field_of(row, name)
+        for name, value in (("email", lead.email), ("phone", lead.phone), ("name", lead.name)):
             if value:
                 merge = field_map.get(name, name)
                 props.setdefault(merge, value)

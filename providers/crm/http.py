@@ -25,6 +25,7 @@ import httpx
 from engine.config import ClientConfig
 from engine.errors import ToolError
 from engine.outbox import OutboxRow
+from engine.payloads import LeadPush
 from providers.http import retry_after_s
 
 __all__ = [
@@ -136,19 +137,11 @@ async def send(
     raise CrmError(vendor, f"{label} rejected the lead ({status}): {message}", retryable=False)
 
 
-def lead_of(row: OutboxRow) -> tuple[str, dict[str, str]]:
-    """The lead id and its ``crm.map``'ed properties (strings, empty values dropped)."""
-    lead_id = row.payload.get("lead_id")
-    props = row.payload.get("properties")
-    if not isinstance(lead_id, str) or not isinstance(props, Mapping):
-        raise CrmError(row.kind.removeprefix("crm."), "payload is not a lead", retryable=False)
-    return lead_id, {str(k): str(v) for k, v in props.items() if v not in (None, "")}
-
-
-def field_of(row: OutboxRow, name: str) -> str | None:
-    """A lead field (``email``, ``phone``, ``name``) from the payload, or None."""
-    value = row.payload.get(name)
-    return value if isinstance(value, str) and value else None
+def lead_of(row: OutboxRow) -> LeadPush:
+    """The row's lead (:class:`~engine.payloads.LeadPush`); its
+    :meth:`~engine.payloads.LeadPush.pushed_properties` are the ``crm.map``'ed
+    properties to send (empty values dropped)."""
+    return row.payload_as(LeadPush)
 
 
 _LABELS = {"hubspot": "HubSpot", "pipedrive": "Pipedrive", "airtable": "Airtable"}

@@ -28,7 +28,7 @@ import httpx
 
 from engine.config import ClientConfig, ClientRegistry
 from engine.outbox import Deliverer, OutboxRow
-from providers.crm.http import CrmError, config_file, field_of, lead_of, send, vendor_message
+from providers.crm.http import CrmError, config_file, lead_of, send, vendor_message
 from providers.urls import VendorUrls
 
 __all__ = ["DEFAULT_BASE_URL", "HubspotDeliverer", "check_hubspot"]
@@ -61,8 +61,9 @@ class HubspotDeliverer(Deliverer):
         if client is None:
             raise CrmError("hubspot", f"client {row.client_id!r} is not loaded", retryable=False)
         headers = {"Authorization": f"Bearer {_token(client)}"}
-        _lead_id, props = lead_of(row)
-        email = field_of(row, "email")
+        lead = lead_of(row)
+        props = lead.pushed_properties()
+        email = lead.email
         if email:
             # the standard ``email`` property is set too, whatever crm.map calls the field
             properties = {"email": email, **props}
@@ -83,7 +84,7 @@ class HubspotDeliverer(Deliverer):
                 return
             _raise_partial(response)
             return
-        phone = field_of(row, "phone")
+        phone = lead.phone
         if not phone:
             raise CrmError("hubspot", "the lead has neither email nor phone", retryable=False)
         found = await self._find_by_phone(

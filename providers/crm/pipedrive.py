@@ -22,7 +22,7 @@ import httpx
 
 from engine.config import ClientConfig, ClientRegistry
 from engine.outbox import Deliverer, OutboxRow
-from providers.crm.http import CrmError, config_file, field_of, lead_of, send
+from providers.crm.http import CrmError, config_file, lead_of, send
 from providers.urls import VendorUrls
 
 __all__ = ["DEFAULT_BASE_URL", "PipedriveDeliverer", "check_pipedrive"]
@@ -86,9 +86,10 @@ class PipedriveDeliverer(Deliverer):
                 **kwargs,
             )
 
-        lead_id, props = lead_of(row)
-        email, phone = field_of(row, "email"), field_of(row, "phone")
-        name = field_of(row, "name") or email or phone or "Unknown"
+        record = lead_of(row)
+        props = record.pushed_properties()
+        email, phone = record.email or None, record.phone or None
+        name = record.name or email or phone or "Unknown"
         person_id: object = None
         term, fields = (email, "email") if email else (phone, "phone")
         if term:
@@ -116,13 +117,13 @@ class PipedriveDeliverer(Deliverer):
                 raise CrmError(
                     "pipedrive", "Pipedrive created a person without an id", retryable=True
                 )
-        marker = f"[{lead_id}]"
+        marker = f"[{record.lead_id}]"
         leads = _data(await call("GET", "/leads", params={"person_id": person_id, "limit": 500}))
         if isinstance(leads, list) and any(
             isinstance(lead, dict) and marker in str(lead.get("title", "")) for lead in leads
         ):
             return  # delivered before; the acknowledgement was lost
-        service = field_of(row, "service") or "Lead"
+        service = record.service or "Lead"
         body: dict[str, Any] = {
             k: v for k, v in props.items() if k not in _STANDARD and k not in ("title", "person_id")
         }

@@ -27,6 +27,7 @@ from standardwebhooks import Webhook
 
 from engine.config import ClientConfig, ClientRegistry, WebhookCrm
 from engine.outbox import Deliverer, OutboxRow
+from engine.payloads import stored_payload
 from providers.crm.http import CrmError, config_file, lead_of, send
 from providers.urls import VendorUrls
 
@@ -77,8 +78,8 @@ class WebhookDeliverer(Deliverer):
         if client is None:
             raise CrmError("webhook", f"client {row.client_id!r} is not loaded", retryable=False)
         block = _block(client)
-        lead_id, _props = lead_of(row)
-        body, headers = signed_request(block.secret, lead_id, dict(row.payload))
+        lead = lead_of(row)
+        body, headers = signed_request(block.secret, lead.lead_id, stored_payload(lead))
         await send(
             self.http, "webhook", client, KEY, "POST", block.url, content=body, headers=headers
         )

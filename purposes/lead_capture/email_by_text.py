@@ -22,6 +22,7 @@ from datetime import datetime
 
 from engine.agents import TurnContext
 from engine.config import ClientConfig
+from engine.payloads import TwilioMessage
 from purposes.lead_capture.availability import format_when
 from purposes.lead_capture.state import LeadState
 from purposes.lead_capture.validators import is_yes
@@ -175,14 +176,6 @@ def request(ctx: TurnContext, st: LeadState, record_id: str, start: datetime | N
         return None
     to, sender = route
     text = sms_text(ctx.client, st.slots.get("service"), start)
-    payload: dict[str, object] = {
-        "channel": "sms",
-        "to": to,
-        "from": sender,
-        "parts": [{"Body": text}],
-        "text": text,
-    }
+    payload = TwilioMessage(channel="sms", to=to, from_=sender, parts=({"Body": text},), text=text)
     st.email_by_text = "texted"
-    return ctx.effects.deliver(
-        "message.twilio", payload, outbox_key(ctx.client.client_id, record_id)
-    )
+    return ctx.effects.deliver(payload, outbox_key(ctx.client.client_id, record_id))

@@ -18,6 +18,7 @@ import pytest
 
 from engine.config import ClientConfig, ClientRegistry, load_client
 from engine.outbox import OutboxRow
+from engine.payloads import parse_payload
 from engine.tools import embedded_tools
 from gateway.integrations import CHECKS
 from gateway.routes import leads_csv_text
@@ -110,8 +111,9 @@ def test_the_signature_matches_the_standard_webhooks_example() -> None:
 
 
 def _row(payload: dict[str, Any]) -> OutboxRow:
+    lead = parse_payload("crm.hubspot", payload)
     return OutboxRow(
-        1, "crm:x", "spa-del-sol", "crm.hubspot", payload, "delivering", 1, 0, None, 0, 0, None
+        1, "crm:x", "spa-del-sol", "crm.hubspot", lead, "delivering", 1, 0, None, 0, 0, None
     )
 
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,8 +20,7 @@ from engine.config import ClientConfig
 from engine.errors import DuplicateMessageError, SlotTakenError
 from engine.messages import ChannelContext
 from engine.outbox import OutboxRow
-from gateway.app import Gateway, open_gateway
-from gateway.settings import Settings
+from gateway.app import Gateway
 from purposes.lead_capture import email_by_text
 from purposes.lead_capture.state import LeadState
 
@@ -57,7 +57,7 @@ Start = Callable[..., AbstractAsyncContextManager[Gateway]]
 
 
 @pytest.fixture
-def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Start:
+def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_gw: Any) -> Start:
     """A gateway on a copy of the clients; ``sms``: spa-del-sol has an SMS
     channel with its own Twilio account (else none: the phone number's
     account is unset too)."""
@@ -74,8 +74,9 @@ def start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Start:
         assert anchor in text
         if sms:
             config.write_text(text.replace(anchor, SMS_CHANNEL + anchor), encoding="utf-8")
-        settings = Settings(GATEWAY_CLIENTS_DIR=clients, GATEWAY_DATA_DIR=tmp_path / "data")
-        async with open_gateway(settings, clock=lambda: NOW) as gateway:
+        async with open_gw(
+            clients_dir=clients, data_dir=tmp_path / "data", clock=lambda: NOW
+        ) as gateway:
             yield gateway
 
     return run
@@ -195,7 +196,7 @@ async def test_text_me_books_with_one_sms(start: Start) -> None:
             "Reply to this text with your email address and we'll add it to your booking."
         )
         assert row.key == email_by_text.outbox_key(CLIENT, booking_id)
-        assert row.payload == {
+        assert row.as_json()["payload"] == {
             "channel": "sms",
             "to": CALLER,
             "from": SMS_FROM,

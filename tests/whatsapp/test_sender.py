@@ -32,6 +32,7 @@ from engine.config import ClientConfig, ClientRegistry
 from engine.db.database import Database
 from engine.db.fast import Tx
 from engine.outbox import Deliverer, Outbox, OutboxItem, OutboxRow, OutboxWorker, WorkerOptions
+from engine.payloads import parse_payload
 
 T0 = 1_800_000_000.0
 CLIENT = "spa-del-sol"
@@ -126,7 +127,7 @@ def worker(outbox: Outbox, deliverers: list[Deliverer]) -> OutboxWorker:
 
 async def enqueue(outbox: Outbox, kind: str, key: str, **payload: object) -> OutboxRow:
     async def body(tx: Tx) -> int:
-        return await outbox.enqueue_in(tx, [OutboxItem(kind, CLIENT, key, payload)])
+        return await outbox.enqueue_in(tx, [OutboxItem(CLIENT, key, parse_payload(kind, payload))])
 
     assert await outbox.db.fast.transaction(body) == 1
     (row,) = [r for r in await outbox.list() if r.key == key]
@@ -635,13 +636,14 @@ async def test_the_admin_api_lists_failed_sends(db: Database) -> None:
             StatusUpdate("twilio", CLIENT, sid, status, error_code="63016"),  # type: ignore[arg-type]
             now=T0 + int(sid[2:]),
         )
-    gateway = SimpleNamespace(
-        settings=SimpleNamespace(admin_token="admin-token"),
+    # Only what GET /admin/api/messages reads (AdminDeps' other fields are unused here).
+    deps = SimpleNamespace(
+        admin_token="admin-token",
         registry=ClientRegistry(clients={CLIENT: client_config()}),
         db=db,
     )
     app = FastAPI()
-    app.include_router(admin_router(lambda: gateway, lambda: None))  # type: ignore[arg-type,return-value]
+    app.include_router(admin_router(lambda: deps))  # type: ignore[arg-type,return-value]
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as api:
         headers = {"Authorization": "Bearer admin-token"}
