@@ -10,7 +10,7 @@ import json
 import shutil
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -25,9 +25,8 @@ import providers.calendars.calendly as calendly_module
 from engine.errors import ToolError
 from engine.outbox import Deliverer, OutboxRow
 from engine.tools.calendar import Booking, BookingRequest
-from gateway.app import Gateway, open_gateway
+from gateway.app import Gateway
 from gateway.integrations import vendor_urls
-from gateway.settings import Settings
 from providers.calendars import Endpoints, calendar_deliverers
 from providers.calendars.common import list_conflicts
 from tests.stub_server import StubServer
@@ -227,17 +226,13 @@ class CalendlyStub(StubServer):
 
 
 @pytest.fixture
-def stub() -> Iterator[CalendlyStub]:
-    server = CalendlyStub().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def stub(serve_stub: Any) -> CalendlyStub:
+    return serve_stub(CalendlyStub())
 
 
 @pytest.fixture
 async def gw(
-    tmp_path: Path, stub: CalendlyStub, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, stub: CalendlyStub, monkeypatch: pytest.MonkeyPatch, open_gw: Any
 ) -> AsyncIterator[Gateway]:
     monkeypatch.setenv("CALENDLY_BASE_URL", stub.url)
     monkeypatch.setattr(calendly_module, "utcnow", lambda: NOW.astimezone(UTC))
@@ -251,8 +246,9 @@ async def gw(
         old, f"  provider: calendly\n  calendly:\n    token: {TOKEN}\n    event_type: {ET}\n"
     )
     config.write_text(text, encoding="utf-8")
-    settings = Settings(GATEWAY_CLIENTS_DIR=clients, GATEWAY_DATA_DIR=tmp_path / "data")  # type: ignore[call-arg]
-    async with open_gateway(settings, clock=lambda: NOW) as gateway:
+    async with open_gw(
+        clients_dir=clients, data_dir=tmp_path / "data", clock=lambda: NOW
+    ) as gateway:
         assert "spa-del-sol" in gateway.registry.clients, gateway.registry.problems
         yield gateway
 
@@ -389,7 +385,7 @@ async def test_taken_slot_is_a_conflict_listed_and_notified(
     assert await gw.calendar.status("b-3") == "conflict"
     notices = [r for r in await gw.outbox.list() if r.kind.startswith("notify.")]
     assert notices and all(r.key.startswith("b-3-calendar-conflict:") for r in notices)
-    assert "Calendly" in json.dumps(notices[0].payload["escalation"])
+    assert "Calendly" in notices[0].payload.escalation.reason
     (conflict,) = await list_conflicts(gw.db, "spa-del-sol")
     assert conflict["booking_id"] == "b-3" and conflict["start"] == start.isoformat()
     assert conflict["provider"] == "calendar.calendly"

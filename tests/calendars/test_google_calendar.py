@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -22,9 +22,8 @@ from google.auth import crypt, jwt
 from engine.errors import ToolError
 from engine.outbox import Deliverer, OutboxRow
 from engine.tools.calendar import Booking, BookingRequest
-from gateway.app import Gateway, open_gateway
+from gateway.app import Gateway
 from gateway.integrations import vendor_urls
-from gateway.settings import Settings
 from providers.calendars import Endpoints, calendar_deliverers
 from providers.calendars.google import event_id
 from tests.stub_server import StubServer
@@ -128,17 +127,17 @@ def key_pair() -> tuple[bytes, bytes]:
 
 
 @pytest.fixture
-def stub(key_pair: tuple[bytes, bytes]) -> Iterator[GoogleStub]:
-    server = GoogleStub(key_pair[1]).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def stub(key_pair: tuple[bytes, bytes], serve_stub: Any) -> GoogleStub:
+    return serve_stub(GoogleStub(key_pair[1]))
 
 
 @pytest.fixture
 async def gw(
-    tmp_path: Path, stub: GoogleStub, key_pair: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    stub: GoogleStub,
+    key_pair: tuple[bytes, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    open_gw: Any,
 ) -> AsyncIterator[Gateway]:
     monkeypatch.setenv("GOOGLE_CALENDAR_BASE_URL", stub.url)
     monkeypatch.setenv("GOOGLE_OAUTH_TOKEN_URL", stub.url + "/token")
@@ -166,8 +165,9 @@ async def gw(
         f"    calendar_id: {CAL}\n    service_account_file: sa.json\n",
     )
     config.write_text(text, encoding="utf-8")
-    settings = Settings(GATEWAY_CLIENTS_DIR=clients, GATEWAY_DATA_DIR=tmp_path / "data")  # type: ignore[call-arg]
-    async with open_gateway(settings, clock=lambda: NOW) as gateway:
+    async with open_gw(
+        clients_dir=clients, data_dir=tmp_path / "data", clock=lambda: NOW
+    ) as gateway:
         assert "spa-del-sol" in gateway.registry.clients, gateway.registry.problems
         yield gateway
 
@@ -274,5 +274,4 @@ async def test_conflict_marked_and_business_notified(gw: Gateway, stub: GoogleSt
     notices = [r for r in await gw.outbox.list() if r.kind.startswith("notify.")]
     assert notices, "an escalation notice is enqueued"
     assert all(r.key.startswith("b-3-calendar-conflict:") for r in notices)
-    esc = notices[0].payload["escalation"]
-    assert "refused" in json.dumps(esc)
+    assert "refused" in notices[0].payload.escalation.reason

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import httpx
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import Envelope, Session
+from stub_server import StubServer
 
 SCRIPT = Path(__file__).with_name("gateway_proc.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -37,9 +38,11 @@ def free_port() -> int:
 
 
 class GatewayProcess:
-    """``gateway_proc.py`` in a child process; its output goes to ``log``."""
+    """``gateway_proc.py`` in a child process; its output goes to ``log``. Ready
+    (``/readyz`` answers 200) once built, unless ``wait=False``: then call
+    :meth:`wait_ready` (to start several at once)."""
 
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, *, wait: bool = True) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}"
@@ -54,9 +57,10 @@ class GatewayProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        self._wait_ready()
+        if wait:
+            self.wait_ready()
 
-    def _wait_ready(self, timeout_s: float = 60.0) -> None:
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -101,45 +105,43 @@ class GatewayProcess:
         return resp.json()
 
 
-class SlackStub:
+class SlackStub(StubServer):
     """A Slack incoming-webhook stand-in on 127.0.0.1: records every POSTed JSON
     body; the first ``fail_first`` requests are answered 503 (Slack having a bad
-    minute). ``url`` is the webhook URL to configure."""
+    minute). ``url`` is the webhook URL to configure. Serving once built."""
+
+    methods = ("POST",)
+    protocol_version = "HTTP/1.0"  # its answers end with the connection
 
     def __init__(self, fail_first: int = 0) -> None:
+        super().__init__()
         self.fail_first = fail_first
         self.received: list[dict[str, Any]] = []
         self.failed = 0
         self.lock = threading.Lock()
-        stub = self
+        self.start()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with stub.lock:
-                    if stub.failed < stub.fail_first:
-                        stub.failed += 1
-                        self.send_response(503)
-                        self.end_headers()
-                        self.wfile.write(b"service_unavailable")
-                        return
-                    stub.received.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/T000/B000/secret"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+    @property
+    def url(self) -> str:
+        return super().url + "/services/T000/B000/secret"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.stop()
+
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        body = handler.rfile.read(int(handler.headers.get("Content-Length", "0")))
+        with self.lock:
+            if self.failed < self.fail_first:
+                self.failed += 1
+                handler.send_response(503)
+                handler.end_headers()
+                handler.wfile.write(b"service_unavailable")
+                return
+            self.received.append(json.loads(body))
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/plain")
+        handler.end_headers()
+        handler.wfile.write(b"ok")
 
     def wait_for(self, count: int, timeout_s: float = 30.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout_s

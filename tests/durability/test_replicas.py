@@ -27,6 +27,12 @@ pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
 
 @pytest.fixture
+def postgres_url(migrated_postgres_url: str) -> str:
+    """The replicas' shared database, already at the schema's head (tests/conftest.py)."""
+    return migrated_postgres_url
+
+
+@pytest.fixture
 def replicas(
     tmp_path: Path, clients_dir: Path, redis_url: str, postgres_url: str
 ) -> Iterator[tuple[GatewayProcess, GatewayProcess]]:
@@ -38,10 +44,12 @@ def replicas(
         "GATEWAY_TEST_NOW": NOW,
         "GATEWAY_WEB_NEW_SESSIONS_PER_MIN": "600",
     }
-    one = GatewayProcess(env, tmp_path / "replica-1.log")
+    one = GatewayProcess(env, tmp_path / "replica-1.log", wait=False)
     try:
-        two = GatewayProcess(env, tmp_path / "replica-2.log")
+        two = GatewayProcess(env, tmp_path / "replica-2.log", wait=False)
         try:
+            one.wait_ready()
+            two.wait_ready()
             yield one, two
         finally:
             two.stop()

@@ -10,9 +10,7 @@ booked" against the customer's own booking and no lead was recorded.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -20,11 +18,10 @@ import pytest
 import sqlalchemy as sa
 
 from engine.errors import DuplicateMessageError, StoreError
+from engine.payloads import CallAction
 from engine.session import SessionKey
-from gateway.app import Gateway, open_gateway
-from gateway.settings import Settings
+from gateway.app import Gateway
 
-REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"
 NOW = datetime(2026, 12, 7, 9, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
 EVERYTHING = (
@@ -34,12 +31,9 @@ EVERYTHING = (
 
 
 @pytest.fixture
-async def gw(tmp_path: Path, database_url: str) -> AsyncIterator[Gateway]:
-    settings = Settings(  # type: ignore[call-arg]
-        GATEWAY_CLIENTS_DIR=REPO / "clients", GATEWAY_DATA_DIR=tmp_path, DATABASE_URL=database_url
-    )
-    async with open_gateway(settings, clock=lambda: NOW) as gateway:
-        yield gateway
+def gw_options(database_url: str) -> dict[str, object]:
+    """``gw`` (tests/conftest.py) on ``database_url``, at :data:`NOW`."""
+    return {"database_url": database_url, "clock": lambda: NOW}
 
 
 async def turn(gw: Gateway, session: str, text: str, msg_id: str | None = None) -> Any:
@@ -177,7 +171,7 @@ async def test_a_requested_delivery_is_queued_by_the_commit_and_only_by_it(
     original = type(agent).handle
 
     async def delivering(self: Any, ctx: Any) -> Any:
-        ctx.effects.deliver("twilio.call", {"call_sid": "CA1", "action": "hangup"})
+        ctx.effects.deliver(CallAction(call_sid="CA1", action="hangup"))
         return await original(self, ctx)
 
     monkeypatch.setattr(type(agent), "handle", delivering)
@@ -197,7 +191,7 @@ async def test_a_requested_delivery_is_queued_by_the_commit_and_only_by_it(
     await turn(gw, "s-1", "yes", "m-2")
     rows = await gw.outbox.list(client_id=CLIENT)
     assert len(rows) == 2 and len({r.key for r in rows}) == 2
-    assert all(r.state == "pending" and r.payload["call_sid"] == "CA1" for r in rows)
+    assert all(r.state == "pending" and r.payload.call_sid == "CA1" for r in rows)
 
 
 async def test_the_channel_context_is_typed_and_kept_across_turns(gw: Gateway) -> None:

@@ -15,8 +15,8 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from http.server import BaseHTTPRequestHandler
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from stub_server import StubServer
@@ -52,44 +52,14 @@ class Answer:
 class CrmStub(StubServer):
     """GET/POST/PATCH/HEAD/OPTIONS through :meth:`answer`, faults first."""
 
+    methods = ("GET", "POST", "PATCH", "HEAD", "OPTIONS")
+
     def __init__(self) -> None:
         super().__init__()
         self.lock = threading.Lock()
         self.requests: list[Request] = []
         self.faults: list[Fault] = []
         self.down = False
-
-    def start(self) -> Self:
-        stub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                stub._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                stub._handle(self, "POST")
-
-            def do_PATCH(self) -> None:
-                stub._handle(self, "PATCH")
-
-            def do_HEAD(self) -> None:
-                stub._handle(self, "HEAD")
-
-            def do_OPTIONS(self) -> None:
-                stub._handle(self, "OPTIONS")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
 
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         length = int(handler.headers.get("Content-Length") or 0)

@@ -3,45 +3,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from gateway.app import Gateway, open_gateway
-from gateway.settings import Settings
+from gateway.app import Gateway
 
 REPO = Path(__file__).resolve().parents[2]
 TZ = ZoneInfo("America/Los_Angeles")
 NOW = datetime(2026, 11, 21, 11, 0, tzinfo=TZ)
 
 
-async def knowledge_ready(gateway: Gateway, timeout_s: float = 60.0) -> None:
-    """Wait until every client's knowledge (ingested in the background at
-    start-up) is searchable, so support answers instead of "not ready yet"."""
-    deadline = time.monotonic() + timeout_s
-    for client in gateway.registry.clients.values():
-        view = gateway.engine.tools.for_client(client).knowledge
-        while view is not None and view.status() != "ready":
-            assert time.monotonic() < deadline, f"{client.client_id}: knowledge not ready"
-            await asyncio.sleep(0.02)
+@pytest.fixture
+def gw_options() -> dict[str, object]:
+    """``gw`` (tests/conftest.py) at :data:`NOW`, once every client's knowledge is
+    searchable, so support answers instead of "not ready yet"."""
+    return {"clock": lambda: NOW, "knowledge_ready": True}
 
 
 @pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
-    settings = Settings(GATEWAY_CLIENTS_DIR=REPO / "clients", GATEWAY_DATA_DIR=tmp_path)  # type: ignore[call-arg]
-    async with open_gateway(settings, clock=lambda: NOW) as gateway:
-        await knowledge_ready(gateway)
-        yield gateway
-
-
-@pytest.fixture
-async def service_first_gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+async def service_first_gw(tmp_path: Path, open_gw: Any) -> AsyncIterator[Gateway]:
     """Like ``gw``, but spa-del-sol asks for the service and phone before the
     name, so a name can arrive while the flow is asking for something else."""
     clients = tmp_path / "clients"
@@ -53,6 +39,5 @@ async def service_first_gw(tmp_path: Path) -> AsyncIterator[Gateway]:
     config.write_text(
         text.replace(order, "lead_fields: [service, phone, name, email, time]"), encoding="utf-8"
     )
-    settings = Settings(GATEWAY_CLIENTS_DIR=clients, GATEWAY_DATA_DIR=tmp_path / "data")
-    async with open_gateway(settings, clock=lambda: NOW) as gateway:
-        yield gateway
+    async with open_gw(clients_dir=clients, data_dir=tmp_path / "data", clock=lambda: NOW) as gw:
+        yield gw

@@ -11,6 +11,7 @@ import shutil
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -22,10 +23,9 @@ from engine.decisions import DecisionRefused
 from engine.outbox import OutboxWorker
 from engine.session import SessionKey
 from engine.tools.notify import Escalation
-from gateway.app import Gateway, open_gateway
+from gateway.app import Gateway
 from gateway.approvals import decide
 from gateway.deliveries import SlackDeliverer
-from gateway.settings import Settings
 from providers.notify.slack import render_slack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,18 +67,18 @@ def _clients(tmp_path: Path, fallback: str) -> Path:
 
 @pytest.fixture
 def start(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, open_gw: Any
 ) -> Callable[[str], AsyncIterator[tuple[Gateway, Clock]]]:
     monkeypatch.setenv("SPA_SLACK_WEBHOOK_URL", "http://127.0.0.1:9/services/T000/B000/secret")
 
     async def run(fallback: str = "decline") -> AsyncIterator[tuple[Gateway, Clock]]:
         clock = Clock(NOW)
-        settings = Settings(
-            GATEWAY_CLIENTS_DIR=_clients(tmp_path, fallback),
-            GATEWAY_DATA_DIR=tmp_path / "data",
+        async with open_gw(
+            clients_dir=_clients(tmp_path, fallback),
+            data_dir=tmp_path / "data",
+            clock=clock,
             GATEWAY_PUBLIC_URL=PUBLIC,
-        )
-        async with open_gateway(settings, clock=clock) as gateway:
+        ) as gateway:
             yield gateway, clock
 
     return run
@@ -158,7 +158,7 @@ async def test_a_booking_needing_approval_is_held_not_booked(
         row for row in await gateway.outbox.list(client_id=CLIENT) if row.kind == "notify.slack"
     ]
     assert len(rows) == 1
-    esc = Escalation.from_json(str(rows[0].payload["escalation"]))
+    esc: Escalation = rows[0].payload.escalation
     assert esc.approval is not None
     assert esc.approval.url == f"{PUBLIC}/admin/api/approvals/{approval_id}"
     assert "needs approval" in esc.reason and "Deep Tissue Massage" in esc.reason
@@ -198,7 +198,9 @@ async def test_decline_tells_the_customer_and_offers_other_times(
     gateway, _clock = gw
     await _ask_for_deep_tissue(gateway)
     approval_id = await _pending_id(gateway)
-    result = await decide(gateway.decisions, gateway.bus, approval_id, "decline", "Our therapist is away Monday")
+    result = await decide(
+        gateway.decisions, gateway.bus, approval_id, "decline", "Our therapist is away Monday"
+    )
     assert result.approval.state == "declined" and result.approval.outcome == "declined"
     assert [status for _id, status in await _booked(gateway)] == ["released"]
     [lead] = await gateway.leads.list_leads(CLIENT)
@@ -248,7 +250,7 @@ async def test_timeout_applies_the_fallback_once(
             assert lead.lead.status == "callback_requested"
             assert "someone will call you back at +1 415-555-0134" in said
             notices = [
-                Escalation.from_json(str(row.payload["escalation"]))
+                row.payload.escalation
                 for row in await gateway.outbox.list(client_id=CLIENT)
                 if row.kind == "notify.slack"
             ]
@@ -332,19 +334,20 @@ async def test_the_slack_stub_receives_the_request(gw: tuple[Gateway, Clock]) ->
 
 
 async def test_two_concurrent_approvals_book_once_on_each_database(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str, open_gw: Any
 ) -> None:
     monkeypatch.setenv("SPA_SLACK_WEBHOOK_URL", "http://127.0.0.1:9/services/T000/B000/secret")
-    settings = Settings(
-        GATEWAY_CLIENTS_DIR=_clients(tmp_path, "decline"),
-        GATEWAY_DATA_DIR=tmp_path / "data",
-        DATABASE_URL=database_url,
-    )
-    async with open_gateway(settings, clock=Clock(NOW)) as gateway:
+    async with open_gw(
+        clients_dir=_clients(tmp_path, "decline"),
+        data_dir=tmp_path / "data",
+        database_url=database_url,
+        clock=Clock(NOW),
+    ) as gateway:
         await _ask_for_deep_tissue(gateway)
         approval_id = await _pending_id(gateway)
         first, second = await asyncio.gather(
-            decide(gateway.decisions, gateway.bus, approval_id, "approve"), decide(gateway.decisions, gateway.bus, approval_id, "approve")
+            decide(gateway.decisions, gateway.bus, approval_id, "approve"),
+            decide(gateway.decisions, gateway.bus, approval_id, "approve"),
         )
         assert sorted([first.duplicate, second.duplicate]) == [False, True]
         assert [status for _id, status in await _booked(gateway)] == ["booked"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,8 +21,7 @@ from engine import ConversationResponse
 from engine.llm import FunctionCall, LlmChunk, LlmError, LlmReason, LlmRequest, Usage
 from engine.messages import Channel, Discard, NormalizedMessage, TextDelta
 from engine.session import SessionKey, ToolCallItem, ToolResultItem
-from gateway.app import Gateway, open_gateway
-from gateway.settings import Settings
+from gateway.app import Gateway
 from testkit.llm import Scripted, ScriptedModel, json_reply, text_reply
 
 CLIENT = "spa-del-sol"
@@ -31,9 +30,9 @@ NOW = datetime(2026, 11, 21, 11, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
 
 
 @pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
-    """spa-del-sol with ``llm.provider: gemini`` and a short first-token budget
-    (0.5 s), so a hanging model falls back quickly."""
+def gw_options(tmp_path: Path) -> dict[str, object]:
+    """``gw`` (tests/conftest.py): spa-del-sol with ``llm.provider: gemini`` and a
+    short first-token budget (0.5 s), so a hanging model falls back quickly."""
     clients = tmp_path / "clients"
     shutil.copytree(REPO / "clients", clients)
     config = clients / CLIENT / "config.yaml"
@@ -47,9 +46,7 @@ async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
         ),
         encoding="utf-8",
     )
-    settings = Settings(GATEWAY_CLIENTS_DIR=clients, GATEWAY_DATA_DIR=tmp_path / "data")  # type: ignore[call-arg]
-    async with open_gateway(settings, clock=lambda: NOW) as gateway:
-        yield gateway
+    return {"clients_dir": clients, "data_dir": tmp_path / "data", "clock": lambda: NOW}
 
 
 def use(gw: Gateway, model: ScriptedModel) -> ScriptedModel:

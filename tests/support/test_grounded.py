@@ -10,10 +10,8 @@ hand-made passages at the end."""
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,8 +27,7 @@ from engine.knowledge.types import Passage
 from engine.llm import LlmError, LlmMessage, LlmReason, LlmRequest, TurnModel
 from engine.messages import NormalizedMessage
 from engine.session import ConversationSession, SessionKey, Turn
-from gateway.app import Gateway, open_gateway
-from gateway.settings import Settings
+from gateway.app import Gateway
 from purposes.support.agent import SupportAgent
 from purposes.support.answer import AnswerRequest
 from purposes.support.grounded import FACTS_ID, generate_answer
@@ -44,19 +41,10 @@ Reply = Scripted | Callable[[LlmRequest], Scripted]
 
 
 @pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
-    settings = Settings(
-        GATEWAY_CLIENTS_DIR=REPO / "clients", GATEWAY_DATA_DIR=tmp_path, GATEWAY_EMBEDDER="none"
-    )
-    async with open_gateway(settings, clock=lambda: NOW) as gateway:
-        deadline = time.monotonic() + 60
-        for client in gateway.registry.clients.values():
-            view = gateway.engine.tools.for_client(client).knowledge
-            assert view is not None
-            while view.status() != "ready":  # ingested in the background at start-up
-                assert time.monotonic() < deadline, f"{client.client_id}: knowledge not ready"
-                await asyncio.sleep(0.02)
-        yield gateway
+def gw_options() -> dict[str, object]:
+    """``gw`` (tests/conftest.py) at :data:`NOW`, sparse retrieval, once every
+    client's knowledge is searchable."""
+    return {"clock": lambda: NOW, "GATEWAY_EMBEDDER": "none", "knowledge_ready": True}
 
 
 @dataclass

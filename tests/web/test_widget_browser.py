@@ -13,16 +13,15 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import yaml
+from stub_server import StubServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -70,31 +69,28 @@ ANSWERS = {
 }
 
 
-class _Page(BaseHTTPRequestHandler):
-    body = b""
+class HostPage(StubServer):
+    """The web page that embeds the widget, on an origin of its own: every GET
+    answers :attr:`body`."""
 
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
+    methods = ("GET",)
+    protocol_version = "HTTP/1.0"
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = b""
+
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/html; charset=utf-8")
+        handler.send_header("Content-Length", str(len(self.body)))
+        handler.end_headers()
+        handler.wfile.write(self.body)
 
 
 @pytest.fixture
-def host_server() -> Iterator[ThreadingHTTPServer]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Page)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+def host_server(serve_stub: Any) -> HostPage:
+    return serve_stub(HostPage())
 
 
 def allow_origin(clients_dir: Path, client_id: str, origin: str) -> None:
@@ -106,15 +102,15 @@ def allow_origin(clients_dir: Path, client_id: str, origin: str) -> None:
 
 
 def test_visitor_books_in_the_widget_and_the_conversation_survives_a_reload(
-    running_gateway: Any, clients_dir: Path, host_server: ThreadingHTTPServer
+    running_gateway: Any, clients_dir: Path, host_server: HostPage
 ) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
-    origin = f"http://127.0.0.1:{host_server.server_address[1]}"
+    origin = host_server.url
     allow_origin(clients_dir, "spa-del-sol", origin)
 
     with running_gateway() as gw, sync_api.sync_playwright() as p:
-        _Page.body = HOST_PAGE.format(gateway=gw.url).encode()
+        host_server.body = HOST_PAGE.format(gateway=gw.url).encode()
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 760})
@@ -231,15 +227,15 @@ def test_visitor_books_in_the_widget_and_the_conversation_survives_a_reload(
 
 
 def test_widget_reconnects_and_resumes_after_the_socket_drops(
-    running_gateway: Any, clients_dir: Path, host_server: ThreadingHTTPServer
+    running_gateway: Any, clients_dir: Path, host_server: HostPage
 ) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
-    origin = f"http://127.0.0.1:{host_server.server_address[1]}"
+    origin = host_server.url
     allow_origin(clients_dir, "spa-del-sol", origin)
 
     with running_gateway() as gw, sync_api.sync_playwright() as p:
-        _Page.body = HOST_PAGE.format(gateway=gw.url).encode()
+        host_server.body = HOST_PAGE.format(gateway=gw.url).encode()
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
@@ -321,20 +317,20 @@ class _FailOnce:
 
 
 def test_widget_resends_after_a_failed_turn_and_says_when_a_conversation_expired(
-    running_gateway: Any, clients_dir: Path, data_dir: Path, host_server: ThreadingHTTPServer
+    running_gateway: Any, clients_dir: Path, data_dir: Path, host_server: HostPage
 ) -> None:
     """Regression: after an ``unavailable`` error the widget dropped the message
     (and a resend with its id used to be swallowed by the server); and a
     conversation that expired under the open widget restarted silently."""
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
-    origin = f"http://127.0.0.1:{host_server.server_address[1]}"
+    origin = host_server.url
     allow_origin(clients_dir, "spa-del-sol", origin)
 
     with running_gateway() as gw, sync_api.sync_playwright() as p:
         engine = gw.app.state.gateway.engine
         engine.committer = _FailOnce(engine.committer)
-        _Page.body = HOST_PAGE.format(gateway=gw.url).encode()
+        host_server.body = HOST_PAGE.format(gateway=gw.url).encode()
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()
@@ -377,11 +373,11 @@ def test_widget_resends_after_a_failed_turn_and_says_when_a_conversation_expired
 
 
 def test_an_answer_shows_the_names_of_its_sources(
-    running_gateway: Any, clients_dir: Path, host_server: ThreadingHTTPServer
+    running_gateway: Any, clients_dir: Path, host_server: HostPage
 ) -> None:
     sync_api = pytest.importorskip("playwright.sync_api")
     expect = sync_api.expect
-    origin = f"http://127.0.0.1:{host_server.server_address[1]}"
+    origin = host_server.url
     allow_origin(clients_dir, "spa-del-sol", origin)
 
     with running_gateway() as gw, sync_api.sync_playwright() as p:
@@ -392,7 +388,7 @@ def test_an_answer_shows_the_names_of_its_sources(
         while knowledge.status() != "ready":  # ingested in the background at start-up
             assert time.monotonic() < deadline, "knowledge never became ready"
             time.sleep(0.05)
-        _Page.body = HOST_PAGE.format(gateway=gw.url).encode()
+        host_server.body = HOST_PAGE.format(gateway=gw.url).encode()
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 760})

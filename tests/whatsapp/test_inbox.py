@@ -6,9 +6,7 @@ answered next, and a lease that ran out taken over without a second reply."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -20,10 +18,8 @@ from engine.contract import TurnOptions
 from engine.db.fast import Tx
 from engine.messages import Channel, NormalizedMessage
 from engine.session import SessionKey, Turn
-from gateway.app import Gateway, open_gateway
-from gateway.settings import Settings
+from gateway.app import Gateway
 
-REPO = Path(__file__).resolve().parents[2]
 CLIENT = "spa-del-sol"
 NOW = datetime(2026, 11, 21, 11, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
 ANA = "+14155550142"
@@ -39,10 +35,9 @@ class Clock:
 
 
 @pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
-    settings = Settings(GATEWAY_CLIENTS_DIR=REPO / "clients", GATEWAY_DATA_DIR=tmp_path)  # type: ignore[call-arg]
-    async with open_gateway(settings, clock=lambda: NOW) as gateway:
-        yield gateway
+def gw_options() -> dict[str, object]:
+    """``gw`` (tests/conftest.py) at :data:`NOW`."""
+    return {"clock": lambda: NOW}
 
 
 @pytest.fixture

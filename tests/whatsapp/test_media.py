@@ -31,6 +31,7 @@ import av
 import httpx
 import numpy as np
 import pytest
+from stub_server import StubServer
 
 from channels.whatsapp.media import (
     SEGMENT_S,
@@ -330,38 +331,29 @@ class _Seen:
 
 
 @dataclass
-class _Stub:
+class _Stub(StubServer):
     """A loopback HTTP server; ``routes`` maps a path (query stripped) to a handler."""
+
+    methods = ("GET",)
+    protocol_version = "HTTP/1.0"  # some answers have no Content-Length
 
     routes: dict[str, Callable[[BaseHTTPRequestHandler], None]] = field(default_factory=dict)
     seen: list[_Seen] = field(default_factory=list)
-    url: str = ""
+    _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
+
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        self.seen.append(_Seen(handler.path, {k.lower(): v for k, v in handler.headers.items()}))
+        route = self.routes.get(handler.path.split("?", 1)[0])
+        if route is None:
+            _json(handler, 404, {"error": "no such stub route"})
+        else:
+            route(handler)
 
 
 def _serve(stub: _Stub) -> Iterator[_Stub]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            stub.seen.append(_Seen(self.path, {k.lower(): v for k, v in self.headers.items()}))
-            route = stub.routes.get(self.path.split("?", 1)[0])
-            if route is None:
-                _json(self, 404, {"error": "no such stub route"})
-            else:
-                route(self)
-
-        def log_message(self, *_args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    stub.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with stub:
         yield stub
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
 
 
 def _json(handler: BaseHTTPRequestHandler, status: int, body: object, **headers: str) -> None:

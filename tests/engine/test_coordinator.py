@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -33,10 +32,8 @@ from engine.messages import (
     TurnEvent,
 )
 from engine.session import HandoffItem, SessionKey, ToolCallItem, ToolResultItem, Turn
-from gateway.app import Gateway, open_gateway
-from gateway.settings import Settings
+from gateway.app import Gateway
 
-REPO = Path(__file__).resolve().parents[1]
 CLIENT = "spa-del-sol"
 NOW = datetime(2026, 11, 21, 11, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
 
@@ -73,10 +70,9 @@ class Scripted(Agent):
 
 
 @pytest.fixture
-async def gw(tmp_path: Path) -> AsyncIterator[Gateway]:
-    settings = Settings(GATEWAY_CLIENTS_DIR=REPO / "clients", GATEWAY_DATA_DIR=tmp_path)  # type: ignore[call-arg]
-    async with open_gateway(settings, clock=lambda: NOW) as gateway:
-        yield gateway
+def gw_options() -> dict[str, object]:
+    """``gw`` (tests/conftest.py) at :data:`NOW`."""
+    return {"clock": lambda: NOW}
 
 
 def install(gw: Gateway, *agents: Agent) -> None:

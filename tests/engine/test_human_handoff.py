@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import datetime
-from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,11 +18,9 @@ from engine.outbox import OutboxRow
 from engine.staff import TakeoverRefused
 from engine.takeover import InvalidTakeover, reply_here_text, transition
 from engine.tools.notify import Escalation
-from gateway.app import Gateway, open_gateway
-from gateway.settings import Settings
+from gateway.app import Gateway
 from providers.notify.slack import render_slack
 
-REPO = Path(__file__).resolve().parents[1]
 CLIENT = "spa-del-sol"
 TZ = ZoneInfo("America/Los_Angeles")
 OPEN = datetime(2026, 12, 2, 10, 0, tzinfo=TZ)  # a Wednesday, open 9-19
@@ -31,14 +29,11 @@ SUNDAY = datetime(2026, 11, 29, 12, 0, tzinfo=TZ)  # closed; Monday opens at 9
 
 
 @pytest.fixture
-def gw_at(tmp_path: Path) -> Callable[[datetime], AsyncIterator[Gateway]]:
+def gw_at(open_gw: Any) -> Callable[[datetime], AsyncIterator[Gateway]]:
     async def start(now: datetime) -> AsyncIterator[Gateway]:
-        settings = Settings(  # type: ignore[call-arg]
-            GATEWAY_CLIENTS_DIR=REPO / "clients",
-            GATEWAY_DATA_DIR=tmp_path,
-            GATEWAY_PUBLIC_URL="https://gw.example.test",
-        )
-        async with open_gateway(settings, clock=lambda: now) as gateway:
+        async with open_gw(
+            clock=lambda: now, GATEWAY_PUBLIC_URL="https://gw.example.test"
+        ) as gateway:
             yield gateway
 
     return start
@@ -123,7 +118,7 @@ async def test_while_a_person_holds_it_the_bot_is_silent_and_staff_are_told(gw: 
     )
     rows = await _outbox(gw)
     assert len(rows) == before + 1  # one notice per message (email; Slack is unset here)
-    notice = Escalation.from_json(str(rows[0].payload["escalation"]))
+    notice = rows[0].payload.escalation
     assert notice.reason == "wrote while waiting for a person"
     assert notice.question == "hello? anyone?"
     assert notice.link == "https://gw.example.test/admin/api/conversations/spa-del-sol:web:s1"

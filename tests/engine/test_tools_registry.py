@@ -26,7 +26,7 @@ from engine.tools import (
 from gateway.app import open_gateway
 from gateway.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPA = REPO / "clients" / "spa-del-sol"
 
 

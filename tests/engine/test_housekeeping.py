@@ -3,30 +3,26 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from engine.outbox import OutboxItem
-from gateway.app import DELIVERED_KEEP_S, Gateway, _housekeeping, open_gateway
-from gateway.settings import Settings
-
-REPO = Path(__file__).resolve().parents[1]
+from engine.payloads import CallAction
+from gateway.app import DELIVERED_KEEP_S, Gateway, _housekeeping
 
 
 @pytest.fixture
-async def gw(tmp_path: Path, database_url: str) -> AsyncIterator[Gateway]:
-    settings = Settings(  # type: ignore[call-arg]
-        GATEWAY_CLIENTS_DIR=REPO / "clients", GATEWAY_DATA_DIR=tmp_path, DATABASE_URL=database_url
-    )
-    async with open_gateway(settings) as gateway:
-        yield gateway
+def gw_options(database_url: str) -> dict[str, object]:
+    """``gw`` (tests/conftest.py) on ``database_url``."""
+    return {"database_url": database_url}
 
 
 async def test_old_delivered_rows_go_and_pending_or_dead_rows_stay(gw: Gateway) -> None:
-    items = [OutboxItem("notify.slack", "spa-del-sol", f"k-{n}", {"n": n}) for n in range(4)]
+    items = [
+        OutboxItem("spa-del-sol", f"k-{n}", CallAction(call_sid=f"CA{n}", action="hangup"))
+        for n in range(4)
+    ]
     await gw.outbox.enqueue(items)
     claimed = {r.key: r for r in await gw.outbox.claim("w", 10, 60)}
     await gw.outbox.settle(claimed["k-0"].id, "w", "delivered")  # old, delivered: goes

@@ -29,6 +29,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from prometheus_client import REGISTRY
+from stub_server import StubServer
 
 from engine.errors import ToolError
 from engine.tools.notify import DeliveryError, Escalation
@@ -218,20 +219,21 @@ def test_slack_clipping_never_cuts_an_entity_in_half() -> None:
 
 
 @dataclass
-class SlackStub:
+class SlackStub(StubServer):
     """A Slack incoming webhook on 127.0.0.1: ``POST {SECRET_PATH}`` answers ``200 ok``."""
+
+    methods = ("POST",)
 
     posted: list[dict[str, Any]] = field(default_factory=list)
     requests: int = 0
     _failures: deque[tuple[int, str, str | None]] = field(default_factory=deque)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: ThreadingHTTPServer | None = None
+    _thread: threading.Thread | None = None
 
     @property
     def base(self) -> str:
-        assert self._server is not None
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return self.url
 
     @property
     def webhook_url(self) -> str:
@@ -243,63 +245,46 @@ class SlackStub:
         with self._lock:
             self._failures.extend([(status, body, retry_after)] * times)
 
-    def start(self) -> SlackStub:
-        stub = self
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        raw = handler.rfile.read(int(handler.headers.get("Content-Length", "0")))
+        with self._lock:
+            self.requests += 1
+            failure = self._failures.popleft() if self._failures else None
+        if failure is not None:
+            status, body, retry_after = failure
+            _answer(handler, status, body, retry_after)
+        elif handler.path != SECRET_PATH:
+            _answer(handler, 404, "no_service")
+        elif handler.headers.get("Content-Type") != "application/json":
+            _answer(handler, 400, "invalid_payload")
+        else:
+            payload = json.loads(raw)
+            if not isinstance(payload.get("text"), str) or not isinstance(
+                payload.get("blocks"), list
+            ):
+                _answer(handler, 400, "invalid_payload")
+                return
+            with self._lock:
+                self.posted.append(payload)
+            _answer(handler, 200, "ok")
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                with stub._lock:
-                    stub.requests += 1
-                    failure = stub._failures.popleft() if stub._failures else None
-                if failure is not None:
-                    status, body, retry_after = failure
-                    self._answer(status, body, retry_after)
-                elif self.path != SECRET_PATH:
-                    self._answer(404, "no_service")
-                elif self.headers.get("Content-Type") != "application/json":
-                    self._answer(400, "invalid_payload")
-                else:
-                    payload = json.loads(raw)
-                    if not isinstance(payload.get("text"), str) or not isinstance(
-                        payload.get("blocks"), list
-                    ):
-                        self._answer(400, "invalid_payload")
-                        return
-                    with stub._lock:
-                        stub.posted.append(payload)
-                    self._answer(200, "ok")
-
-            def _answer(self, status: int, body: str, retry_after: str | None = None) -> None:
-                data = body.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/html")
-                self.send_header("Content-Length", str(len(data)))
-                if retry_after is not None:
-                    self.send_header("Retry-After", retry_after)
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
+def _answer(
+    handler: BaseHTTPRequestHandler, status: int, body: str, retry_after: str | None = None
+) -> None:
+    data = body.encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "text/html")
+    handler.send_header("Content-Length", str(len(data)))
+    if retry_after is not None:
+        handler.send_header("Retry-After", retry_after)
+    handler.end_headers()
+    handler.wfile.write(data)
 
 
 @pytest.fixture
-def slack_stub() -> Iterator[SlackStub]:
-    stub = SlackStub().start()
-    yield stub
-    stub.stop()
+def slack_stub(serve_stub: Any) -> SlackStub:
+    return serve_stub(SlackStub())
 
 
 def _free_port() -> int:

@@ -15,7 +15,6 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -41,7 +40,7 @@ from gateway.settings import Settings
 from purposes.lead_capture import LeadCaptureAgent
 from purposes.support import SupportAgent
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPA = "spa-del-sol"
 DENTAL = "bright-smile-dental"
 NOW = datetime(2026, 11, 21, 11, 0, tzinfo=ZoneInfo("America/Los_Angeles"))
@@ -67,9 +66,9 @@ def settings(data_dir: Path, database_url: str | None) -> Settings:
 
 
 @pytest.fixture
-async def gw(tmp_path: Path, database_url: str) -> AsyncIterator[Gateway]:
-    async with open_gateway(settings(tmp_path, database_url), clock=lambda: NOW) as gateway:
-        yield gateway
+def gw_options(database_url: str) -> dict[str, object]:
+    """``gw`` (tests/conftest.py) on ``database_url``, at :data:`NOW`."""
+    return {"database_url": database_url, "clock": lambda: NOW}
 
 
 def caller(number: str) -> ChannelContext:
@@ -457,6 +456,7 @@ def test_memory_config_defaults_and_limits() -> None:
         ClientConfig.model_validate({**base, "memory": {"retention_days": 0}})
 
 
+@pytest.mark.unseeded  # runs the migrations itself, on an empty database
 async def test_the_migration_creates_what_the_schema_declares(db: Database) -> None:
     def diff(sync_conn: sa.Connection) -> list[object]:
         found = compare_metadata(MigrationContext.configure(sync_conn), METADATA)

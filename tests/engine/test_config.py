@@ -14,7 +14,7 @@ import pytest
 
 from engine.config import ClientConfig, ConfigProblem, load_client, load_clients
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 _SPEC_EXAMPLE = REPO.parent / "shared" / "spec" / "example-client"
 # The spec's reference folder sits beside the repository (../shared); the
 # repository's clients/spa-del-sol is a copy of it, used when ../shared is absent.

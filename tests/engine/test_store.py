@@ -157,6 +157,7 @@ def test_open_rejects_an_in_memory_sqlite_database() -> None:
         Database.open("sqlite:///:memory:")
 
 
+@pytest.mark.unseeded  # runs the migrations itself, on an empty database
 async def test_migrations_take_an_empty_database_to_head_and_rerun_as_a_no_op(
     database_url: str, clock: FakeClock
 ) -> None:
