@@ -121,9 +121,7 @@ class Staff:
                 return StaffReply(key, "human", None, duplicate=True)
             for attempt in self.writes.attempts(key, on_retry=lambda: _reset(replay)):
                 with attempt:
-                    loaded = await self.store.load(key)
-                    if loaded is None:
-                        raise UnknownSessionError(str(key))
+                    loaded = await self._load(key)
                     session = loaded.session
                     session.takeover = transition(session.takeover, "staff_reply")
                     line = Turn(role="assistant", text=text, purpose=HUMAN, staff=True)
@@ -162,9 +160,7 @@ class Staff:
         async with self.writes.locked(key):
             for attempt in self.writes.attempts(key, on_retry=lambda: _reset(replay)):
                 with attempt:
-                    loaded = await self.store.load(key)
-                    if loaded is None:
-                        raise UnknownSessionError(str(key))
+                    loaded = await self._load(key)
                     session = loaded.session
                     after = transition(session.takeover, "release")
                     if after == session.takeover:
@@ -185,6 +181,14 @@ class Staff:
                     await self.committer.commit(client, commit)
                     return after
         raise AssertionError("unreachable")
+
+    async def _load(self, key: SessionKey) -> LoadedSession:
+        """The conversation as committed; UnknownSessionError when there is none
+        (never started, or expired)."""
+        loaded = await self.store.load(key)
+        if loaded is None:
+            raise UnknownSessionError(str(key))
+        return loaded
 
     def _client_for_staff(self, client_id: str, channel: str) -> ClientConfig:
         client = self.clients.get(client_id)

@@ -148,25 +148,18 @@ def deliverers(
     db: Database | None = None,
     meta_base_url: str | None = None,
     public_url: str | None = None,
-    hubspot_base_url: str | None = None,
-    pipedrive_base_url: str | None = None,
-    airtable_base_url: str | None = None,
-    calendar_urls: VendorUrls | None = None,
+    vendor_urls: VendorUrls | None = None,
 ) -> list[Deliverer]:
     """Every kind's deliverer. ``db``: the messaging kinds (``message.twilio``,
     ``message.meta``, ``read.meta``; :mod:`channels.whatsapp.sender`) record what
-    they sent there, so they are wired only with it."""
+    they sent there, so they are wired only with it. ``vendor_urls``: the CRM and
+    calendar vendors' base URLs (default: the vendors' own)."""
+    urls = vendor_urls or VendorUrls()
     out: list[Deliverer] = [
         SlackDeliverer(registry, http, slack_base_url),
         EmailDeliverer(registry, smtp),
         TwilioCallDeliverer(registry, http, twilio_base_url),
-        *providers.crm.crm_deliverers(
-            registry,
-            http,
-            hubspot_base_url=hubspot_base_url,
-            pipedrive_base_url=pipedrive_base_url,
-            airtable_base_url=airtable_base_url,
-        ),
+        *providers.crm.crm_deliverers(registry, http, urls),
     ]
     if db is not None:
         from channels.whatsapp.sender import messaging_deliverers
@@ -179,11 +172,8 @@ def deliverers(
             meta_base_url=meta_base_url,
             public_url=public_url,
         )
-        # Vendor calendar pushes (calendar.google, calendar.calendly): base URLs
-        # from ``calendar_urls`` (default: the vendors' own).
+        # Vendor calendar pushes (calendar.google, calendar.calendly).
         from providers.calendars import Endpoints, calendar_deliverers
 
-        out += calendar_deliverers(
-            registry, http, db, Endpoints.of_urls(calendar_urls or VendorUrls())
-        )
+        out += calendar_deliverers(registry, http, db, Endpoints.of_urls(urls))
     return out

@@ -17,6 +17,7 @@ from providers.crm.airtable import AirtableDeliverer
 from providers.crm.hubspot import HubspotDeliverer
 from providers.crm.pipedrive import PipedriveDeliverer
 from providers.crm.webhook import WebhookDeliverer
+from providers.urls import VendorUrls
 
 __all__ = [
     "AirtableDeliverer",
@@ -30,15 +31,14 @@ __all__ = [
 def crm_deliverers(
     registry: ClientRegistry,
     http: httpx.AsyncClient,
-    *,
-    hubspot_base_url: str | None = None,
-    pipedrive_base_url: str | None = None,
-    airtable_base_url: str | None = None,
+    urls: VendorUrls | None = None,
 ) -> list[Deliverer]:
-    """One deliverer per vendor CRM kind (base URLs: the vendors' own unless given)."""
+    """One deliverer per vendor CRM kind (base URLs from ``urls``; the vendors' own
+    for what it leaves None)."""
+    urls = urls or VendorUrls()
     return [
-        HubspotDeliverer(registry, http, hubspot_base_url),
-        PipedriveDeliverer(registry, http, pipedrive_base_url),
-        AirtableDeliverer(registry, http, airtable_base_url),
+        HubspotDeliverer(registry, http, urls.hubspot_base_url),
+        PipedriveDeliverer(registry, http, urls.pipedrive_base_url),
+        AirtableDeliverer(registry, http, urls.airtable_base_url),
         WebhookDeliverer(registry, http),
     ]
