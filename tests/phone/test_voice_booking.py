@@ -85,7 +85,7 @@ def answer(bot: str) -> str | None:
 
 
 @needs_models
-@pytest.mark.realtime  # call-speed turn-taking: scripts/test runs it alone
+@pytest.mark.alone  # call-speed turn-taking with the real models
 async def test_a_caller_books_by_voice_end_to_end(running_gateway: Any) -> None:
     voices: dict[str, tuple[bytes, int]] = {}
 

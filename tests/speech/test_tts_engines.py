@@ -129,6 +129,7 @@ async def test_piper_runs_in_its_own_pool(
 
 
 @needs_piper
+@pytest.mark.alone  # a bound on the event loop's lag: other workers' CPU would add to it
 async def test_piper_keeps_the_loop_running(piper: PiperTTS, fresh_cache: TtsCache) -> None:
     async def four() -> None:
         results = await asyncio.gather(*(collect(piper.synthesize(s)) for s in SENTENCES))
@@ -175,6 +176,7 @@ async def test_library_and_process_give_the_same_audio_length(fresh_cache: TtsCa
 
 
 @needs_espeak_lib
+@pytest.mark.alone  # a bound on the event loop's lag: other workers' CPU would add to it
 async def test_espeak_library_keeps_the_loop_running(fresh_cache: TtsCache) -> None:
     tts = EspeakTTS()
 
