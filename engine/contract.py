@@ -64,6 +64,12 @@ class Replay:
         self.sent = len(self.log)
         return fresh
 
+    def reset(self) -> None:
+        """Forget every logged event (a conflicted attempt's): the next attempt
+        numbers and logs its own."""
+        self.log.clear()
+        self.sent = 0
+
     @property
     def last_id(self) -> int:
         return self.log[-1][0] if self.log else 0

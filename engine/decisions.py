@@ -159,13 +159,10 @@ class Decisions:
         turn_id = hashlib.sha256(f"approval\x00{approval_id}\x00{decision}".encode()).hexdigest()
         writes = engine.writes
 
-        def reset_replay() -> None:
-            if replay is not None:
-                replay.log.clear()
-                replay.sent = 0
-
         async with writes.locked(key):
-            for attempt in writes.attempts(key, on_retry=reset_replay):
+            for attempt in writes.attempts(
+                key, on_retry=replay.reset if replay is not None else None
+            ):
                 with attempt:
                     current = await self._get(approval_id)
                     if not current.pending:

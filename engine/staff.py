@@ -55,13 +55,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _reset(replay: Replay | None) -> None:
-    """Drop the events a conflicted attempt logged (the next attempt logs its own)."""
-    if replay is not None:
-        replay.log.clear()
-        replay.sent = 0
-
-
 class Staff:
     """Staff replies and releases for every loaded client."""
 
@@ -119,7 +112,9 @@ class Staff:
         async with self.writes.locked(key):
             if message_id is not None and self.store.recently_processed(key, message_id):
                 return StaffReply(key, "human", None, duplicate=True)
-            for attempt in self.writes.attempts(key, on_retry=lambda: _reset(replay)):
+            for attempt in self.writes.attempts(
+                key, on_retry=replay.reset if replay is not None else None
+            ):
                 with attempt:
                     loaded = await self._load(key)
                     session = loaded.session
@@ -158,7 +153,9 @@ class Staff:
             raise UnknownClientError(client_id)
         key = SessionKey(client_id, channel, session_id)
         async with self.writes.locked(key):
-            for attempt in self.writes.attempts(key, on_retry=lambda: _reset(replay)):
+            for attempt in self.writes.attempts(
+                key, on_retry=replay.reset if replay is not None else None
+            ):
                 with attempt:
                     loaded = await self._load(key)
                     session = loaded.session

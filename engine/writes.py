@@ -4,7 +4,7 @@ Every writer of a session (a user turn, a staff reply, a release, an approval
 decision) takes the conversation's lock, then runs attempts until one commits::
 
     async with writes.locked(key):
-        for attempt in writes.attempts(key, on_retry=reset_replay):
+        for attempt in writes.attempts(key, on_retry=replay.reset):
             with attempt:
                 loaded = await store.load(key)
                 ...  # mutate the session, build the commit
